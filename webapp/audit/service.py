@@ -1,0 +1,95 @@
+"""Recording and reading audit events. `record` adds to the caller's transaction, so an event
+exists exactly when the action it describes was committed."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from webapp.audit.models import AuditEvent
+from webapp.context import Origin
+from webapp.db import DbSession
+from webapp.http.pagination import Page, paginate
+
+ACTIONS = (
+    "auth.login_succeeded",
+    "auth.login_failed",
+    "auth.lockout",
+    "auth.logout",
+    "auth.refresh_reuse_detected",
+    "auth.email_verified",
+    "auth.password_changed",
+    "auth.password_reset_requested",
+    "auth.password_reset",
+    "session.revoked",
+    "user.registered",
+    "user.created",
+    "user.updated",
+    "user.role_changed",
+    "user.deleted",
+)
+
+
+def record(
+    db: DbSession,
+    origin: Origin,
+    action: str,
+    *,
+    target_type: str | None = None,
+    target_id: uuid.UUID | None = None,
+    **details: Any,
+) -> AuditEvent:
+    if action not in ACTIONS:
+        raise ValueError(f"unknown audit action {action!r}")
+    event = AuditEvent(
+        action=action,
+        actor_id=origin.actor_id,
+        target_type=target_type,
+        target_id=target_id,
+        ip=origin.ip,
+        user_agent=(origin.user_agent or "")[:512] or None,
+        request_id=origin.request_id,
+        details={k: v for k, v in details.items() if v is not None},
+    )
+    db.add(event)
+    return event
+
+
+def list_events(
+    db: DbSession,
+    *,
+    limit: int,
+    cursor: str | None = None,
+    offset: int | None = None,
+    sort: str | None = None,
+    action: str | None = None,
+    actor_id: uuid.UUID | None = None,
+    target_id: uuid.UUID | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+) -> Page:
+    query = select(AuditEvent)
+    if action:
+        query = query.where(AuditEvent.action == action)
+    if actor_id:
+        query = query.where(AuditEvent.actor_id == actor_id)
+    if target_id:
+        query = query.where(AuditEvent.target_id == target_id)
+    if created_after:
+        query = query.where(AuditEvent.created_at >= created_after)
+    if created_before:
+        query = query.where(AuditEvent.created_at < created_before)
+    return paginate(
+        db,
+        query,
+        id_column=AuditEvent.id,
+        sort_columns={"created_at": AuditEvent.created_at},
+        sort=sort,
+        default_sort="-created_at",
+        limit=limit,
+        cursor=cursor,
+        offset=offset,
+    )

@@ -1,0 +1,1 @@
+"""Authentication: registration, login, tokens, sessions and password flows."""

@@ -1,0 +1,185 @@
+"""/api/v1/auth: thin views — parse, call `webapp.auth.service`, serialize."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from flask import url_for
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from webapp.auth import service
+from webapp.auth.schemas import (
+    LoginIn,
+    PasswordChangeIn,
+    PasswordResetConfirmIn,
+    PasswordResetIn,
+    RefreshIn,
+    RegisterIn,
+    RevokedOut,
+    SessionListOut,
+    TokenIn,
+    TokenPairOut,
+)
+from webapp.config import current_settings
+from webapp.extensions import db, limiter
+from webapp.http.access import authenticated, current_principal, public
+from webapp.http.idempotency import idempotent
+from webapp.http.origin import request_origin
+from webapp.http.ratelimit import ip_key
+from webapp.users.schemas import UserOut
+
+blp = Blueprint(
+    "auth",
+    __name__,
+    url_prefix="/api/v1/auth",
+    description="Sign-up, sign-in, tokens and sessions.",
+)
+
+
+def _auth_limit() -> str:
+    return current_settings().ratelimit_auth
+
+
+# Password-hashing endpoints get a tighter budget per client IP on top of the default one.
+auth_limit = limiter.shared_limit(_auth_limit, scope="auth", key_func=ip_key)
+
+
+@blp.route("/register")
+class Register(MethodView):
+    @public
+    @auth_limit
+    @idempotent
+    @blp.arguments(RegisterIn)
+    @blp.response(201, UserOut)
+    def post(self, body: dict[str, Any]) -> tuple[Any, int, dict[str, str]]:
+        """Create an account; a verification email is queued."""
+        user = service.register(db.session, request_origin(), **body)
+        location = url_for("users.UserById", user_id=user.id)
+        return user, 201, {"Location": location}
+
+
+@blp.route("/verify-email")
+class VerifyEmail(MethodView):
+    @public
+    @auth_limit
+    @blp.arguments(TokenIn)
+    @blp.response(204)
+    def post(self, body: dict[str, Any]) -> None:
+        """Confirm an email address with the emailed single-use token."""
+        service.verify_email(db.session, request_origin(), body["token"])
+
+
+@blp.route("/login")
+class Login(MethodView):
+    @public
+    @auth_limit
+    @blp.arguments(LoginIn)
+    @blp.response(200, TokenPairOut)
+    def post(self, body: dict[str, Any]) -> service.TokenPair:
+        """Sign in: lockout (429), credentials (401), verified email (403), then tokens."""
+        return service.login(db.session, request_origin(), **body)
+
+
+@blp.route("/refresh")
+class Refresh(MethodView):
+    @public
+    @blp.arguments(RefreshIn)
+    @blp.response(200, TokenPairOut)
+    def post(self, body: dict[str, Any]) -> service.TokenPair:
+        """Exchange a refresh token for a new pair; a reused token revokes its session."""
+        return service.refresh(db.session, request_origin(), body["refresh_token"])
+
+
+@blp.route("/logout")
+class Logout(MethodView):
+    @authenticated
+    @blp.response(204)
+    def post(self) -> None:
+        """End the current session; its access and refresh tokens stop working at once."""
+        principal = current_principal()
+        assert principal.session_id is not None
+        service.logout(db.session, request_origin(), principal.session_id)
+
+
+@blp.route("/sessions")
+class Sessions(MethodView):
+    @authenticated
+    @blp.response(200, SessionListOut)
+    def get(self) -> dict[str, Any]:
+        """The caller's active sessions, newest first."""
+        principal = current_principal()
+        sessions = service.list_sessions(db.session, principal.user_id)
+        return {
+            "items": [
+                {
+                    "id": s.id,
+                    "created_at": s.created_at,
+                    "last_used_at": s.last_used_at,
+                    "expires_at": s.expires_at,
+                    "ip": s.ip,
+                    "user_agent": s.user_agent,
+                    "current": s.id == principal.session_id,
+                }
+                for s in sessions
+            ]
+        }
+
+    @authenticated
+    @blp.response(200, RevokedOut)
+    def delete(self) -> dict[str, int]:
+        """Revoke every session of the caller except the current one."""
+        principal = current_principal()
+        count = service.revoke_other_sessions(
+            db.session, request_origin(), principal.user_id, principal.session_id
+        )
+        return {"revoked": count}
+
+
+@blp.route("/sessions/<uuid:session_id>")
+class SessionById(MethodView):
+    @authenticated
+    @blp.response(204)
+    def delete(self, session_id: uuid.UUID) -> None:
+        """Revoke one of the caller's sessions."""
+        principal = current_principal()
+        service.revoke_session(db.session, request_origin(), principal.user_id, session_id)
+
+
+@blp.route("/password-reset")
+class PasswordReset(MethodView):
+    @public
+    @auth_limit
+    @blp.arguments(PasswordResetIn)
+    @blp.response(202)
+    def post(self, body: dict[str, Any]) -> None:
+        """Email a reset link if the account exists; the answer is the same either way."""
+        service.request_password_reset(db.session, request_origin(), body["email"])
+
+
+@blp.route("/password-reset/confirm")
+class PasswordResetConfirm(MethodView):
+    @public
+    @auth_limit
+    @blp.arguments(PasswordResetConfirmIn)
+    @blp.response(204)
+    def post(self, body: dict[str, Any]) -> None:
+        """Set a new password with the emailed token; every session of the user is revoked."""
+        service.confirm_password_reset(
+            db.session, request_origin(), body["token"], body["password"]
+        )
+
+
+@blp.route("/password")
+class Password(MethodView):
+    @authenticated
+    @auth_limit
+    @blp.arguments(PasswordChangeIn)
+    @blp.response(204)
+    def post(self, body: dict[str, Any]) -> None:
+        """Change the caller's password; other sessions are revoked."""
+        principal = current_principal()
+        service.change_password(
+            db.session, request_origin(), principal.user_id, principal.session_id, **body
+        )

@@ -1,0 +1,65 @@
+"""Request and response bodies of /api/v1/auth."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+from webapp.schemas import StrictSchema
+
+
+class RegisterIn(StrictSchema):
+    email = fields.Email(required=True, validate=validate.Length(max=320))
+    password = fields.String(required=True, validate=validate.Length(min=1, max=1024))
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+
+
+class TokenIn(StrictSchema):
+    token = fields.String(required=True, validate=validate.Length(min=1, max=512))
+
+
+class LoginIn(StrictSchema):
+    email = fields.Email(required=True, validate=validate.Length(max=320))
+    password = fields.String(required=True, validate=validate.Length(min=1, max=1024))
+
+
+class RefreshIn(StrictSchema):
+    refresh_token = fields.String(required=True, validate=validate.Length(min=1, max=512))
+
+
+class TokenPairOut(Schema):
+    access_token = fields.String(required=True)
+    refresh_token = fields.String(required=True)
+    token_type = fields.String(required=True)
+    expires_in = fields.Integer(required=True, metadata={"description": "seconds"})
+
+
+class PasswordResetIn(StrictSchema):
+    email = fields.Email(required=True, validate=validate.Length(max=320))
+
+
+class PasswordResetConfirmIn(StrictSchema):
+    token = fields.String(required=True, validate=validate.Length(min=1, max=512))
+    password = fields.String(required=True, validate=validate.Length(min=1, max=1024))
+
+
+class PasswordChangeIn(StrictSchema):
+    current_password = fields.String(required=True, validate=validate.Length(min=1, max=1024))
+    new_password = fields.String(required=True, validate=validate.Length(min=1, max=1024))
+
+
+class SessionOut(Schema):
+    id = fields.UUID(required=True)
+    created_at = fields.DateTime(required=True)
+    last_used_at = fields.DateTime(required=True)
+    expires_at = fields.DateTime(required=True)
+    ip = fields.String(allow_none=True)
+    user_agent = fields.String(allow_none=True)
+    current = fields.Boolean(required=True)
+
+
+class SessionListOut(Schema):
+    items = fields.List(fields.Nested(SessionOut), required=True)
+
+
+class RevokedOut(Schema):
+    revoked = fields.Integer(required=True)

@@ -1,0 +1,119 @@
+"""The per-request authentication state: is this session live, and who is this user now?
+
+Checked on every authenticated request, so it has a fast path: one Redis MGET for the session
+flag and the user's snapshot. Misses and a Redis outage fall back to the database (never fail
+open). Writers overwrite the cached value after they commit, and readers only fill empty keys
+(SET NX), so a reader holding a stale row can never undo a revocation or a role change.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import select
+
+from webapp.auth.models import AuthSession
+from webapp.db import DbSession, utcnow
+from webapp.extensions import redis_store
+from webapp.users.models import User
+
+SESSION_LIVE, SESSION_REVOKED = b"1", b"0"
+USER_GONE = b"-"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the user (as cached), their current role and their session."""
+
+    user_id: uuid.UUID
+    role: str
+    session_id: uuid.UUID | None
+    user: dict[str, Any]
+
+
+def _session_key(session_id: uuid.UUID) -> str:
+    return f"gh:sess:{session_id}"
+
+
+def _user_key(user_id: uuid.UUID) -> str:
+    return f"gh:user:{user_id}"
+
+
+def _ttl() -> int:
+    return int(current_app.config["GATEHOUSE"].cache_ttl)
+
+
+def user_snapshot(user: User) -> dict[str, Any]:
+    """The user as the API shows it (and as the cache keeps it): JSON-safe values only."""
+    return {
+        "id": str(user.id),
+        "email": user.email,
+        "name": user.name,
+        "role": user.role,
+        "active": user.active,
+        "email_verified": user.email_verified,
+        "created_at": user.created_at.isoformat(),
+        "updated_at": user.updated_at.isoformat(),
+        "version": user.version,
+    }
+
+
+def publish_user(user: User) -> None:
+    """After a committed write: the cache holds the new state for the next request."""
+    redis_store.set(_user_key(user.id), json.dumps(user_snapshot(user)), _ttl())
+
+
+def forget_user(user_id: uuid.UUID) -> None:
+    redis_store.set(_user_key(user_id), USER_GONE, _ttl())
+
+
+def publish_sessions_revoked(session_ids: list[uuid.UUID]) -> None:
+    ttl = max(_ttl(), int(current_app.config["GATEHOUSE"].access_token_ttl))
+    redis_store.set_many({_session_key(sid): SESSION_REVOKED for sid in session_ids}, ttl)
+
+
+def _session_live_in_db(db: DbSession, session_id: uuid.UUID, user_id: uuid.UUID) -> bool:
+    row = db.execute(
+        select(AuthSession.revoked_at, AuthSession.expires_at).where(
+            AuthSession.id == session_id, AuthSession.user_id == user_id
+        )
+    ).first()
+    return row is not None and row.revoked_at is None and row.expires_at > utcnow()
+
+
+def _user_from_db(db: DbSession, user_id: uuid.UUID) -> dict[str, Any] | None:
+    user = db.get(User, user_id)
+    return user_snapshot(user) if user is not None else None
+
+
+def load_principal(db: DbSession, user_id: uuid.UUID, session_id: uuid.UUID) -> Principal | None:
+    """The principal for a verified access token, or None when its session or user is gone."""
+    cached = redis_store.get_many([_session_key(session_id), _user_key(user_id)])
+    session_flag, user_raw = cached if cached is not None else (None, None)
+
+    if session_flag is None:
+        live = _session_live_in_db(db, session_id, user_id)
+        if cached is not None:
+            flag = SESSION_LIVE if live else SESSION_REVOKED
+            redis_store.set(_session_key(session_id), flag, _ttl(), only_if_absent=True)
+    else:
+        live = session_flag == SESSION_LIVE
+    if not live:
+        return None
+
+    if user_raw is None:
+        user = _user_from_db(db, user_id)
+        if cached is not None:
+            value = json.dumps(user) if user is not None else USER_GONE
+            redis_store.set(_user_key(user_id), value, _ttl(), only_if_absent=True)
+    elif user_raw == USER_GONE:
+        user = None
+    else:
+        user = json.loads(user_raw)
+    if user is None or not user["active"]:
+        return None
+    return Principal(user_id=user_id, role=user["role"], session_id=session_id, user=user)

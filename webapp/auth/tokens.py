@@ -1,0 +1,144 @@
+"""Token formats: signed JWT access tokens (flask-jwt-extended, keys by `kid`) and opaque
+refresh tokens.
+
+Access tokens carry `iss`, `aud`, `sub` (user id), `exp`, `iat`, `jti`, `role` and `sid` (the
+session, checked on every request so that logout takes effect at once). Refresh tokens are
+`<token id>.<HMAC-SHA256(SECRET_KEY, token id)>`: nothing about them is stored in plain form, a
+database leak alone does not reveal one, and the server can re-issue a token's successor inside
+the reuse grace window without keeping it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import jwt as pyjwt
+from flask import Flask, current_app, g, request
+from flask_jwt_extended import create_access_token, decode_token
+
+from webapp.errors import Unauthorized
+from webapp.extensions import jwt
+from webapp.security.keys import KeyRing
+
+SUPPORTED_ALGORITHMS = ["RS256", "EdDSA"]
+
+
+def keyring() -> KeyRing:
+    ring: KeyRing = current_app.extensions["gatehouse_keyring"]
+    return ring
+
+
+def init_app(app: Flask, ring: KeyRing) -> None:
+    settings = app.config["GATEHOUSE"]
+    app.extensions["gatehouse_keyring"] = ring
+    app.config.update(
+        JWT_ALGORITHM=ring.signing_key.alg,
+        JWT_DECODE_ALGORITHMS=SUPPORTED_ALGORITHMS,
+        JWT_TOKEN_LOCATION=["headers"],
+        JWT_ACCESS_TOKEN_EXPIRES=timedelta(seconds=settings.access_token_ttl),
+        JWT_ENCODE_ISSUER=settings.jwt_issuer,
+        JWT_DECODE_ISSUER=settings.jwt_issuer,
+        JWT_ENCODE_AUDIENCE=settings.jwt_audience,
+        JWT_DECODE_AUDIENCE=settings.jwt_audience,
+        JWT_ENCODE_NBF=False,
+        JWT_DECODE_LEEWAY=5,
+        # flask-jwt-extended wants a key at init even though the loaders below supply them.
+        JWT_SECRET_KEY=settings.secret_key,
+    )
+    jwt.init_app(app)
+
+
+@jwt.encode_key_loader
+def _signing_key(_identity: Any) -> Any:
+    return keyring().signing_key.private_key
+
+
+@jwt.decode_key_loader
+def _verification_key(header: dict[str, Any], _payload: dict[str, Any]) -> Any:
+    key = keyring().verification_key(str(header.get("kid", "")))
+    if key is None:
+        raise pyjwt.InvalidKeyError("unknown key id")
+    return key
+
+
+def issue_access_token(user_id: uuid.UUID, role: str, session_id: uuid.UUID) -> str:
+    signing = keyring().signing_key
+    token: str = create_access_token(
+        identity=str(user_id),
+        additional_claims={"role": role, "sid": str(session_id)},
+        additional_headers={"kid": signing.kid},
+    )
+    return token
+
+
+def decode_access_token(token: str) -> dict[str, Any]:
+    """Verified claims of an access token; any defect is a 401 with no detail to help forgers."""
+    try:
+        claims: dict[str, Any] = decode_token(token)
+    except Exception:  # noqa: BLE001 - every decoding failure means the same to the client
+        raise Unauthorized(
+            "The access token is invalid or expired.",
+            slug="invalid-token",
+            headers={"WWW-Authenticate": 'Bearer realm="gatehouse", error="invalid_token"'},
+        ) from None
+    if claims.get("type") != "access" or "sid" not in claims or "sub" not in claims:
+        raise Unauthorized("The token is not an access token.", slug="invalid-token")
+    return claims
+
+
+def bearer_token() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+def bearer_claims(*, optional: bool = False) -> dict[str, Any] | None:
+    """Claims of this request's bearer token, verified once per request and memoised."""
+    if "access_claims" in g:
+        claims: dict[str, Any] | None = g.access_claims
+        if claims is None and not optional:
+            raise Unauthorized("Send a bearer access token.")
+        return claims
+    token = bearer_token()
+    if token is None:
+        g.access_claims = None
+        if optional:
+            return None
+        raise Unauthorized("Send a bearer access token.")
+    try:
+        g.access_claims = decode_access_token(token)
+    except Unauthorized:
+        g.access_claims = None
+        if optional:
+            return None
+        raise
+    return g.access_claims
+
+
+def _refresh_mac(token_id: uuid.UUID) -> str:
+    secret = current_app.config["GATEHOUSE"].secret_key.encode()
+    digest = hmac.new(secret, b"refresh:" + token_id.bytes, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def format_refresh_token(token_id: uuid.UUID) -> str:
+    return f"{token_id.hex}.{_refresh_mac(token_id)}"
+
+
+def parse_refresh_token(token: str) -> uuid.UUID | None:
+    """The token id of a well-formed, authentic refresh token; None for anything else."""
+    raw_id, _, mac = token.partition(".")
+    try:
+        token_id = uuid.UUID(hex=raw_id)
+    except ValueError:
+        return None
+    if not hmac.compare_digest(mac.encode(), _refresh_mac(token_id).encode()):
+        return None
+    return token_id

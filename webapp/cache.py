@@ -1,0 +1,118 @@
+"""The one Redis connection of the API process, and the rule for when Redis is away.
+
+Redis is a cache and a rate-limit store here, never the system of record: every caller has a
+database fallback. After a Redis error the store stays "down" for a short back-off so that a dead
+Redis costs one timeout per back-off period, not one per request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+import redis
+
+log = logging.getLogger(__name__)
+
+BACKOFF_SECONDS = 2.0
+SOCKET_TIMEOUT = 0.25
+
+
+class RedisStore:
+    def __init__(self) -> None:
+        self.client: redis.Redis | None = None
+        self.url: str | None = None
+        self._down_until = 0.0
+
+    def init_app(self, url: str | None) -> None:
+        self.url = url
+        self._down_until = 0.0
+        self.client = (
+            redis.Redis.from_url(
+                url,
+                socket_timeout=SOCKET_TIMEOUT,
+                socket_connect_timeout=SOCKET_TIMEOUT,
+                health_check_interval=30,
+                retry_on_timeout=False,
+            )
+            if url
+            else None
+        )
+
+    @property
+    def available(self) -> bool:
+        return self.client is not None and time.monotonic() >= self._down_until
+
+    def _failed(self, exc: Exception) -> None:
+        self._down_until = time.monotonic() + BACKOFF_SECONDS
+        log.warning("redis unavailable, falling back to the database: %s", exc.__class__.__name__)
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None] | None:
+        """Values for `keys`, or None when Redis cannot answer (callers use the database)."""
+        if not self.available or self.client is None:
+            return None
+        try:
+            values: list[bytes | None] = self.client.mget(keys)  # type: ignore[assignment]
+            return values
+        except redis.RedisError as exc:
+            self._failed(exc)
+            return None
+
+    def set(self, key: str, value: bytes | str, ttl: int, *, only_if_absent: bool = False) -> None:
+        if not self.available or self.client is None:
+            return
+        try:
+            self.client.set(key, value, ex=ttl, nx=only_if_absent)
+        except redis.RedisError as exc:
+            self._failed(exc)
+
+    def set_many(self, values: dict[str, bytes | str], ttl: int) -> None:
+        if not values or not self.available or self.client is None:
+            return
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for key, value in values.items():
+                pipe.set(key, value, ex=ttl)
+            pipe.execute()
+        except redis.RedisError as exc:
+            self._failed(exc)
+
+    def incr(self, key: str, ttl: int) -> int | None:
+        """Increment a counter that expires `ttl` seconds after its first increment."""
+        if not self.available or self.client is None:
+            return None
+        try:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.incr(key)
+            pipe.expire(key, ttl, nx=True)
+            count, _ = pipe.execute()
+            return int(count)
+        except redis.RedisError as exc:
+            self._failed(exc)
+            return None
+
+    def ttl(self, key: str) -> int | None:
+        if not self.available or self.client is None:
+            return None
+        try:
+            return int(self.client.ttl(key))
+        except redis.RedisError as exc:
+            self._failed(exc)
+            return None
+
+    def delete(self, *keys: str) -> None:
+        if not keys or not self.available or self.client is None:
+            return
+        try:
+            self.client.delete(*keys)
+        except redis.RedisError as exc:
+            self._failed(exc)
+
+    def ping(self) -> bool:
+        if self.client is None:
+            return False
+        try:
+            return bool(self.client.ping())
+        except redis.RedisError:
+            return False

@@ -1,0 +1,101 @@
+"""`flask --app wsgi ...` commands for administrators: users, signing keys, outbox (dev)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup
+
+from webapp.config import current_settings
+from webapp.context import SYSTEM
+from webapp.errors import DomainError
+from webapp.extensions import db
+from webapp.outbox.models import SENT
+from webapp.security.keys import KeyRing
+
+users_cli = AppGroup("users", help="Manage user accounts.")
+keys_cli = AppGroup("keys", help="Manage signing keys.")
+outbox_cli = AppGroup("outbox", help="Inspect the email outbox.")
+
+
+@users_cli.command("create-admin")
+@click.option("--email", required=True)
+@click.option("--name", default="Administrator", show_default=True)
+def create_admin(email: str, name: str) -> None:
+    """Create an administrator (password from GATEHOUSE_ADMIN_PASSWORD or a prompt)."""
+    from webapp.users import service
+
+    password = os.environ.get("GATEHOUSE_ADMIN_PASSWORD") or click.prompt(
+        "Password", hide_input=True, confirmation_prompt=True
+    )
+    try:
+        user = service.create_user(
+            db.session, SYSTEM, email=email, name=name, password=password, role="admin"
+        )
+    except DomainError as exc:
+        details = "; ".join(m for msgs in (exc.errors or {}).values() for m in msgs)
+        raise click.ClickException(f"{exc.detail} {details}".strip()) from None
+    click.echo(f"created administrator {user.email} ({user.id})")
+
+
+@keys_cli.command("rotate-signing")
+@click.option("--alg", type=click.Choice(["RS256", "EdDSA"]), default=None)
+def rotate_signing(alg: str | None) -> None:
+    """Promote the published next key to signer and publish a new next key.
+
+    With JWT_KEYS_FILE the file is rewritten in place; with JWT_KEYS the new JWK Set is printed
+    for you to store where JWT_KEYS comes from. Restart (or roll) the API afterwards.
+    """
+    settings = current_settings()
+    ring: KeyRing = current_app.extensions["gatehouse_keyring"]
+    rotated = ring.rotated(alg)
+    document = json.dumps(rotated.to_jwks(), indent=2)
+    target = settings.jwt_keys_file
+    if target is None and not settings.jwt_keys:
+        from webapp.config import DEV_KEYS_FILE
+
+        target = DEV_KEYS_FILE
+    if target:
+        path = Path(target)
+        temp = path.with_suffix(".tmp")
+        temp.write_text(document)
+        temp.chmod(0o600)
+        temp.replace(path)
+        click.echo(f"rotated: {rotated.signing_key.kid} signs now; keys written to {path}")
+    else:
+        sys.stdout.write(document + "\n")
+
+
+@outbox_cli.command("print")
+@click.option("--follow", is_flag=True, help="Keep polling (development mail sink).")
+@click.option("--interval", default=1.0, show_default=True)
+def print_outbox(follow: bool, interval: float) -> None:
+    """Development only: print pending outbox emails (with their links) and mark them sent."""
+    from webapp.db import utcnow
+    from webapp.outbox import service
+
+    if current_settings().is_production:
+        raise click.ClickException("outbox print is a development mail sink; not in production")
+    while True:
+        for message in service.pending(db.session):
+            click.echo(
+                f"--- email {message.template} to {message.recipient}\n"
+                + json.dumps(message.payload, indent=2)
+            )
+            message.status = SENT
+            message.sent_at = utcnow()
+        db.session.commit()
+        if not follow:
+            return
+        time.sleep(interval)
+
+
+def init_app(app: Flask) -> None:
+    for group in (users_cli, keys_cli, outbox_cli):
+        app.cli.add_command(group)

@@ -1,0 +1,209 @@
+"""Configuration: the one place that reads the environment (12-factor).
+
+`Settings.from_env()` parses and validates every variable at start-up; a bad value raises
+`ConfigError` whose message names the variable, so the process stops with one clear line.
+Production refuses the development defaults of every secret.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from environs import Env, EnvError
+
+ENVIRONMENTS = ("development", "test", "production")
+DEV_SECRET = "dev-insecure-secret-change-me"  # noqa: S105 - the default production refuses
+DEV_DATABASE_URL = "sqlite:///instance/gatehouse.db"
+DEV_KEYS_FILE = "instance/jwt-keys.json"
+
+
+class ConfigError(Exception):
+    """A configuration variable is missing or invalid; the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str = "development"
+    secret_key: str = DEV_SECRET
+    database_url: str = DEV_DATABASE_URL
+    database_replica_url: str | None = None
+    db_pool_size: int = 10
+    db_max_overflow: int = 5
+    db_pool_timeout: float = 5.0
+    db_pool_recycle: int = 1800
+    db_pool_pre_ping: bool = True
+    db_statement_timeout_ms: int = 5000
+    redis_url: str | None = None
+    smtp_url: str = "smtp://localhost:1025"
+    mail_from: str = "Gatehouse <no-reply@gatehouse.local>"
+    public_base_url: str = "http://127.0.0.1:8000"
+    cors_origins: tuple[str, ...] = ()
+    trusted_proxies: int = 0
+    jwt_keys: str | None = None
+    jwt_keys_file: str | None = None
+    jwt_issuer: str = "gatehouse"
+    jwt_audience: str = "gatehouse"
+    jwks_max_age: int = 300
+    access_token_ttl: int = 900
+    refresh_token_ttl: int = 30 * 24 * 3600
+    refresh_reuse_grace: int = 0
+    require_email_verification: bool = True
+    email_token_ttl: int = 24 * 3600
+    password_reset_ttl: int = 3600
+    lockout_threshold: int = 5
+    lockout_ip_threshold: int = 20
+    lockout_window: int = 900
+    lockout_duration: int = 900
+    ratelimit_enabled: bool = True
+    ratelimit_default: str = "300 per minute"
+    ratelimit_auth: str = "20 per minute"
+    cache_ttl: int = 300
+    idempotency_ttl: int = 24 * 3600
+    log_level: str = "INFO"
+    otel_exporter_otlp_endpoint: str | None = None
+    web_concurrency: int = 2
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """Build settings from the process environment (defaults: development)."""
+        try:
+            settings = cls._parse(Env(eager=True))
+        except EnvError as exc:
+            raise ConfigError(str(exc)) from None
+        settings.validate()
+        return settings
+
+    @classmethod
+    def _parse(cls, env: Env) -> Settings:
+        d = cls()
+        name = env.str("GATEHOUSE_ENV", d.env)
+        if name not in ENVIRONMENTS:
+            raise ConfigError(
+                f"GATEHOUSE_ENV must be one of {', '.join(ENVIRONMENTS)}, got {name!r}"
+            )
+        return cls(
+            env=name,
+            secret_key=env.str("SECRET_KEY", d.secret_key),
+            database_url=env.str("DATABASE_URL", d.database_url),
+            database_replica_url=env.str("DATABASE_REPLICA_URL", None) or None,
+            db_pool_size=env.int("DB_POOL_SIZE", d.db_pool_size),
+            db_max_overflow=env.int("DB_MAX_OVERFLOW", d.db_max_overflow),
+            db_pool_timeout=env.float("DB_POOL_TIMEOUT", d.db_pool_timeout),
+            db_pool_recycle=env.int("DB_POOL_RECYCLE", d.db_pool_recycle),
+            db_pool_pre_ping=env.bool("DB_POOL_PRE_PING", d.db_pool_pre_ping),
+            db_statement_timeout_ms=env.int("DB_STATEMENT_TIMEOUT_MS", d.db_statement_timeout_ms),
+            redis_url=env.str("REDIS_URL", None) or None,
+            smtp_url=env.str("SMTP_URL", d.smtp_url),
+            mail_from=env.str("MAIL_FROM", d.mail_from),
+            public_base_url=env.str("PUBLIC_BASE_URL", d.public_base_url).rstrip("/"),
+            cors_origins=tuple(env.list("CORS_ORIGINS", [])),
+            trusted_proxies=env.int("TRUSTED_PROXIES", d.trusted_proxies),
+            jwt_keys=env.str("JWT_KEYS", None) or None,
+            jwt_keys_file=env.str("JWT_KEYS_FILE", None) or None,
+            jwt_issuer=env.str("JWT_ISSUER", d.jwt_issuer),
+            jwt_audience=env.str("JWT_AUDIENCE", d.jwt_audience),
+            jwks_max_age=env.int("JWKS_MAX_AGE", d.jwks_max_age),
+            access_token_ttl=env.int("ACCESS_TOKEN_TTL", d.access_token_ttl),
+            refresh_token_ttl=env.int("REFRESH_TOKEN_TTL", d.refresh_token_ttl),
+            refresh_reuse_grace=env.int("REFRESH_REUSE_GRACE", d.refresh_reuse_grace),
+            require_email_verification=env.bool(
+                "REQUIRE_EMAIL_VERIFICATION", d.require_email_verification
+            ),
+            email_token_ttl=env.int("EMAIL_TOKEN_TTL", d.email_token_ttl),
+            password_reset_ttl=env.int("PASSWORD_RESET_TTL", d.password_reset_ttl),
+            lockout_threshold=env.int("LOCKOUT_THRESHOLD", d.lockout_threshold),
+            lockout_ip_threshold=env.int("LOCKOUT_IP_THRESHOLD", d.lockout_ip_threshold),
+            lockout_window=env.int("LOCKOUT_WINDOW", d.lockout_window),
+            lockout_duration=env.int("LOCKOUT_DURATION", d.lockout_duration),
+            ratelimit_enabled=env.bool("RATELIMIT_ENABLED", d.ratelimit_enabled),
+            ratelimit_default=env.str("RATELIMIT_DEFAULT", d.ratelimit_default),
+            ratelimit_auth=env.str("RATELIMIT_AUTH", d.ratelimit_auth),
+            cache_ttl=env.int("CACHE_TTL", d.cache_ttl),
+            idempotency_ttl=env.int("IDEMPOTENCY_TTL", d.idempotency_ttl),
+            log_level=env.str("LOG_LEVEL", d.log_level).upper(),
+            otel_exporter_otlp_endpoint=env.str("OTEL_EXPORTER_OTLP_ENDPOINT", None) or None,
+            web_concurrency=env.int("WEB_CONCURRENCY", d.web_concurrency),
+        )
+
+    def validate(self) -> None:
+        positive = [
+            "access_token_ttl",
+            "refresh_token_ttl",
+            "email_token_ttl",
+            "password_reset_ttl",
+            "lockout_threshold",
+            "lockout_ip_threshold",
+            "lockout_window",
+            "lockout_duration",
+            "cache_ttl",
+            "db_pool_size",
+            "web_concurrency",
+            "idempotency_ttl",
+        ]
+        for attr in positive:
+            if getattr(self, attr) <= 0:
+                raise ConfigError(f"{attr.upper()} must be a positive number")
+        for attr in ("refresh_reuse_grace", "trusted_proxies", "db_max_overflow"):
+            if getattr(self, attr) < 0:
+                raise ConfigError(f"{attr.upper()} must not be negative")
+        if self.access_token_ttl >= self.refresh_token_ttl:
+            raise ConfigError("ACCESS_TOKEN_TTL must be shorter than REFRESH_TOKEN_TTL")
+        if self.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ConfigError(f"LOG_LEVEL must be a logging level name, got {self.log_level!r}")
+        if not self.database_url.startswith(("postgresql", "postgres://", "sqlite")):
+            raise ConfigError(
+                "DATABASE_URL must be a postgresql:// (or sqlite:// in development) URL"
+            )
+        if self.jwt_keys and self.jwt_keys_file:
+            raise ConfigError("set JWT_KEYS or JWT_KEYS_FILE, not both")
+        if self.is_production:
+            self._validate_production()
+
+    def _validate_production(self) -> None:
+        if self.secret_key == DEV_SECRET or len(self.secret_key) < 32:
+            raise ConfigError(
+                "SECRET_KEY must be set to a random value of 32+ characters in production"
+            )
+        if not (self.jwt_keys or self.jwt_keys_file):
+            raise ConfigError("JWT_KEYS or JWT_KEYS_FILE must be set in production")
+        if self.jwt_keys_file == DEV_KEYS_FILE:
+            raise ConfigError("JWT_KEYS_FILE must not be the development key file in production")
+        if self.database_url.startswith("sqlite"):
+            raise ConfigError("DATABASE_URL must point to PostgreSQL in production")
+        if not self.redis_url:
+            raise ConfigError("REDIS_URL must be set in production")
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A copy with some values replaced (tests); validated like the original."""
+        known = {f.name for f in fields(self)}
+        unknown = set(changes) - known
+        if unknown:
+            raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
+        updated = replace(self, **changes)
+        updated.validate()
+        return updated
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return sqlalchemy_url(self.database_url)
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Accept the plain `postgresql://` form platforms hand out and use psycopg 3 underneath."""
+    for prefix in ("postgresql+psycopg2://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def current_settings() -> Settings:
+    """The settings of the application in context (services, jobs and CLI commands)."""
+    from flask import current_app
+
+    settings: Settings = current_app.config["GATEHOUSE"]
+    return settings

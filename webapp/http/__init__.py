@@ -1,0 +1,1 @@
+"""Cross-cutting HTTP conventions shared by every blueprint."""

@@ -1,0 +1,171 @@
+"""`Idempotency-Key` on creating POSTs: a retry with the same key and body gets the first response.
+
+The key is scoped to the caller (user id, or anonymous) and the route. The record is claimed in
+its own short transaction before the view runs, so two concurrent retries cannot both create:
+the second sees the claim and gets 409 until the first finishes. The same key with another body
+is a client bug: 422. Server errors release the key so that a retry can succeed.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, TypeVar, cast
+
+from flask import Response, current_app, g, request
+from sqlalchemy import Index, String, Text, delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from webapp.db import Base, new_id, utcnow
+from webapp.errors import Conflict, ValidationFailed
+from webapp.extensions import db
+
+HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+MAX_KEY_LENGTH = 255
+REPLAYED_HEADERS = ("Location", "ETag", "Content-Type")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class IdempotencyRecord(Base):
+    __tablename__ = "idempotency_records"
+    __table_args__ = (
+        Index("uq_idempotency_records_scope_key", "scope", "key", unique=True),
+        Index("ix_idempotency_records_created_at", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    scope: Mapped[str] = mapped_column(String(300))
+    key: Mapped[str] = mapped_column(String(MAX_KEY_LENGTH))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int | None]
+    response_body: Mapped[str | None] = mapped_column(Text)
+    response_headers: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    completed_at: Mapped[datetime | None]
+
+
+def _request_hash() -> str:
+    raw = request.get_data(cache=True)
+    try:
+        canonical = json.dumps(json.loads(raw or b"null"), sort_keys=True, separators=(",", ":"))
+    except ValueError:
+        canonical = raw.decode("utf-8", "replace")
+    return hashlib.sha256(f"{request.method} {request.path}\n{canonical}".encode()).hexdigest()
+
+
+def _scope() -> str:
+    principal = g.get("principal")
+    who = f"user:{principal.user_id}" if principal is not None else "anonymous"
+    return f"{who} {request.method} {request.path}"
+
+
+def _replay(record: IdempotencyRecord) -> Response:
+    response = current_app.response_class(
+        record.response_body or "", status=record.status_code or 200
+    )
+    for name, value in record.response_headers.items():
+        response.headers[name] = value
+    response.headers[REPLAYED_HEADER] = "true"
+    return response
+
+
+def _claim(key: str, scope: str, request_hash: str) -> uuid.UUID | Response:
+    ttl = timedelta(seconds=current_app.config["GATEHOUSE"].idempotency_ttl)
+    with Session(db.engine) as session:
+        existing = session.scalar(
+            select(IdempotencyRecord).where(
+                IdempotencyRecord.scope == scope, IdempotencyRecord.key == key
+            )
+        )
+        if existing is not None and existing.created_at < utcnow() - ttl:
+            session.delete(existing)
+            session.commit()
+            existing = None
+        if existing is not None:
+            if existing.request_hash != request_hash:
+                raise ValidationFailed(
+                    "This Idempotency-Key was used with a different request body.",
+                    slug="idempotency-key-reused",
+                    errors={HEADER: ["already used with another request"]},
+                )
+            if existing.completed_at is None:
+                raise Conflict(
+                    "A request with this Idempotency-Key is still in progress.",
+                    slug="idempotency-in-progress",
+                )
+            return _replay(existing)
+        record = IdempotencyRecord(scope=scope, key=key, request_hash=request_hash)
+        session.add(record)
+        try:
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+            raise Conflict(
+                "A request with this Idempotency-Key is still in progress.",
+                slug="idempotency-in-progress",
+            ) from None
+        return record.id
+
+
+def _settle(record_id: uuid.UUID, response: Response | None) -> None:
+    with Session(db.engine) as session:
+        keep = response is not None and response.status_code < 500
+        keep = keep and response is not None and response.status_code not in (409, 429)
+        if not keep or response is None:
+            session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.id == record_id))
+        else:
+            record = session.get(IdempotencyRecord, record_id)
+            if record is not None:
+                record.status_code = response.status_code
+                record.response_body = response.get_data(as_text=True)
+                record.response_headers = {
+                    name: response.headers[name]
+                    for name in REPLAYED_HEADERS
+                    if name in response.headers
+                }
+                record.completed_at = utcnow()
+        session.commit()
+
+
+def idempotent(view: F) -> F:
+    """Honour `Idempotency-Key` on a creating POST (place it below the auth decorator)."""
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        key = request.headers.get(HEADER)
+        if key is None:
+            return view(*args, **kwargs)
+        if not key or len(key) > MAX_KEY_LENGTH:
+            raise ValidationFailed(
+                "Idempotency-Key must be 1 to 255 characters.",
+                errors={HEADER: ["must be 1 to 255 characters"]},
+            )
+        claimed = _claim(key, _scope(), _request_hash())
+        if isinstance(claimed, Response):
+            return claimed
+        response: Response | None = None
+        try:
+            response = current_app.make_response(view(*args, **kwargs))
+            return response
+        finally:
+            _settle(claimed, response)
+
+    doc = getattr(wrapper, "_apidoc", {})
+    doc.setdefault("manual_doc", {}).setdefault("parameters", []).append(
+        {
+            "in": "header",
+            "name": HEADER,
+            "required": False,
+            "schema": {"type": "string", "maxLength": MAX_KEY_LENGTH},
+            "description": "Retry-safe creation: the same key and body return the first response.",
+        }
+    )
+    wrapper._apidoc = doc  # type: ignore[attr-defined]
+    return cast(F, wrapper)

@@ -1,0 +1,18 @@
+"""The `Origin` of the current request, for services (which never read the request)."""
+
+from __future__ import annotations
+
+from flask import g, request
+
+from webapp.context import Origin
+from webapp.http.ratelimit import client_ip
+
+
+def request_origin() -> Origin:
+    principal = g.get("principal")
+    return Origin(
+        ip=client_ip(),
+        user_agent=request.user_agent.string or None,
+        request_id=g.get("request_id"),
+        actor_id=principal.user_id if principal is not None else None,
+    )

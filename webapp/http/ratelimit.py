@@ -1,0 +1,73 @@
+"""Rate limits (flask-limiter, Redis storage): per endpoint and per user or client IP.
+
+The client IP is `request.remote_addr`, which ProxyFix rewrites from `X-Forwarded-For` only through
+`TRUSTED_PROXIES` hops. Headers follow the IETF RateLimit draft: `RateLimit-Reset` is a number of
+seconds, and a 429 also carries `Retry-After`.
+"""
+
+from __future__ import annotations
+
+import time
+
+from flask import Flask, Response, current_app, request
+
+
+def client_ip() -> str:
+    return request.remote_addr or "unknown"
+
+
+def rate_limit_key() -> str:
+    """A verified bearer token's user, else the client IP.
+
+    The token is verified (and memoised for the auth layer) so that a forged `sub` cannot drain
+    somebody else's budget.
+    """
+    from webapp.auth.tokens import bearer_claims
+
+    claims = bearer_claims(optional=True)
+    if claims is not None:
+        return f"user:{claims['sub']}"
+    return f"ip:{client_ip()}"
+
+
+def ip_key() -> str:
+    return f"ip:{client_ip()}"
+
+
+def _headers(response: Response) -> Response:
+    from webapp.extensions import limiter
+
+    if not limiter.enabled:
+        return response
+    try:
+        current = limiter.current_limit
+        if current is None:
+            return response
+        reset_in = max(0, int(current.reset_at - time.time()))
+        response.headers["RateLimit-Limit"] = str(current.limit.amount)
+        response.headers["RateLimit-Remaining"] = str(max(0, current.remaining))
+        response.headers["RateLimit-Reset"] = str(reset_in)
+        if response.status_code == 429:
+            response.headers["Retry-After"] = str(max(1, reset_in))
+    except Exception:
+        current_app.logger.debug("rate limit headers unavailable", exc_info=True)
+    return response
+
+
+def init_app(app: Flask) -> None:
+    from webapp.extensions import limiter
+
+    settings = app.config["GATEHOUSE"]
+    app.config.update(
+        RATELIMIT_ENABLED=settings.ratelimit_enabled,
+        RATELIMIT_STORAGE_URI=settings.redis_url or "memory://",
+        RATELIMIT_STORAGE_OPTIONS={"socket_timeout": 0.25, "socket_connect_timeout": 0.25},
+        RATELIMIT_STRATEGY="fixed-window",
+        RATELIMIT_DEFAULT=settings.ratelimit_default,
+        RATELIMIT_HEADERS_ENABLED=False,
+        RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True,
+        RATELIMIT_SWALLOW_ERRORS=True,
+        RATELIMIT_KEY_PREFIX="gh-rl",
+    )
+    limiter.init_app(app)
+    app.after_request(_headers)

@@ -1,0 +1,21 @@
+"""Imports every model so that the metadata (and Alembic autogenerate) sees the whole schema."""
+
+from pathlib import Path
+
+from webapp.audit.models import AuditEvent
+from webapp.auth.models import AuthSession, OneTimeToken, RefreshToken
+from webapp.http.idempotency import IdempotencyRecord
+from webapp.outbox.models import OutboxMessage
+from webapp.users.models import User
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+__all__ = [
+    "AuditEvent",
+    "AuthSession",
+    "IdempotencyRecord",
+    "OneTimeToken",
+    "OutboxMessage",
+    "RefreshToken",
+    "User",
+]

@@ -1,0 +1,1 @@
+"""Operational endpoints outside /api/v1: health, readiness, JWKS and the docs assets."""

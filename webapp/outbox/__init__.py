@@ -1,0 +1,1 @@
+"""Transactional outbox for email notifications."""

@@ -1,0 +1,161 @@
+"""/api/v1/users: thin views — parse, call `webapp.users.service`, serialize."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from flask import Response, request, url_for
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from webapp.auth.state import Principal
+from webapp.extensions import db
+from webapp.http.access import authenticated, current_principal, requires
+from webapp.http.etag import etag_value, if_match_header, not_modified
+from webapp.http.idempotency import idempotent
+from webapp.http.origin import request_origin
+from webapp.users import service
+from webapp.users.models import User
+from webapp.users.schemas import (
+    MePatchIn,
+    RoleIn,
+    UserCreateIn,
+    UserListArgs,
+    UserOut,
+    UserPageOut,
+    UserPatchIn,
+    UserPutIn,
+)
+
+blp = Blueprint("users", __name__, url_prefix="/api/v1/users", description="User accounts.")
+
+Result = tuple[Any, int, dict[str, str]] | Response
+
+
+def _with_etag(user: User, status: int = 200) -> tuple[User, int, dict[str, str]]:
+    return user, status, {"ETag": service.etag_of(user)}
+
+
+def _snapshot_out(principal: Principal) -> Result:
+    """/users/me from the auth cache: no database read on the hottest authenticated path."""
+    snapshot = principal.user
+    etag = etag_value(snapshot["id"], snapshot["version"])
+    if not_modified(etag):
+        return Response(status=304, headers={"ETag": etag})
+    body = dict(snapshot)
+    for field in ("created_at", "updated_at"):
+        body[field] = datetime.fromisoformat(body[field])
+    return body, 200, {"ETag": etag}
+
+
+@blp.route("/me")
+class Me(MethodView):
+    @authenticated
+    @blp.response(200, UserOut)
+    def get(self) -> Result:
+        """The caller's own account (with an ETag)."""
+        return _snapshot_out(current_principal())
+
+    @authenticated
+    @blp.arguments(MePatchIn)
+    @blp.response(200, UserOut)
+    def patch(self, body: dict[str, Any]) -> Result:
+        """Update the caller's own account; honours If-Match."""
+        principal = current_principal()
+        user = service.update_user(
+            db.session,
+            request_origin(),
+            principal,
+            principal.user_id,
+            body,
+            if_match=if_match_header(),
+        )
+        return _with_etag(user)
+
+
+@blp.route("/")
+class Users(MethodView):
+    @requires("users:list")
+    @blp.arguments(UserListArgs, location="query", as_kwargs=True)
+    @blp.response(200, UserPageOut)
+    def get(self, **args: Any) -> Result:
+        """List users: filters `email`, `role`, `active`, `created_after`, `created_before`;
+        `sort` (created_at, email, name; `-` for descending); cursor or offset pagination."""
+        page = service.list_users(**args)
+        headers = page.link_header(request.base_url, request.args.to_dict())
+        return page.body(), 200, headers
+
+    @requires("users:create")
+    @idempotent
+    @blp.arguments(UserCreateIn)
+    @blp.response(201, UserOut)
+    def post(self, body: dict[str, Any]) -> Result:
+        """Create a user (starts verified). Honours Idempotency-Key."""
+        user = service.create_user(db.session, request_origin(), **body)
+        return (
+            user,
+            201,
+            {
+                "Location": url_for("users.UserById", user_id=user.id),
+                "ETag": service.etag_of(user),
+            },
+        )
+
+
+@blp.route("/<uuid:user_id>")
+class UserById(MethodView):
+    @requires("users:read", owner="user_id")
+    @blp.response(200, UserOut)
+    def get(self, user_id: uuid.UUID) -> Result:
+        """One user (yourself, or anyone for administrators), with an ETag."""
+        user = service.get_user(db.session, user_id)
+        etag = service.etag_of(user)
+        if not_modified(etag):
+            return Response(status=304, headers={"ETag": etag})
+        return _with_etag(user)
+
+    @requires("users:update", owner="user_id")
+    @blp.arguments(UserPatchIn)
+    @blp.response(200, UserOut)
+    def patch(self, body: dict[str, Any], user_id: uuid.UUID) -> Result:
+        """Partial update; `active` is for administrators. Honours If-Match."""
+        user = service.update_user(
+            db.session,
+            request_origin(),
+            current_principal(),
+            user_id,
+            body,
+            if_match=if_match_header(),
+        )
+        return _with_etag(user)
+
+    @requires("users:replace")
+    @blp.arguments(UserPutIn)
+    @blp.response(200, UserOut)
+    def put(self, body: dict[str, Any], user_id: uuid.UUID) -> Result:
+        """Replace a user's editable fields (administrators). Honours If-Match."""
+        user = service.replace_user(
+            db.session, request_origin(), user_id, body, if_match=if_match_header()
+        )
+        return _with_etag(user)
+
+    @requires("users:delete")
+    @blp.response(204)
+    def delete(self, user_id: uuid.UUID) -> None:
+        """Delete a user; their audit events remain. Honours If-Match."""
+        service.delete_user(db.session, request_origin(), user_id, if_match=if_match_header())
+
+
+@blp.route("/<uuid:user_id>/role")
+class UserRole(MethodView):
+    @requires("users:role")
+    @blp.arguments(RoleIn)
+    @blp.response(200, UserOut)
+    def put(self, body: dict[str, Any], user_id: uuid.UUID) -> Result:
+        """Change a user's role; effective on the user's next request."""
+        user = service.change_role(
+            db.session, request_origin(), user_id, body["role"], if_match=if_match_header()
+        )
+        return _with_etag(user)
