@@ -31,7 +31,9 @@ from webapp.outbox.models import OutboxMessage
 from webapp.security.keys import KeyRing, generate_jwk
 
 BASE_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
-BASE_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+BASE_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/1")
+# Lets several checkouts or agents share one server without touching each other's data.
+DB_NAME_PREFIX = os.environ.get("TEST_DB_NAME_PREFIX", "gatehouse_test")
 STRONG_PASSWORD = "pale-Orbit-93-lantern"
 TABLES = (
     "refresh_tokens, sessions, one_time_tokens, audit_events, outbox_messages, "
@@ -49,12 +51,16 @@ def _with_database(url: str, name: str) -> str:
     return urlunsplit(parts._replace(path=f"/{name}"))
 
 
-def _with_redis_db(url: str, number: int) -> str:
+def _with_redis_db(url: str, offset: int) -> str:
+    """The base URL's database number plus `offset` (one Redis database per xdist worker)."""
     parts = urlsplit(url)
     if parts.scheme == "unix":
-        query = "&".join(p for p in parts.query.split("&") if p and not p.startswith("db="))
-        return urlunsplit(parts._replace(query=f"{query}&db={number}".lstrip("&")))
-    return urlunsplit(parts._replace(path=f"/{number}"))
+        params = [p for p in parts.query.split("&") if p]
+        base = next((int(p[3:]) for p in params if p.startswith("db=")), 0)
+        rest = [p for p in params if not p.startswith("db=")]
+        return urlunsplit(parts._replace(query="&".join([*rest, f"db={base + offset}"])))
+    base = int(parts.path.strip("/") or 0)
+    return urlunsplit(parts._replace(path=f"/{base + offset}"))
 
 
 def fresh_database(name: str) -> str:
@@ -81,7 +87,7 @@ def test_keys_json() -> str:
 
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
-    name = f"gatehouse_test_{_worker_index()}"
+    name = f"{DB_NAME_PREFIX}_{_worker_index()}"
     url = fresh_database(name)
     yield url
     drop_database(name)
@@ -89,7 +95,7 @@ def database_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    return _with_redis_db(BASE_REDIS_URL, 1 + _worker_index())
+    return _with_redis_db(BASE_REDIS_URL, _worker_index())
 
 
 @pytest.fixture(scope="session")
