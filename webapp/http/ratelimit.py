@@ -54,13 +54,22 @@ def _headers(response: Response) -> Response:
     return response
 
 
+def limits_storage_uri(redis_url: str | None) -> str:
+    """The `limits` library spells Unix-socket Redis URLs `redis+unix://`."""
+    if not redis_url:
+        return "memory://"
+    if redis_url.startswith("unix://"):
+        return "redis+unix://" + redis_url.removeprefix("unix://")
+    return redis_url
+
+
 def init_app(app: Flask) -> None:
     from webapp.extensions import limiter
 
     settings = app.config["GATEHOUSE"]
     app.config.update(
         RATELIMIT_ENABLED=settings.ratelimit_enabled,
-        RATELIMIT_STORAGE_URI=settings.redis_url or "memory://",
+        RATELIMIT_STORAGE_URI=limits_storage_uri(settings.redis_url),
         RATELIMIT_STORAGE_OPTIONS={"socket_timeout": 0.25, "socket_connect_timeout": 0.25},
         RATELIMIT_STRATEGY="fixed-window",
         RATELIMIT_DEFAULT=settings.ratelimit_default,
