@@ -40,6 +40,14 @@ def main() -> int:
         write_new_keyfile(env["JWT_KEYS_FILE"])
         print(f"created development signing keys in {env['JWT_KEYS_FILE']}")
 
+    try:
+        return _serve(env)
+    finally:
+        if redis_server is not None:
+            redis_server.shutdown()
+
+
+def _serve(env: dict[str, str]) -> int:
     bin_dir = Path(sys.executable).parent
     flask = [str(bin_dir / "flask"), "--app", "wsgi"]
     subprocess.run([*flask, "db", "upgrade"], env=env, cwd=ROOT, check=True)
@@ -61,9 +69,6 @@ def main() -> int:
                 child.send_signal(signal.SIGTERM)
         for child in children:
             child.wait(timeout=30)
-        if redis_server is not None:
-            redis_server.shutdown()
-
 
 if __name__ == "__main__":
     sys.exit(main())

