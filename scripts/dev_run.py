@@ -70,5 +70,6 @@ def _serve(env: dict[str, str]) -> int:
         for child in children:
             child.wait(timeout=30)
 
+
 if __name__ == "__main__":
     sys.exit(main())
