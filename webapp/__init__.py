@@ -85,6 +85,7 @@ def _load_keyring(settings: Settings) -> KeyRing:
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the application from `settings` (default: the process environment)."""
+    import observability
     from webapp import cli, models
     from webapp.auth import tokens
     from webapp.extensions import api, db, migrate, redis_store
@@ -112,6 +113,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     ratelimit.init_app(app)
     api.init_app(app)
     problems.init_app(app)  # after flask-smorest, so that its error handler is replaced
+    observability.init_app(app)
     register_blueprints(app, api)
     cli.init_app(app)
     return app

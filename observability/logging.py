@@ -1,0 +1,139 @@
+"""JSON log lines (one per event) on stdout, with request_id, user_id, trace_id and span_id.
+
+Secrets never reach the output: a filter redacts bearer tokens, JWTs, refresh tokens, emailed
+tokens in links, and password/secret/token fields — whatever logger they come from. An access log
+line per request records method, route template, status and duration.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+from typing import Any
+
+from flask import Flask, Response, g, has_request_context, request
+from opentelemetry import trace
+from pythonjsonlogger.json import JsonFormatter
+
+from observability.context import request_id_var, user_id_var
+
+HANDLER_NAME = "gatehouse-json"
+REDACTED = "[REDACTED]"
+_SECRET_PATTERNS = [
+    re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+"),
+    re.compile(r"\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"),  # JWTs
+    re.compile(r"\b[0-9a-f]{32}\.[A-Za-z0-9_-]{40,}"),  # refresh tokens
+    re.compile(r"(?i)(token=)[A-Za-z0-9._~-]+"),
+    re.compile(
+        r"(?i)([\"']?(?:password|passwd|secret|token|api[_-]?key|authorization)[\"']?\s*[:=]\s*)"
+        r"(\"[^\"]*\"|'[^']*'|[^\s,;&}]+)"
+    ),
+]
+_SENSITIVE_KEYS = re.compile(r"(?i)password|secret|token|authorization|api[_-]?key|cookie")
+
+
+def redact(text: str) -> str:
+    for pattern in _SECRET_PATTERNS:
+        if pattern.groups:
+            text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
+        else:
+            text = pattern.sub(REDACTED, text)
+    return text
+
+
+class ContextFilter(logging.Filter):
+    """Adds the correlation ids of the current request, job or span to every record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        request_id = user_id = None
+        if has_request_context():
+            request_id = g.get("request_id")
+            principal = g.get("principal")
+            user_id = str(principal.user_id) if principal is not None else None
+        request_id = request_id or request_id_var.get()
+        user_id = user_id or user_id_var.get()
+        record.request_id = request_id
+        record.user_id = user_id
+        span_context = trace.get_current_span().get_span_context()
+        if span_context.is_valid:
+            record.trace_id = format(span_context.trace_id, "032x")
+            record.span_id = format(span_context.span_id, "016x")
+        else:
+            record.trace_id = record.span_id = None
+        return True
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites the message and sensitive `extra` fields before any handler sees them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        record.msg, record.args = redact(message), None
+        for key, value in list(record.__dict__.items()):
+            if _SENSITIVE_KEYS.search(key) and key not in ("msg", "args"):
+                setattr(record, key, REDACTED)
+            elif isinstance(value, str) and key not in ("msg", "name", "levelname", "pathname"):
+                setattr(record, key, redact(value))
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        return True
+
+
+class GatehouseJsonFormatter(JsonFormatter):
+    def formatException(self, ei: Any) -> str:
+        return redact(str(super().formatException(ei)))
+
+
+def json_handler(stream: Any = None) -> logging.Handler:
+    handler = logging.StreamHandler(stream or sys.stdout)
+    handler.set_name(HANDLER_NAME)
+    handler.setFormatter(
+        GatehouseJsonFormatter(
+            "%(levelname)s %(name)s %(message)s",
+            rename_fields={"levelname": "level", "name": "logger"},
+            timestamp=True,
+        )
+    )
+    handler.addFilter(ContextFilter())
+    handler.addFilter(RedactingFilter())
+    return handler
+
+
+def configure(level: str = "INFO") -> None:
+    """Route every logger through one JSON handler on stdout (idempotent)."""
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        if existing.get_name() == HANDLER_NAME:
+            root.removeHandler(existing)
+    root.addHandler(json_handler())
+    root.setLevel(level)
+    for noisy in ("werkzeug", "urllib3"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+access_log = logging.getLogger("gatehouse.access")
+
+
+def init_access_log(app: Flask) -> None:
+    @app.before_request
+    def _start_timer() -> None:
+        g.request_started = time.perf_counter()
+
+    @app.after_request
+    def _log_request(response: Response) -> Response:
+        started = g.get("request_started")
+        duration_ms = (time.perf_counter() - started) * 1000 if started else None
+        access_log.info(
+            "request",
+            extra={
+                "method": request.method,
+                "route": request.url_rule.rule if request.url_rule else None,
+                "path": request.path,
+                "status": response.status_code,
+                "duration_ms": round(duration_ms, 2) if duration_ms is not None else None,
+                "client_ip": request.remote_addr,
+            },
+        )
+        return response

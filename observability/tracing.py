@@ -1,0 +1,84 @@
+"""OpenTelemetry tracing for Flask, SQLAlchemy, Redis and RQ jobs.
+
+Off by default at no cost (no provider, no instrumentation). With `OTEL_EXPORTER_OTLP_ENDPOINT`
+set, spans are batched to that collector over OTLP/HTTP. Tests pass their own exporter.
+Jobs carry the W3C trace context of the request that caused them in their meta
+(`inject_context` / `job_span`), so a job's span is a child of the request's span.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from flask import Flask
+from opentelemetry import context, propagate, trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+
+SERVICE_NAME = "gatehouse"
+tracer = trace.get_tracer("gatehouse")
+_provider: TracerProvider | None = None
+
+
+def provider(exporter: SpanExporter | None = None, endpoint: str | None = None) -> TracerProvider:
+    """The process's tracer provider, created once (OpenTelemetry allows one global provider)."""
+    global _provider
+    if _provider is None:
+        _provider = TracerProvider(resource=Resource.create({"service.name": SERVICE_NAME}))
+        trace.set_tracer_provider(_provider)
+    if exporter is not None:
+        _provider.add_span_processor(SimpleSpanProcessor(exporter))
+    elif endpoint:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        _provider.add_span_processor(
+            BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{endpoint.rstrip('/')}/v1/traces"))
+        )
+    return _provider
+
+
+def init_app(app: Flask, endpoint: str | None, exporter: SpanExporter | None = None) -> bool:
+    """Instrument the app when an endpoint (or a test exporter) is given; otherwise do nothing."""
+    if not endpoint and exporter is None:
+        return False
+    from opentelemetry.instrumentation.flask import FlaskInstrumentor
+    from opentelemetry.instrumentation.redis import RedisInstrumentor
+    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+    from webapp.extensions import db
+
+    tracer_provider = provider(exporter, endpoint)
+    FlaskInstrumentor().instrument_app(
+        app, tracer_provider=tracer_provider, excluded_urls="health,metrics"
+    )
+    with app.app_context():
+        SQLAlchemyInstrumentor().instrument(
+            engines=list(db.engines.values()), tracer_provider=tracer_provider
+        )
+    if not RedisInstrumentor().is_instrumented_by_opentelemetry:
+        RedisInstrumentor().instrument(tracer_provider=tracer_provider)
+    return True
+
+
+def inject_context() -> dict[str, str]:
+    """The current trace context as W3C headers, to store in a job's meta."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier
+
+
+@contextmanager
+def job_span(name: str, carrier: dict[str, str] | None, **attributes: Any) -> Iterator[Any]:
+    """A span for a job, child of the request span whose context the job carries."""
+    parent = propagate.extract(carrier or {})
+    token = context.attach(parent)
+    try:
+        with tracer.start_as_current_span(name, kind=trace.SpanKind.CONSUMER) as span:
+            for key, value in attributes.items():
+                span.set_attribute(key, value)
+            yield span
+    finally:
+        context.detach(token)
