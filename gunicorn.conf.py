@@ -68,6 +68,7 @@ logconfig_dict = {
     "root": {"handlers": [], "level": loglevel.upper()},  # the app adds its JSON handler
     "loggers": {
         "gunicorn.error": {"handlers": ["stdout"], "level": loglevel.upper(), "propagate": False},
-        "gunicorn.access": {"handlers": ["stdout"], "level": loglevel.upper(), "propagate": False},
+        # One access line per request comes from the app (with route and request id).
+        "gunicorn.access": {"handlers": [], "propagate": False},
     },
 }
