@@ -49,12 +49,13 @@ def find_user_by_email(db: DbSession, email: str) -> User | None:
     return db.scalar(select(User).where(func.lower(User.email) == email.strip().lower()))
 
 
-def check_password_policy(password: str, *, email: str, name: str | None = None) -> None:
+def check_password_policy(
+    password: str, *, email: str, name: str | None = None, field: str = "password"
+) -> None:
+    """422 naming `field`, the request field that carried the password, when the policy fails."""
     problems = password_problems(password, email=email, name=name)
     if problems:
-        raise ValidationFailed(
-            "The password does not meet the policy.", errors={"password": problems}
-        )
+        raise ValidationFailed("The password does not meet the policy.", errors={field: problems})
 
 
 def ensure_email_free(db: DbSession, email: str, *, except_id: uuid.UUID | None = None) -> None:
@@ -170,13 +171,18 @@ def verify_email(db: DbSession, origin: Origin, token: str) -> User:
     return user
 
 
+def _stored_user_agent(origin: Origin) -> str | None:
+    """The User-Agent as a session row keeps it (the column holds 512 characters)."""
+    return (origin.user_agent or "")[:512] or None
+
+
 def _start_session(db: DbSession, origin: Origin, user: User) -> tuple[AuthSession, RefreshToken]:
     settings = current_settings()
     session = AuthSession(
         user_id=user.id,
         expires_at=utcnow() + timedelta(seconds=settings.refresh_token_ttl),
         ip=origin.ip,
-        user_agent=(origin.user_agent or "")[:512] or None,
+        user_agent=_stored_user_agent(origin),
     )
     db.add(session)
     db.flush()
@@ -203,7 +209,9 @@ def _is_new_device(db: DbSession, user: User, origin: Origin) -> bool:
     ).all()
     if not previous:
         return False  # the first sign-in of an account is not news to its owner
-    return all((ip, agent) != (origin.ip, origin.user_agent) for ip, agent in previous)
+    # Compare with the stored (truncated) form, or a long User-Agent would look new every time.
+    current = (origin.ip, _stored_user_agent(origin))
+    return all((ip, agent) != current for ip, agent in previous)
 
 
 def login(db: DbSession, origin: Origin, *, email: str, password: str) -> TokenPair:
@@ -426,8 +434,8 @@ def request_password_reset(db: DbSession, origin: Origin, email: str) -> None:
     db.commit()
 
 
-def _set_password(user: User, password: str) -> None:
-    check_password_policy(password, email=user.email, name=user.name)
+def _set_password(user: User, password: str, *, field: str = "password") -> None:
+    check_password_policy(password, email=user.email, name=user.name, field=field)
     user.password_hash = passwords.hash_password(password)
     lockout.register_success(user)
 
@@ -473,7 +481,7 @@ def change_password(
             slug="invalid-current-password",
             errors={"current_password": ["is incorrect"]},
         )
-    _set_password(user, new_password)
+    _set_password(user, new_password, field="new_password")
     revoke_all_sessions(db, origin, user.id, keep=current_session, reason="password_changed")
     audit.record(db, origin, "auth.password_changed", target_type="user", target_id=user.id)
     db.commit()

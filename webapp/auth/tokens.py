@@ -26,6 +26,7 @@ from webapp.extensions import jwt
 from webapp.security.keys import KeyRing
 
 SUPPORTED_ALGORITHMS = ["RS256", "EdDSA"]
+REQUIRED_CLAIMS = ("sub", "sid", "exp", "iat", "jti")
 
 
 def keyring() -> KeyRing:
@@ -86,7 +87,8 @@ def decode_access_token(token: str) -> dict[str, Any]:
             slug="invalid-token",
             headers={"WWW-Authenticate": 'Bearer realm="gatehouse", error="invalid_token"'},
         ) from None
-    if claims.get("type") != "access" or "sid" not in claims or "sub" not in claims:
+    # PyJWT checks `exp` only when present: a signed token without one must not live forever.
+    if claims.get("type") != "access" or any(claims.get(c) is None for c in REQUIRED_CLAIMS):
         raise Unauthorized("The token is not an access token.", slug="invalid-token")
     return claims
 

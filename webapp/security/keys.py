@@ -218,13 +218,16 @@ class KeyRing:
     def rotated(self, alg: str | None = None) -> KeyRing:
         """Return the ring after one rotation.
 
-        The next key (or a fresh one if there is none) signs, the current signing key becomes the
-        only previous key, and a new next key of *alg* (default: the current signing key's) is
-        published. Changing *alg* therefore reaches signing after two rotations.
+        The next key signs, the current signing key becomes the only previous key, and a new next
+        key of *alg* (default: the current signing key's) is published. A ring without a next
+        key only gains one: a key must be published (for at least the JWKS cache lifetime)
+        before it signs, or verifiers holding the cached JWKS would reject its tokens. Changing
+        *alg* therefore reaches signing after two rotations.
         """
         new_alg = alg or self._signing.alg
-        promoted = self._next if self._next is not None else _generate_key(new_alg)
-        return KeyRing(promoted, previous=[self._signing], next_key=_generate_key(new_alg))
+        if self._next is None:
+            return KeyRing(self._signing, previous=self._previous, next_key=_generate_key(new_alg))
+        return KeyRing(self._next, previous=[self._signing], next_key=_generate_key(new_alg))
 
     def _all_keys(self) -> list[SigningKey]:
         keys = [self._signing]

@@ -163,7 +163,8 @@ def test_rotation_keeps_exactly_one_previous_key(rsa_jwk, rsa_jwk_2):
     ring = KeyRing.from_jwks({"keys": [rsa_jwk, rsa_jwk_2]})
     first_signer = ring.signing_key.kid
 
-    once = ring.rotated()
+    staged = ring.rotated()  # no next key yet: only publishes one
+    once = staged.rotated()
     twice = once.rotated()
 
     assert [k.kid for k in once.previous_keys] == [first_signer]
@@ -173,14 +174,17 @@ def test_rotation_keeps_exactly_one_previous_key(rsa_jwk, rsa_jwk_2):
     assert len(twice.public_jwks()["keys"]) == 3
 
 
-def test_rotation_without_next_key_generates_a_signer(rsa_jwk):
+def test_rotation_without_next_key_only_publishes_one_and_keeps_signing(rsa_jwk):
     ring = KeyRing.from_jwks({"keys": [rsa_jwk]})
 
     rotated = ring.rotated()
 
-    assert rotated.signing_key.kid != rsa_jwk["kid"]
+    # A key that was never published must not sign: the first rotation only stages a next key.
+    assert rotated.signing_key.kid == rsa_jwk["kid"]
     assert rotated.next_key is not None
-    assert [k.kid for k in rotated.previous_keys] == [rsa_jwk["kid"]]
+    assert rotated.next_key.kid in {k["kid"] for k in rotated.public_jwks()["keys"]}
+    assert rotated.previous_keys == ()
+    assert rotated.rotated().signing_key.kid == rotated.next_key.kid
 
 
 def test_rotation_can_change_algorithm_one_step_ahead(rsa_jwk, rsa_jwk_2):
