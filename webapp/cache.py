@@ -3,6 +3,9 @@
 Redis is a cache and a rate-limit store here, never the system of record: every caller has a
 database fallback. After a Redis error the store stays "down" for a short back-off so that a dead
 Redis costs one timeout per back-off period, not one per request.
+
+Writes that invalidate security state (a revoked session, a changed user) must not be lost to a
+Redis blip: a failed one is kept and written again before anything is read once Redis answers.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ log = logging.getLogger(__name__)
 
 BACKOFF_SECONDS = 2.0
 SOCKET_TIMEOUT = 0.25
+MAX_PENDING_WRITES = 10_000
 
 
 class RedisStore:
@@ -24,10 +28,12 @@ class RedisStore:
         self.client: redis.Redis | None = None
         self.url: str | None = None
         self._down_until = 0.0
+        self._pending: dict[str, tuple[bytes | str, int]] = {}
 
     def init_app(self, url: str | None) -> None:
         self.url = url
         self._down_until = 0.0
+        self._pending = {}
         self.client = (
             redis.Redis.from_url(
                 url,
@@ -48,11 +54,32 @@ class RedisStore:
         self._down_until = time.monotonic() + BACKOFF_SECONDS
         log.warning("redis unavailable, falling back to the database: %s", exc.__class__.__name__)
 
+    def _replay_pending(self) -> None:
+        """Write the invalidations that failed while Redis was away, before reading anything."""
+        if not self._pending or self.client is None:
+            return
+        pending, self._pending = self._pending, {}
+        pipe = self.client.pipeline(transaction=False)
+        for key, (value, ttl) in pending.items():
+            pipe.set(key, value, ex=ttl)
+        try:
+            pipe.execute()
+        except redis.RedisError:
+            self._pending = {**pending, **self._pending}
+            raise
+
+    def _keep(self, values: dict[str, bytes | str], ttl: int) -> None:
+        if len(self._pending) + len(values) <= MAX_PENDING_WRITES:
+            self._pending.update({key: (value, ttl) for key, value in values.items()})
+        else:  # pragma: no cover - a very long outage: cached state expires by its TTL instead
+            log.error("dropping %d cache invalidations after a long Redis outage", len(values))
+
     def get_many(self, keys: Sequence[str]) -> list[bytes | None] | None:
         """Values for `keys`, or None when Redis cannot answer (callers use the database)."""
         if not self.available or self.client is None:
             return None
         try:
+            self._replay_pending()
             values: list[bytes | None] = self.client.mget(keys)  # type: ignore[assignment]
             return values
         except redis.RedisError as exc:
@@ -67,15 +94,24 @@ class RedisStore:
         except redis.RedisError as exc:
             self._failed(exc)
 
-    def set_many(self, values: dict[str, bytes | str], ttl: int) -> None:
-        if not values or not self.available or self.client is None:
+    def set_many(self, values: dict[str, bytes | str], ttl: int, *, critical: bool = False) -> None:
+        """Overwrite `values`. A `critical` write (an invalidation) that fails is written again
+        as soon as Redis answers, before any read."""
+        if not values or self.client is None:
+            return
+        if not self.available:
+            if critical:
+                self._keep(values, ttl)
             return
         try:
+            self._replay_pending()
             pipe = self.client.pipeline(transaction=False)
             for key, value in values.items():
                 pipe.set(key, value, ex=ttl)
             pipe.execute()
         except redis.RedisError as exc:
+            if critical:
+                self._keep(values, ttl)
             self._failed(exc)
 
     def incr(self, key: str, ttl: int) -> int | None:

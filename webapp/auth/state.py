@@ -22,6 +22,7 @@ from webapp.extensions import redis_store
 from webapp.users.models import User
 
 SESSION_LIVE, SESSION_REVOKED = b"1", b"0"
+LIVE_SESSION_TTL = 60
 USER_GONE = b"-"
 
 
@@ -64,16 +65,18 @@ def user_snapshot(user: User) -> dict[str, Any]:
 
 def publish_user(user: User) -> None:
     """After a committed write: the cache holds the new state for the next request."""
-    redis_store.set(_user_key(user.id), json.dumps(user_snapshot(user)), _ttl())
+    value = json.dumps(user_snapshot(user))
+    redis_store.set_many({_user_key(user.id): value}, _ttl(), critical=True)
 
 
 def forget_user(user_id: uuid.UUID) -> None:
-    redis_store.set(_user_key(user_id), USER_GONE, _ttl())
+    redis_store.set_many({_user_key(user_id): USER_GONE}, _ttl(), critical=True)
 
 
 def publish_sessions_revoked(session_ids: list[uuid.UUID]) -> None:
     ttl = max(_ttl(), int(current_app.config["GATEHOUSE"].access_token_ttl))
-    redis_store.set_many({_session_key(sid): SESSION_REVOKED for sid in session_ids}, ttl)
+    revoked = {_session_key(sid): SESSION_REVOKED for sid in session_ids}
+    redis_store.set_many(revoked, ttl, critical=True)
 
 
 def _session_live_in_db(db: DbSession, session_id: uuid.UUID, user_id: uuid.UUID) -> bool:
@@ -99,7 +102,10 @@ def load_principal(db: DbSession, user_id: uuid.UUID, session_id: uuid.UUID) -> 
         live = _session_live_in_db(db, session_id, user_id)
         if cached is not None:
             flag = SESSION_LIVE if live else SESSION_REVOKED
-            redis_store.set(_session_key(session_id), flag, _ttl(), only_if_absent=True)
+            # "Live" is cached briefly: it bounds how long a revocation that another process could
+            # not publish (Redis unreachable from it alone) can go unseen.
+            ttl = min(_ttl(), LIVE_SESSION_TTL) if live else _ttl()
+            redis_store.set(_session_key(session_id), flag, ttl, only_if_absent=True)
     else:
         live = session_flag == SESSION_LIVE
     if not live:
