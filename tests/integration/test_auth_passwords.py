@@ -292,3 +292,19 @@ def test_change_password_needs_a_token_and_a_valid_body(client, member):
     missing = client.post(CHANGE, json={"new_password": NEW_PASSWORD}, headers=member.headers)
     assert missing.status_code == 422
     assert "current_password" in missing.json["errors"]
+
+
+def test_wrong_current_passwords_count_towards_the_account_lockout(make_app, make_user):
+    client = make_app(lockout_threshold=3).test_client()
+    account = make_user()
+    body = {"current_password": "not-my-password-at-all", "new_password": "fresh-Quartz-77-meadow"}
+    statuses = [
+        client.post("/api/v1/auth/password", json=body, headers=account.headers).status_code
+        for _ in range(4)
+    ]
+    assert statuses == [422, 422, 422, 429]
+    correct = {**body, "current_password": account.password}
+    locked = client.post("/api/v1/auth/password", json=correct, headers=account.headers)
+    assert locked.status_code == 429
+    assert locked.json["type"].endswith("/account-locked")
+    assert int(locked.headers["Retry-After"]) > 0

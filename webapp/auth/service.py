@@ -474,8 +474,22 @@ def change_password(
 ) -> None:
     user = db.get(User, user_id)
     assert user is not None
+    # A stolen access token must not become an unlimited password oracle: wrong current
+    # passwords count towards the same lockout as failed logins.
+    lockout.ensure_not_locked(user, origin)
     check = passwords.verify_password(user.password_hash or "", current_password)
     if not check.ok:
+        lockout.register_failure(db, user, origin)
+        audit.record(
+            db,
+            origin,
+            "auth.login_failed",
+            target_type="user",
+            target_id=user.id,
+            reason="wrong_current_password",
+        )
+        db.commit()
+        state.publish_user(user)
         raise ValidationFailed(
             "The current password is incorrect.",
             slug="invalid-current-password",
