@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from marshmallow import Schema, fields, validate
-from sqlalchemy import Select, func, select, tuple_
+from sqlalchemy import Select, TypeDecorator, func, select, tuple_
 from sqlalchemy.orm import InstrumentedAttribute
 
 from webapp.db import DbSession
@@ -84,6 +84,8 @@ def _decode_cursor(cursor: str, sort: str, parse: Callable[[Any], Any]) -> tuple
         cursor_sort, value, row_id = json.loads(base64.urlsafe_b64decode(padded))
         if cursor_sort != sort:
             raise ValueError("cursor belongs to another sort order")
+        if not isinstance(row_id, str):
+            raise TypeError("cursor position has no row id")
         return parse(value), uuid.UUID(row_id)
     except (ValueError, TypeError, binascii.Error, json.JSONDecodeError) as exc:
         raise ValidationFailed(
@@ -91,13 +93,30 @@ def _decode_cursor(cursor: str, sort: str, parse: Callable[[Any], Any]) -> tuple
         ) from None
 
 
+def _aware_datetime(value: Any) -> datetime:
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        raise ValueError("cursor timestamp has no time zone")
+    return parsed
+
+
 def _parser_for(column: InstrumentedAttribute[Any]) -> Callable[[Any], Any]:
-    python_type = column.type.python_type
+    column_type = column.type
+    if isinstance(column_type, TypeDecorator):
+        # SQLAlchemy 2.1: a TypeDecorator's own python_type is `object`; its impl knows.
+        column_type = column_type.impl_instance
+    python_type = column_type.python_type
     if python_type is datetime:
-        return datetime.fromisoformat
+        return _aware_datetime
     if python_type is uuid.UUID:
         return uuid.UUID
-    return python_type
+
+    def exact(value: Any) -> Any:
+        if not isinstance(value, python_type):
+            raise TypeError(f"cursor position is not a {python_type.__name__}")
+        return value
+
+    return exact
 
 
 def paginate(

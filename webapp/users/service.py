@@ -25,6 +25,9 @@ from webapp.http.pagination import Page, paginate
 from webapp.security import passwords, rbac
 from webapp.users.models import User
 
+# Advisory lock id serializing "is this the last active administrator?" checks.
+_LAST_ADMIN_LOCK = int.from_bytes(b"gh-admin", "big")
+
 
 def etag_of(user: User) -> str:
     return etag_value(user.id, user.version)
@@ -105,9 +108,15 @@ def _locked_for_write(db: DbSession, user_id: uuid.UUID, if_match: str | None) -
 
 
 def _ensure_admin_remains(db: DbSession, user: User, *, new_role: str | None, active: bool) -> None:
-    """Refuse to demote, disable or delete the last active administrator."""
-    if user.role != rbac.ADMIN or (new_role == rbac.ADMIN and active):
+    """Refuse to demote, disable or delete the last active administrator.
+
+    An inactive administrator is not counted, so removing one never reduces the count. Removals
+    are serialized by a transaction-scoped advisory lock (PostgreSQL), so two administrators
+    demoting each other at once cannot both see the other still counted."""
+    if user.role != rbac.ADMIN or not user.active or (new_role == rbac.ADMIN and active):
         return
+    if db.get_bind().dialect.name == "postgresql":
+        db.execute(select(func.pg_advisory_xact_lock(_LAST_ADMIN_LOCK)))
     admins = db.scalar(
         select(func.count()).select_from(User).where(User.role == rbac.ADMIN, User.active.is_(True))
     )
