@@ -356,3 +356,23 @@ def test_a_user_cannot_delete_themself_or_others(client, member, make_user, app)
     with app.app_context():
         assert db.session.get(User, member.id) is not None
         assert db.session.get(User, other.id) is not None
+
+
+def test_an_admin_changing_a_users_email_makes_it_unverified_and_sends_a_verification(
+    client, admin, member, outbox
+):
+    body = {"email": "new-address@example.com", "name": "Moved", "role": "user", "active": True}
+    response = client.put(f"/api/v1/users/{member.id}", json=body, headers=admin.headers)
+    assert response.status_code == 200
+    assert response.json["email"] == "new-address@example.com"
+    assert response.json["email_verified"] is False
+    [message] = outbox("verify_email", recipient="new-address@example.com")
+    assert "token=" in message.payload["link"]
+
+
+def test_an_admin_put_that_keeps_the_email_keeps_it_verified(client, admin, member, outbox):
+    body = {"email": member.email.upper(), "name": "Same", "role": "user", "active": True}
+    response = client.put(f"/api/v1/users/{member.id}", json=body, headers=admin.headers)
+    assert response.status_code == 200
+    assert response.json["email_verified"] is True
+    assert outbox("verify_email") == []

@@ -185,8 +185,14 @@ def replace_user(
     if user.active and not body["active"]:
         _deactivated(db, origin, user)
     old_role = user.role
-    user.email, user.name = body["email"].strip(), body["name"].strip()
+    new_email = body["email"].strip()
+    email_changed = new_email.lower() != user.email.lower()
+    user.email, user.name = new_email, body["name"].strip()
     user.role, user.active = body["role"], body["active"]
+    if email_changed:
+        # The new address is unconfirmed: its owner proves it like at registration.
+        user.email_verified_at = None
+        auth_service.queue_verification_email(db, origin, user)
     audit.record(
         db, origin, "user.updated", target_type="user", target_id=user.id, fields=sorted(body)
     )
