@@ -36,6 +36,7 @@ ALLOWED_HEADERS = [
     "X-API-Key",
 ]
 BODY_METHODS = {"POST", "PUT", "PATCH"}
+CORS_PREFIXES = ("/api/", "/.well-known/")
 
 
 class UnsupportedMediaType(DomainError):
@@ -66,6 +67,10 @@ def _security_headers(response: Response) -> Response:
         headers.setdefault("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
     if "Cache-Control" not in headers and not is_docs:
         headers["Cache-Control"] = "no-store"
+    if current_app.config["GATEHOUSE"].cors_origins and request.path.startswith(CORS_PREFIXES):
+        # The CORS headers depend on Origin (present for allowed ones, absent otherwise), whatever
+        # the number of allowed origins: shared caches (JWKS is public, max-age) must key on it.
+        response.vary.add("Origin")
     return response
 
 
@@ -76,7 +81,7 @@ def init_app(app: Flask) -> None:
     if settings.cors_origins:
         CORS(
             app,
-            resources={r"/api/*": {}, r"/.well-known/*": {}},
+            resources={f"{prefix}*": {} for prefix in CORS_PREFIXES},
             origins=list(settings.cors_origins),
             expose_headers=EXPOSED_HEADERS,
             allow_headers=ALLOWED_HEADERS,

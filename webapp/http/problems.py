@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from http import HTTPStatus
 from typing import Any
 
 from flask import Flask, Response, current_app, g, json, request
@@ -139,7 +140,51 @@ def handle_unexpected(exc: Exception) -> Response:
     )
 
 
+# The OpenAPI description of every error body (flask-smorest would document its own `Error`).
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "RFC 9457 problem details; `type` ends in a slug listed in docs/problems.md.",
+    "required": ["type", "title", "status", "detail", "instance", "request_id"],
+    "properties": {
+        "type": {"type": "string", "format": "uri-reference", "example": "/problems/not-found"},
+        "title": {"type": "string"},
+        "status": {"type": "integer", "minimum": 400, "maximum": 599},
+        "detail": {"type": "string"},
+        "instance": {"type": "string", "format": "uri-reference"},
+        "request_id": {"type": "string", "nullable": True},
+        "errors": {
+            "type": "object",
+            "description": "Validation failures: field name → messages.",
+            "additionalProperties": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "additionalProperties": True,
+}
+
+
+def document_problems() -> None:
+    """Make the OpenAPI document say what error responses really are: problem+json.
+
+    flask-smorest lazily registers a response component per HTTP status (and `DEFAULT_ERROR`)
+    whose body is its own `application/json` error schema; replace each error one, before any
+    operation references it, with `application/problem+json` and the `Problem` schema.
+    """
+    from webapp.extensions import api
+
+    components = api.spec.components
+    if "Problem" not in components.schemas:
+        components.schema("Problem", PROBLEM_SCHEMA)
+    names = [s.name for s in HTTPStatus if s >= 400] + ["DEFAULT_ERROR"]
+    for name in names:
+        description = (
+            "Default error response" if name == "DEFAULT_ERROR" else HTTPStatus[name].phrase
+        )
+        content = {PROBLEM_MIMETYPE: {"schema": "Problem"}}
+        components.response(name, {"description": description, "content": content}, lazy=True)
+
+
 def init_app(app: Flask) -> None:
+    document_problems()
     app.register_error_handler(DomainError, handle_domain_error)
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(Exception, handle_unexpected)

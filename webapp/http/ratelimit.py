@@ -54,6 +54,26 @@ def _headers(response: Response) -> Response:
     return response
 
 
+def default_limit() -> str:
+    """The default limit of the application in context.
+
+    The limiter is one module-level object: flask-limiter keeps the default limits of the first
+    app it was bound to, so a string here would leak one app's budget into every later app.
+    """
+    limit: str = current_app.config["GATEHOUSE"].ratelimit_default
+    return limit
+
+
+def disabled_for_this_app() -> bool:
+    """Request filter: the app in context has rate limits off (RATELIMIT_ENABLED=false).
+
+    flask-limiter's `enabled` flag lives on the shared limiter and follows the app bound last,
+    and route decorators (the auth budget) consult it on every app: without this filter, building
+    one app with limits on would start limiting another process-mate that has them off.
+    """
+    return not current_app.config["GATEHOUSE"].ratelimit_enabled
+
+
 def limits_storage_uri(redis_url: str | None) -> str:
     """The `limits` library spells Unix-socket Redis URLs `redis+unix://`."""
     if not redis_url:
@@ -72,11 +92,16 @@ def init_app(app: Flask) -> None:
         RATELIMIT_STORAGE_URI=limits_storage_uri(settings.redis_url),
         RATELIMIT_STORAGE_OPTIONS={"socket_timeout": 0.25, "socket_connect_timeout": 0.25},
         RATELIMIT_STRATEGY="fixed-window",
-        RATELIMIT_DEFAULT=settings.ratelimit_default,
+        RATELIMIT_DEFAULT=default_limit,
         RATELIMIT_HEADERS_ENABLED=False,
         RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True,
         RATELIMIT_SWALLOW_ERRORS=True,
         RATELIMIT_KEY_PREFIX="gh-rl",
     )
+    if disabled_for_this_app not in limiter._request_filters:
+        limiter.request_filter(disabled_for_this_app)
     limiter.init_app(app)
+    # A new binding brings a new storage: start by trusting it, not in the in-memory fallback
+    # a previous app's dead Redis left the shared limiter in (flask-limiter keeps that flag).
+    limiter._storage_dead = False
     app.after_request(_headers)
