@@ -88,7 +88,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     import observability
     from webapp import cli, models
     from webapp.auth import tokens
-    from webapp.extensions import api, db, migrate, redis_store
+    from webapp.cache import RedisStore
+    from webapp.extensions import api, db, migrate
     from webapp.http import headers, problems, ratelimit, request_id
     from webapp.routes import register_blueprints
 
@@ -106,7 +107,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(models.MIGRATIONS_DIR))
-    redis_store.init_app(settings.redis_url)
+    app.extensions["gatehouse_redis"] = RedisStore(settings.redis_url)
     tokens.init_app(app, _load_keyring(settings))
     request_id.init_app(app)
     headers.init_app(app)

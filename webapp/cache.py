@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import redis
 
@@ -24,11 +24,12 @@ MAX_PENDING_WRITES = 10_000
 
 
 class RedisStore:
-    def __init__(self) -> None:
+    def __init__(self, url: str | None = None) -> None:
         self.client: redis.Redis | None = None
         self.url: str | None = None
         self._down_until = 0.0
         self._pending: dict[str, tuple[bytes | str, int]] = {}
+        self.init_app(url)
 
     def init_app(self, url: str | None) -> None:
         self.url = url
@@ -68,7 +69,7 @@ class RedisStore:
             self._pending = {**pending, **self._pending}
             raise
 
-    def _keep(self, values: dict[str, bytes | str], ttl: int) -> None:
+    def _keep(self, values: Mapping[str, bytes | str], ttl: int) -> None:
         if len(self._pending) + len(values) <= MAX_PENDING_WRITES:
             self._pending.update({key: (value, ttl) for key, value in values.items()})
         else:  # pragma: no cover - a very long outage: cached state expires by its TTL instead
@@ -94,7 +95,9 @@ class RedisStore:
         except redis.RedisError as exc:
             self._failed(exc)
 
-    def set_many(self, values: dict[str, bytes | str], ttl: int, *, critical: bool = False) -> None:
+    def set_many(
+        self, values: Mapping[str, bytes | str], ttl: int, *, critical: bool = False
+    ) -> None:
         """Overwrite `values`. A `critical` write (an invalidation) that fails is written again
         as soon as Redis answers, before any read."""
         if not values or self.client is None:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import cast
+
+from flask import current_app
 from flask_jwt_extended import JWTManager
 from flask_limiter import Limiter
 from flask_migrate import Migrate
 from flask_smorest import Api
 from flask_sqlalchemy import SQLAlchemy
+from werkzeug.local import LocalProxy
 
 from webapp.cache import RedisStore
 from webapp.db import Base
@@ -17,4 +21,5 @@ migrate = Migrate()
 api = Api()
 jwt = JWTManager()
 limiter = Limiter(key_func=rate_limit_key)
-redis_store = RedisStore()
+# Per application (its Redis URL is a setting): resolved through the app in context.
+redis_store = cast(RedisStore, LocalProxy(lambda: current_app.extensions["gatehouse_redis"]))

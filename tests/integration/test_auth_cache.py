@@ -5,7 +5,7 @@ request (cache invalidated on write), and with Redis down the database answers (
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import jwt
 import pytest
@@ -13,7 +13,6 @@ import redis
 from flask import Flask
 
 from tests.conftest import STRONG_PASSWORD
-from webapp.extensions import redis_store
 
 DEAD_REDIS = "redis://127.0.0.1:1/0"
 USERS = "/api/v1/users/"
@@ -37,15 +36,13 @@ def live_redis(redis_url: str) -> redis.Redis:
 
 
 @pytest.fixture
-def redis_down(app: Flask, make_app: Callable[..., Flask]) -> Iterator[Callable[..., Flask]]:
-    """Build apps whose Redis is unreachable. The Redis store is process-wide, so every app in
-    this process (the `client` fixture's too) sees the outage until the test ends."""
+def redis_down(app: Flask, make_app: Callable[..., Flask]) -> Callable[..., Flask]:
+    """Build apps whose Redis is unreachable (the Redis store is per app)."""
 
     def build(**overrides) -> Flask:
         return make_app(redis_url=DEAD_REDIS, **overrides)
 
-    yield build
-    redis_store.init_app(app.config["GATEHOUSE"].redis_url)
+    return build
 
 
 # --- changes take effect on the next request -----------------------------------------------

@@ -12,7 +12,7 @@ import pytest
 from flask import Flask
 
 from tests.conftest import drop_database, fresh_database
-from webapp.extensions import db, redis_store
+from webapp.extensions import db
 from webapp.security.keys import KeyRing, generate_jwk
 
 UNREACHABLE_DB = "postgresql://postgres@127.0.0.1:1/nowhere"
@@ -33,7 +33,6 @@ def other_app(app: Flask, make_app: Callable[..., Flask]) -> Iterator[Callable[.
         with other.app_context():
             db.session.remove()
             db.engine.dispose()
-    redis_store.init_app(app.config["GATEHOUSE"].redis_url)
 
 
 # --- /health ----------------------------------------------------------------------------------

@@ -3,13 +3,12 @@ IP (X-Forwarded-For only through trusted proxies), and requests still served wit
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import redis
 from flask import Flask
 
-from webapp.extensions import redis_store
 from webapp.http.problems import PROBLEM_MIMETYPE
 
 LIMITS = {"ratelimit_enabled": True, "ratelimit_default": "3 per minute"}
@@ -19,11 +18,10 @@ DEAD_REDIS = "redis://127.0.0.1:1/0"
 
 
 @pytest.fixture
-def limited(app: Flask, redis_url: str, make_app: Callable[..., Flask]) -> Iterator[Callable]:
-    """Build rate-limited apps with empty budgets; afterwards put the shared Redis store back."""
+def limited(app: Flask, redis_url: str, make_app: Callable[..., Flask]) -> Callable:
+    """Build rate-limited apps with empty budgets."""
     redis.Redis.from_url(redis_url).flushdb()
-    yield lambda **overrides: make_app(**{**AUTH_LIMITS, **overrides})
-    redis_store.init_app(app.config["GATEHOUSE"].redis_url)
+    return lambda **overrides: make_app(**{**AUTH_LIMITS, **overrides})
 
 
 def test_responses_carry_ratelimit_headers(limited, member):
