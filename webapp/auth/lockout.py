@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from datetime import timedelta
 
+from observability import metrics
 from webapp.audit import service as audit
 from webapp.config import current_settings
 from webapp.context import Origin
@@ -46,6 +47,7 @@ def register_failure(db: DbSession, user: User | None, origin: Origin) -> None:
         if user.failed_login_count >= settings.lockout_threshold:
             user.locked_until = utcnow() + timedelta(seconds=settings.lockout_duration)
             user.failed_login_count = 0
+            metrics.LOCKOUTS.labels(scope="account").inc()
             audit.record(
                 db, origin, "auth.lockout", target_type="user", target_id=user.id, scope="account"
             )
@@ -54,6 +56,7 @@ def register_failure(db: DbSession, user: User | None, origin: Origin) -> None:
         if count is not None and count >= settings.lockout_ip_threshold:
             redis_store.set(_ip_lock_key(origin.ip), b"1", settings.lockout_duration)
             redis_store.delete(_ip_failures_key(origin.ip))
+            metrics.LOCKOUTS.labels(scope="ip").inc()
             audit.record(db, origin, "auth.lockout", scope="ip", ip_failures=count)
 
 

@@ -14,6 +14,7 @@ from datetime import timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from observability import metrics
 from webapp.audit import service as audit
 from webapp.auth import lockout, state
 from webapp.auth.models import AuthSession, OneTimeToken, RefreshToken
@@ -22,6 +23,7 @@ from webapp.config import current_settings
 from webapp.context import Origin
 from webapp.db import DbSession, utcnow
 from webapp.errors import (
+    AccountLocked,
     Conflict,
     EmailUnverified,
     InvalidCredentials,
@@ -133,6 +135,7 @@ def register(db: DbSession, origin: Origin, *, email: str, password: str, name: 
         db, origin.acting_as(user.id), "user.registered", target_type="user", target_id=user.id
     )
     commit_unique(db)
+    metrics.REGISTRATIONS.inc()
     return user
 
 
@@ -217,7 +220,11 @@ def _is_new_device(db: DbSession, user: User, origin: Origin) -> bool:
 def login(db: DbSession, origin: Origin, *, email: str, password: str) -> TokenPair:
     """Lockout (429), then credentials (401), then verified email (403), then tokens."""
     user = find_user_by_email(db, email)
-    lockout.ensure_not_locked(user, origin)
+    try:
+        lockout.ensure_not_locked(user, origin)
+    except AccountLocked:
+        metrics.LOGINS.labels(result="locked").inc()
+        raise
 
     if user is None or user.password_hash is None or not user.active:
         passwords.equalize_timing(password)
@@ -237,11 +244,13 @@ def login(db: DbSession, origin: Origin, *, email: str, password: str) -> TokenP
         db.commit()
         if user is not None:
             state.publish_user(user)
+        metrics.LOGINS.labels(result="invalid_credentials").inc()
         raise InvalidCredentials("The email or password is incorrect.")
     assert user is not None
 
     settings = current_settings()
     if settings.require_email_verification and user.email_verified_at is None:
+        metrics.LOGINS.labels(result="unverified").inc()
         raise EmailUnverified("Verify your email address before signing in.")
 
     lockout.register_success(user)
@@ -273,6 +282,7 @@ def login(db: DbSession, origin: Origin, *, email: str, password: str) -> TokenP
     )
     db.commit()
     state.publish_user(user)
+    metrics.LOGINS.labels(result="success").inc()
     return _pair(user, session.id, refresh.id)
 
 
@@ -287,26 +297,31 @@ def _revoke(db: DbSession, sessions: list[AuthSession], reason: str) -> list[uui
     return revoked
 
 
+def _invalid_refresh() -> Unauthorized:
+    metrics.TOKEN_REFRESHES.labels(result="invalid").inc()
+    return Unauthorized("The refresh token is invalid or expired.", slug="invalid-refresh-token")
+
+
 def refresh(db: DbSession, origin: Origin, refresh_token: str) -> TokenPair:
     """Rotate a refresh token. A token used twice revokes its whole session (reuse detection),
     except inside `REFRESH_REUSE_GRACE`, where the same successor is handed out again."""
-    invalid = Unauthorized("The refresh token is invalid or expired.", slug="invalid-refresh-token")
     token_id = parse_refresh_token(refresh_token)
     if token_id is None:
-        raise invalid
+        raise _invalid_refresh()
     token = db.scalar(select(RefreshToken).where(RefreshToken.id == token_id).with_for_update())
     session = db.get(AuthSession, token.session_id) if token else None
     if token is None or session is None or not session.active:
-        raise invalid
+        raise _invalid_refresh()
     user = db.get(User, session.user_id)
     if user is None or not user.active:
-        raise invalid
+        raise _invalid_refresh()
 
     now = utcnow()
     if token.used_at is not None:
         grace = current_settings().refresh_reuse_grace
         if grace and token.successor_id and (now - token.used_at).total_seconds() <= grace:
             db.commit()
+            metrics.TOKEN_REFRESHES.labels(result="grace").inc()
             return _pair(user, session.id, token.successor_id)
         revoked = _revoke(db, [session], "refresh_token_reuse")
         audit.record(
@@ -318,6 +333,7 @@ def refresh(db: DbSession, origin: Origin, refresh_token: str) -> TokenPair:
         )
         db.commit()
         state.publish_sessions_revoked(revoked)
+        metrics.TOKEN_REFRESHES.labels(result="reuse_detected").inc()
         raise Unauthorized(
             "This refresh token was already used; the session has been revoked.",
             slug="refresh-token-reused",
@@ -330,6 +346,7 @@ def refresh(db: DbSession, origin: Origin, refresh_token: str) -> TokenPair:
     token.successor_id = successor.id
     session.last_used_at = now
     db.commit()
+    metrics.TOKEN_REFRESHES.labels(result="success").inc()
     return _pair(user, session.id, successor.id)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import select
 
+from observability import metrics
 from webapp.auth.models import AuthSession
 from webapp.db import DbSession, utcnow
 from webapp.extensions import redis_store
@@ -93,10 +94,17 @@ def _user_from_db(db: DbSession, user_id: uuid.UUID) -> dict[str, Any] | None:
     return user_snapshot(user) if user is not None else None
 
 
+def _count(answered: bool, session_hit: bool, user_hit: bool) -> None:
+    for cache, hit in (("session", session_hit), ("user", user_hit)):
+        result = ("hit" if hit else "miss") if answered else "unavailable"
+        metrics.CACHE_REQUESTS.labels(cache=cache, result=result).inc()
+
+
 def load_principal(db: DbSession, user_id: uuid.UUID, session_id: uuid.UUID) -> Principal | None:
     """The principal for a verified access token, or None when its session or user is gone."""
     cached = redis_store.get_many([_session_key(session_id), _user_key(user_id)])
     session_flag, user_raw = cached if cached is not None else (None, None)
+    _count(cached is not None, session_flag is not None, user_raw is not None)
 
     if session_flag is None:
         live = _session_live_in_db(db, session_id, user_id)

@@ -11,6 +11,9 @@ import time
 
 from flask import Flask, Response, current_app, request
 
+from observability import metrics
+from observability.metrics import route
+
 
 def client_ip() -> str:
     return request.remote_addr or "unknown"
@@ -49,6 +52,8 @@ def _headers(response: Response) -> Response:
         response.headers["RateLimit-Reset"] = str(reset_in)
         if response.status_code == 429:
             response.headers["Retry-After"] = str(max(1, reset_in))
+            if current.breached:
+                metrics.RATE_LIMITED.labels(route=route(request)).inc()
     except Exception:
         current_app.logger.debug("rate limit headers unavailable", exc_info=True)
     return response
