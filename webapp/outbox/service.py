@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from observability.tracing import inject_context
 from webapp.context import Origin
 from webapp.db import DbSession
 from webapp.outbox.models import PENDING, OutboxMessage
@@ -42,6 +43,8 @@ def enqueue(
         queue=TEMPLATES[template],
         status=PENDING,
         request_id=origin.request_id,
+        # So that the job's span continues the request's trace, whatever process sends it.
+        trace_context=inject_context() or None,
     )
     db.add(message)
     return message

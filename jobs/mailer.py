@@ -1,0 +1,247 @@
+"""SMTP sending behind a circuit breaker.
+
+`SMTP_URL` is `smtp://[user:password@]host:port` (plain, or STARTTLS with `SMTP_STARTTLS=true`)
+or `smtps://host:port` (TLS from the first byte); `SMTP_USERNAME` / `SMTP_PASSWORD` override the
+URL's credentials. Every socket operation has `SMTP_TIMEOUT`.
+
+Two kinds of failure, treated differently (SPEC §5):
+- the server is unreachable or times out (`Unreachable`): the breaker counts it, and after
+  `SMTP_BREAKER_FAIL_MAX` in a row it opens for `SMTP_BREAKER_RESET_TIMEOUT` seconds, during which
+  no connection is even tried (`BreakerOpen`). Neither spends a message's tries: jobs wait.
+- the server answers and refuses (a 4xx/5xx reply: `Refused`): the server is healthy, so the
+  breaker does not count it; the message spends a try.
+
+The breaker's state lives in Redis, so every worker and every forked work-horse sees the same
+breaker (an in-memory breaker would be forgotten with each horse).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import smtplib
+import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from email.message import EmailMessage
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import pybreaker
+import redis
+
+from webapp.config import Settings
+
+log = logging.getLogger(__name__)
+
+BREAKER_NAMESPACE = "gatehouse:smtp-breaker"
+BREAKER_STATE_KEY = f"{BREAKER_NAMESPACE}:pybreaker:state"  # "closed", "open" or "half-open"
+
+
+class DeliveryError(Exception):
+    """A send that did not happen."""
+
+
+class Unreachable(DeliveryError):
+    """No SMTP conversation: refused connection, timeout, dropped connection, bad greeting."""
+
+
+class BreakerOpen(DeliveryError):
+    """The breaker is open: the server failed repeatedly, so no connection was tried."""
+
+
+class Refused(DeliveryError):
+    """The server answered and refused (a 4xx/5xx reply)."""
+
+    def __init__(self, code: int | None, reply: str) -> None:
+        super().__init__(f"{code} {reply}".strip() if code else reply)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    host: str
+    port: int
+    implicit_tls: bool
+    starttls: bool
+    username: str | None
+    password: str | None
+    timeout: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SmtpConfig:
+        url = urlsplit(settings.smtp_url)
+        implicit_tls = url.scheme == "smtps"
+        return cls(
+            host=url.hostname or "localhost",
+            port=url.port or (465 if implicit_tls else 25),
+            implicit_tls=implicit_tls,
+            starttls=settings.smtp_starttls and not implicit_tls,
+            username=settings.smtp_username or (unquote(url.username) if url.username else None),
+            password=settings.smtp_password or (unquote(url.password) if url.password else None),
+            timeout=settings.smtp_timeout,
+        )
+
+
+def _is_unreachable(exc: BaseException) -> bool:
+    # smtplib's exceptions are OSErrors too: only the network ones mean "unreachable".
+    # SMTPConnectError is a reply (a bad greeting, e.g. 421) but means "not serving now".
+    if isinstance(exc, smtplib.SMTPServerDisconnected | smtplib.SMTPConnectError):
+        return True
+    return isinstance(exc, OSError) and not isinstance(exc, smtplib.SMTPException)
+
+
+def _reply_of(exc: BaseException) -> Refused:
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        code, reply = next(iter(exc.recipients.values()), (None, b"recipient refused"))
+        return Refused(code, _text(reply))
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return Refused(exc.smtp_code, _text(exc.smtp_error))
+    return Refused(None, str(exc) or exc.__class__.__name__)
+
+
+def _text(reply: bytes | str) -> str:
+    return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+
+
+class _BreakerLog(pybreaker.CircuitBreakerListener):
+    def state_change(self, cb: pybreaker.CircuitBreaker, old_state: Any, new_state: Any) -> None:
+        old = getattr(old_state, "name", old_state)
+        log.warning("smtp circuit breaker %s -> %s", old, new_state.name)
+
+
+_breakers: dict[tuple[int, float, int], pybreaker.CircuitBreaker] = {}
+
+
+def breaker_for(settings: Settings, connection: redis.Redis | None) -> pybreaker.CircuitBreaker:
+    """The SMTP breaker, shared through Redis when a connection is given. Built once (work-horses
+    inherit the worker's), since setting up its Redis storage costs round trips."""
+    key = (
+        settings.smtp_breaker_fail_max,
+        settings.smtp_breaker_reset_timeout,
+        id(connection),
+    )
+    breaker = _breakers.get(key)
+    if breaker is None:
+        storage: pybreaker.CircuitBreakerStorage = (
+            pybreaker.CircuitRedisStorage(
+                pybreaker.STATE_CLOSED, connection, namespace=BREAKER_NAMESPACE
+            )
+            if connection is not None
+            else pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
+        )
+        breaker = pybreaker.CircuitBreaker(
+            fail_max=settings.smtp_breaker_fail_max,
+            reset_timeout=settings.smtp_breaker_reset_timeout,
+            # Only "cannot talk to the server" trips the breaker; refusals and our own errors
+            # (a template bug, a job timeout) say nothing about the server's health.
+            exclude=[lambda exc: not _is_unreachable(exc)],
+            state_storage=storage,
+            listeners=[_BreakerLog()],
+            name="smtp",
+        )
+        _breakers[key] = breaker
+    return breaker
+
+
+class _RepliesKept:
+    """Keeps the server's reply to DATA (it usually names the queue id) for the record."""
+
+    last_data_reply: tuple[int, bytes] | None = None
+
+    def data(self, msg: Any) -> tuple[int, bytes]:
+        reply: tuple[int, bytes] = super().data(msg)  # type: ignore[misc]
+        self.last_data_reply = reply
+        return reply
+
+
+class _SMTP(_RepliesKept, smtplib.SMTP):
+    pass
+
+
+class _SMTPS(_RepliesKept, smtplib.SMTP_SSL):
+    pass
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """Certificate-verifying TLS, built once: loading the CA store costs ~20 ms."""
+    return ssl.create_default_context()
+
+
+class Mailer:
+    """Sends `EmailMessage`s; `session()` reuses one connection for several messages."""
+
+    def __init__(self, config: SmtpConfig, breaker: pybreaker.CircuitBreaker) -> None:
+        self.config = config
+        self.breaker = breaker
+
+    @contextmanager
+    def session(self) -> Iterator[SmtpSession]:
+        session = SmtpSession(self)
+        try:
+            yield session
+        finally:
+            session.close()
+
+    def _connect(self) -> _SMTP | _SMTPS:
+        cfg = self.config
+        smtp: _SMTP | _SMTPS
+        if cfg.implicit_tls:
+            smtp = _SMTPS(cfg.host, cfg.port, timeout=cfg.timeout, context=tls_context())
+        else:
+            smtp = _SMTP(cfg.host, cfg.port, timeout=cfg.timeout)
+        try:
+            smtp.ehlo()
+            if cfg.starttls:
+                smtp.starttls(context=tls_context())
+                smtp.ehlo()
+            if cfg.username:
+                smtp.login(cfg.username, cfg.password or "")
+        except BaseException:
+            with suppress(Exception):
+                smtp.close()
+            raise
+        return smtp
+
+
+class SmtpSession:
+    """A lazily opened SMTP connection; any error closes it, the next send reconnects."""
+
+    def __init__(self, mailer: Mailer) -> None:
+        self._mailer = mailer
+        self._smtp: _SMTP | _SMTPS | None = None
+
+    def send(self, message: EmailMessage) -> str:
+        """Send one message; returns the server's reply. Raises Unreachable, BreakerOpen, Refused
+        or, for anything else, the original exception."""
+        try:
+            return self._mailer.breaker.call(self._send, message)
+        except pybreaker.CircuitBreakerError as exc:
+            self.close()
+            raise BreakerOpen(str(exc)) from exc
+        except Exception as exc:
+            self.close()
+            if _is_unreachable(exc):
+                raise Unreachable(f"{exc.__class__.__name__}: {exc}".rstrip(": ")) from exc
+            if isinstance(exc, smtplib.SMTPException):
+                raise _reply_of(exc) from exc
+            raise
+
+    def _send(self, message: EmailMessage) -> str:
+        if self._smtp is None:
+            self._smtp = self._mailer._connect()
+        smtp = self._smtp
+        smtp.last_data_reply = None
+        smtp.send_message(message)
+        code, reply = smtp.last_data_reply or (250, b"")
+        return f"{code} {_text(reply)}".strip()
+
+    def close(self) -> None:
+        smtp, self._smtp = self._smtp, None
+        if smtp is not None:
+            with suppress(Exception):
+                smtp.quit()
+            with suppress(Exception):
+                smtp.close()

@@ -1,0 +1,92 @@
+"""The RQ job functions. They take message ids only: the outbox row is the job's real input.
+
+`deliver_email` raises `DeliveryFailed` after a message's last try, so RQ files the job in its
+failed-job registry (the dead-letter queue) with the reason; every other outcome (sent, already
+sent, retry scheduled, postponed) is a finished job, because the outbox row, not RQ, schedules
+what happens next.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rq import get_current_job
+
+from jobs import queues, runtime
+from jobs.delivery import Deliverer, DeliveryFailed, Outcome, Result
+from jobs.mailer import Mailer, SmtpConfig, breaker_for
+from observability.context import bound
+from observability.metrics import JOBS
+from observability.tracing import job_span
+from webapp.config import Settings, current_settings
+from webapp.extensions import db
+
+log = logging.getLogger(__name__)
+
+_JOB_STATES = {
+    Result.SENT: "finished",
+    Result.DUPLICATE: "finished",
+    Result.SKIPPED: "finished",
+    Result.RETRY: "retried",
+    Result.BUSY: "postponed",
+    Result.POSTPONED: "postponed",
+    Result.DEAD: "dead",
+}
+
+
+def mailer_for(settings: Settings) -> Mailer:
+    connection = queues.connect(settings.redis_url) if settings.redis_url else None
+    return Mailer(SmtpConfig.from_settings(settings), breaker_for(settings, connection))
+
+
+@contextmanager
+def _job_scope(name: str) -> Iterator[dict[str, Any]]:
+    job = get_current_job()
+    meta: dict[str, Any] = dict(job.meta) if job is not None else {}
+    app = runtime.app()
+    with (
+        app.app_context(),
+        bound(request_id=meta.get("request_id")),
+        job_span(name, meta.get("trace"), **{"messaging.message.id": job.id if job else ""}),
+    ):
+        try:
+            yield meta
+        finally:
+            db.session.remove()
+
+
+def _queue_of(meta: dict[str, Any]) -> str:
+    job = get_current_job()
+    return (job.origin if job is not None else None) or meta.get("queue") or "default"
+
+
+def deliver_email(message_id: str) -> str:
+    """Send one outbox message (its last try always runs here, never in a batch)."""
+    with _job_scope("email.deliver") as meta:
+        settings = current_settings()
+        deliverer = Deliverer(db.session, mailer_for(settings), settings)
+        [outcome] = deliverer.deliver([uuid.UUID(message_id)])
+        JOBS.labels(queue=_queue_of(meta), state=_JOB_STATES[outcome.result]).inc()
+        if outcome.result is Result.DEAD:
+            raise DeliveryFailed(
+                f"{outcome.template} email {message_id} failed its last try: {outcome.detail}"
+            )
+        return outcome.result.value
+
+
+def deliver_batch(message_ids: list[str]) -> dict[str, int]:
+    """Send a chunk of `low` messages over one SMTP connection; returns counts by result."""
+    with _job_scope("email.deliver_batch") as meta:
+        settings = current_settings()
+        deliverer = Deliverer(db.session, mailer_for(settings), settings, batch=True)
+        outcomes: list[Outcome] = deliverer.deliver([uuid.UUID(m) for m in message_ids])
+        counts = Counter(outcome.result.value for outcome in outcomes)
+        state = "postponed" if counts.get(Result.POSTPONED.value) else "finished"
+        JOBS.labels(queue=_queue_of(meta), state=state).inc()
+        log.info("email batch done", extra={"messages": len(message_ids), **counts})
+        return dict(counts)

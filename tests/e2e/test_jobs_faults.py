@@ -1,0 +1,197 @@
+"""Fault tests with real worker processes (`flask --app wsgi jobs worker`: forked work-horses,
+the dispatcher thread), a real SMTP server, PostgreSQL and Redis: workers killed, stopped and
+racing, and still every email exactly once."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from tests.conftest import test_keys_json as signing_keys_json
+from webapp.extensions import db
+from webapp.outbox.models import SENT, EmailDelivery, OutboxMessage
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class WorkerProcess:
+    def __init__(self, popen: subprocess.Popen[str], log_path: Path) -> None:
+        self.popen = popen
+        self.log_path = log_path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def horse_pids(self) -> list[int]:
+        children = Path(f"/proc/{self.pid}/task/{self.pid}/children")
+        return [int(p) for p in children.read_text().split()] if children.exists() else []
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        lines = []
+        for line in self.log_path.read_text().splitlines():
+            if line.startswith("{"):
+                lines.append(json.loads(line))
+        return lines
+
+
+@pytest.fixture
+def start_worker(
+    app, database_url: str, redis_url: str, smtp_sink, tmp_path: Path
+) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start `flask --app wsgi jobs worker` processes on the test database and Redis."""
+    started: list[WorkerProcess] = []
+    keys = signing_keys_json()
+
+    def start(**settings: str) -> WorkerProcess:
+        env = {
+            **os.environ,
+            "GATEHOUSE_ENV": "test",
+            "SECRET_KEY": "test-secret-" + "x" * 32,
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "SMTP_URL": smtp_sink.url,
+            "JWT_KEYS": keys,
+            "SMTP_TIMEOUT": "0.5",
+            "JOBS_RETRY_BACKOFF": "0.05",
+            "JOBS_DISPATCH_INTERVAL": "0.05",
+            "JOBS_LEASE": "1",
+            "LOG_LEVEL": "INFO",
+            **settings,
+        }
+        log_path = tmp_path / f"worker-{len(started)}.log"
+        with log_path.open("w") as out:
+            popen = subprocess.Popen(
+                [sys.executable, "-m", "flask", "--app", "wsgi", "jobs", "worker"],
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        worker = WorkerProcess(popen, log_path)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        for pid in [*worker.horse_pids(), worker.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        worker.popen.wait(timeout=10)
+
+
+def _statuses(app) -> Counter[str]:
+    with app.app_context():
+        rows = db.session.execute(
+            select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status)
+        ).all()
+        db.session.remove()
+    return Counter(dict(rows))
+
+
+def _wait(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def _sole_delivery(app) -> EmailDelivery:
+    with app.app_context():
+        [delivery] = db.session.scalars(select(EmailDelivery)).all()
+        db.session.expunge_all()
+        db.session.remove()
+        return delivery
+
+
+def test_a_worker_killed_with_sigkill_mid_send_leaves_the_email_to_be_delivered_once(
+    app, smtp_sink, queue_email, start_worker
+):
+    import threading
+
+    smtp_sink.hold = threading.Event()
+    queue_email("verify_email", recipient="victim@example.com")
+    doomed = start_worker()
+    assert smtp_sink.entered.wait(30), "the first worker never started sending"
+
+    # A node lost mid-send: the worker and its work-horse die at once, before the server's 250.
+    for pid in [*doomed.horse_pids(), doomed.pid]:
+        os.kill(pid, signal.SIGKILL)
+    doomed.popen.wait(timeout=10)
+    smtp_sink.wait_until(lambda sink: sink.abandoned == 1)
+    smtp_sink.hold.set()
+    smtp_sink.hold = None
+    assert smtp_sink.received == []
+
+    start_worker()  # the lease brings the message back; the expired claim lets it be sent
+
+    [email] = smtp_sink.wait_for(1)
+    assert email.rcpt_tos == ["victim@example.com"]
+    _wait(lambda: _statuses(app)[SENT] == 1)
+    delivery = _sole_delivery(app)
+    assert delivery.status == "sent"
+    assert delivery.send_attempts == 2
+    assert len(smtp_sink.received) == 1
+
+
+def test_sigterm_during_a_job_lets_it_finish_then_the_worker_exits_cleanly(
+    app, smtp_sink, queue_email, start_worker
+):
+    import threading
+
+    smtp_sink.hold = threading.Event()
+    queue_email("password_reset", recipient="patient@example.com", request_id="req-sigterm-0001")
+    worker = start_worker()
+    assert smtp_sink.entered.wait(30)
+
+    worker.popen.send_signal(signal.SIGTERM)
+    _wait(lambda: "warm shut down requested" in worker.log_path.read_text())
+    smtp_sink.hold.set()
+
+    assert worker.popen.wait(timeout=30) == 0
+    [email] = smtp_sink.wait_for(1)
+    assert email.rcpt_tos == ["patient@example.com"]
+    assert _statuses(app)[SENT] == 1
+    # The request id of the request that wrote the message is on the worker's lines for its job,
+    # both RQ's (in the worker and the work-horse) and ours.
+    tagged = [line for line in worker.log_lines() if line.get("request_id") == "req-sigterm-0001"]
+    assert {"rq.worker", "jobs.delivery"} <= {line["logger"] for line in tagged}
+    assert any(line["message"] == "email sent" for line in tagged)
+
+
+def test_two_workers_with_two_dispatchers_racing_send_each_email_exactly_once(
+    app, smtp_sink, queue_email, start_worker
+):
+    smtp_sink.delay = 0.01
+    templates = ["verify_email", "new_login", "welcome", "password_reset"]
+    count = 80
+    for index in range(count):
+        queue_email(templates[index % len(templates)], recipient=f"racer{index}@example.com")
+
+    # A lease shorter than the backlog makes the dispatchers re-enqueue messages still queued
+    # or in flight: the claims must absorb every duplicate.
+    for _ in range(2):
+        start_worker(JOBS_LEASE="0.3", JOBS_BATCH_SIZE="5")
+
+    received = smtp_sink.wait_for(count, timeout=90)
+    _wait(lambda: _statuses(app)[SENT] == count, timeout=60)
+    time.sleep(1.0)  # let any straggling duplicate job run: it must send nothing
+    received = list(smtp_sink.received)
+    assert len(received) == count
+    assert len({m.message_id for m in received}) == count
+    assert sorted(r for m in received for r in m.rcpt_tos) == sorted(
+        f"racer{i}@example.com" for i in range(count)
+    )

@@ -1,0 +1,1 @@
+"""Administration of background jobs: dead letters (failed jobs) and their replay."""
