@@ -19,7 +19,7 @@ max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "0"))
 max_requests_jitter = max_requests // 10
 # A read-only root filesystem has no writable $HOME for gunicorn's control socket.
 control_socket_disable = True
-# Application logs are JSON lines on stdout; gunicorn's own access log stays off.
+# Application logs are JSON lines on stdout; gunicorn's own lines go to stderr (JSON too).
 accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
@@ -28,9 +28,10 @@ forwarded_allow_ips = "*" if int(os.environ.get("TRUSTED_PROXIES", "0")) else "1
 # Prometheus multiprocess mode: every worker writes its samples under this directory and /metrics
 # aggregates them. It is emptied when the master starts, and a dead worker's live gauges are
 # dropped when it exits (NOTES: prometheus-flask-exporter under gunicorn).
-multiproc_dir = os.environ.setdefault(
-    "PROMETHEUS_MULTIPROC_DIR", os.path.join(tempfile.gettempdir(), "gatehouse-metrics")
-)
+# Unset, each master gets its own directory: two gunicorns on one host must not wipe each other's.
+if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gatehouse-metrics-")
+multiproc_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
 
 
 def on_starting(server):  # type: ignore[no-untyped-def]
@@ -46,29 +47,5 @@ def child_exit(server, worker):  # type: ignore[no-untyped-def]
     multiprocess.mark_process_dead(worker.pid)
 
 
-# gunicorn's own lines (start, worker boot/exit, errors) as JSON too, like the application's.
-logconfig_dict = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {
-        "json": {
-            "()": "pythonjsonlogger.json.JsonFormatter",
-            "fmt": "%(levelname)s %(name)s %(message)s",
-            "rename_fields": {"levelname": "level", "name": "logger"},
-            "timestamp": True,
-        }
-    },
-    "handlers": {
-        "stdout": {
-            "class": "logging.StreamHandler",
-            "formatter": "json",
-            "stream": "ext://sys.stdout",
-        }
-    },
-    "root": {"handlers": [], "level": loglevel.upper()},  # the app adds its JSON handler
-    "loggers": {
-        "gunicorn.error": {"handlers": ["stdout"], "level": loglevel.upper(), "propagate": False},
-        # One access line per request comes from the app (with route and request id).
-        "gunicorn.access": {"handlers": [], "propagate": False},
-    },
-}
+# gunicorn's own lines as JSON too; the app writes the one access line per request.
+logger_class = "observability.gunicorn_logging.JsonLogger"

@@ -31,6 +31,11 @@ _SECRET_PATTERNS = [
         r"(\"[^\"]*\"|'[^']*'|[^\s,;&}]+)"
     ),
 ]
+# What logging itself puts on a record (plus our correlation ids): never user data, so the
+# redaction pass skips them — it runs on every line, the access log included.
+_STANDARD_ATTRIBUTES = frozenset(
+    vars(logging.LogRecord("", 0, "", 0, "", (), None))
+) | {"message", "asctime", "request_id", "user_id", "trace_id", "span_id", "taskName"}
 _SENSITIVE_KEYS = re.compile(r"(?i)password|secret|token|authorization|api[_-]?key|cookie")
 
 
@@ -72,9 +77,11 @@ class RedactingFilter(logging.Filter):
         message = record.getMessage()
         record.msg, record.args = redact(message), None
         for key, value in list(record.__dict__.items()):
-            if _SENSITIVE_KEYS.search(key) and key not in ("msg", "args"):
+            if key in _STANDARD_ATTRIBUTES:
+                continue
+            if _SENSITIVE_KEYS.search(key):
                 setattr(record, key, REDACTED)
-            elif isinstance(value, str) and key not in ("msg", "name", "levelname", "pathname"):
+            elif isinstance(value, str):
                 setattr(record, key, redact(value))
         if record.exc_text:
             record.exc_text = redact(record.exc_text)
@@ -114,6 +121,8 @@ def configure(level: str = "INFO") -> None:
 
 
 access_log = logging.getLogger("gatehouse.access")
+# Probes and scrapes arrive every few seconds; a line each would drown the real traffic.
+QUIET_PATHS = frozenset({"/health", "/ready", "/metrics"})
 
 
 def init_access_log(app: Flask) -> None:
@@ -123,6 +132,8 @@ def init_access_log(app: Flask) -> None:
 
     @app.after_request
     def _log_request(response: Response) -> Response:
+        if request.path in QUIET_PATHS:
+            return response
         started = g.get("request_started")
         duration_ms = (time.perf_counter() - started) * 1000 if started else None
         access_log.info(

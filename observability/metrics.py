@@ -10,9 +10,10 @@ aggregates them (see gunicorn.conf.py for the directory's cleanup and dead-worke
 
 from __future__ import annotations
 
+import glob
 import os
 import platform
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -27,6 +28,7 @@ from prometheus_client import (
     multiprocess,
 )
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from prometheus_flask_exporter import PrometheusMetrics
 from sqlalchemy import event
@@ -38,7 +40,8 @@ QUEUES = ("high", "default", "low")
 REGISTRATIONS = Counter("gatehouse_registrations_total", "Accounts registered")
 LOGINS = Counter(
     "gatehouse_logins_total",
-    "Login attempts by result (success, invalid_credentials, locked, unverified)",
+    "Login attempts by result (success, mfa_required, invalid_credentials, locked, unverified, "
+    "invalid_mfa_token, invalid_mfa_code)",
     ["result"],
 )
 LOCKOUTS = Counter(
@@ -59,12 +62,13 @@ RATE_LIMITED = Counter(
 )
 EMAILS = Counter(
     "gatehouse_emails_total",
-    "Emails by template and result (sent, duplicate, failed, dead)",
+    "Email delivery attempts by template and result "
+    "(sent, duplicate, busy, postponed, retry, dead, skipped)",
     ["template", "result"],
 )
 JOBS = Counter(
     "gatehouse_jobs_total",
-    "Jobs by queue and final state (finished, failed, retried, postponed, dead)",
+    "Jobs by queue and final state (finished, retried, postponed, dead)",
     ["queue", "state"],
 )
 DB_POOL_IN_USE = Gauge(
@@ -171,6 +175,25 @@ class StateCollector(Collector):
         yield from (messages, oldest, up)
 
 
+class MultiProcessCollector(multiprocess.MultiProcessCollector):
+    """prometheus_client's multiprocess collector, minus the files not initialised yet.
+
+    A process creates its `<type>_<pid>.db` file empty and sizes it a moment later; a scrape that
+    reads it in between fails with `struct.error`, so /metrics answered 500 whenever gunicorn
+    (re)started a worker or the job worker forked a work-horse. Such a file holds no sample yet.
+    """
+
+    def collect(self) -> Iterable[Metric]:
+        files = []
+        for path in glob.glob(os.path.join(self._path, "*.db")):
+            try:
+                if os.path.getsize(path) > 0:
+                    files.append(path)
+            except FileNotFoundError:  # a live gauge's file, removed by mark_process_dead
+                continue
+        return self.merge(files, accumulate=True)
+
+
 def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
@@ -195,7 +218,7 @@ def render(app: Flask) -> bytes:
     state.register(StateCollector(app))
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         samples = CollectorRegistry()
-        multiprocess.MultiProcessCollector(samples)
+        MultiProcessCollector(samples)
         return generate_latest(samples) + generate_latest(state)
     from prometheus_client import REGISTRY
 

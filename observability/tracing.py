@@ -46,7 +46,6 @@ def init_app(app: Flask, endpoint: str | None, exporter: SpanExporter | None = N
         return False
     from opentelemetry.instrumentation.flask import FlaskInstrumentor
     from opentelemetry.instrumentation.redis import RedisInstrumentor
-    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 
     from webapp.extensions import db
 
@@ -55,12 +54,34 @@ def init_app(app: Flask, endpoint: str | None, exporter: SpanExporter | None = N
         app, tracer_provider=tracer_provider, excluded_urls="health,metrics"
     )
     with app.app_context():
-        SQLAlchemyInstrumentor().instrument(
-            engines=list(db.engines.values()), tracer_provider=tracer_provider
-        )
+        instrument_engines(list(db.engines.values()), tracer_provider)
     if not RedisInstrumentor().is_instrumented_by_opentelemetry:
         RedisInstrumentor().instrument(tracer_provider=tracer_provider)
     return True
+
+
+def instrument_engines(engines: list[Any], tracer_provider: TracerProvider) -> None:
+    """A span per SQL statement on these engines (OpenTelemetry's SQLAlchemy `EngineTracer`).
+
+    Not through `SQLAlchemyInstrumentor().instrument(engines=...)`: it declares
+    "sqlalchemy < 2.1" and on the pinned 2.1 logs an error and instruments nothing, and past that
+    check it also patches `sqlalchemy.ext.asyncio`, which needs greenlet (not installed). The
+    engine-level event hooks it attaches work on 2.1 (tests/integration/test_observability.py).
+    """
+    from opentelemetry.instrumentation.sqlalchemy import __name__ as scope
+    from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
+    from opentelemetry.instrumentation.sqlalchemy.version import __version__
+    from opentelemetry.metrics import get_meter
+    from opentelemetry.semconv.metrics import MetricInstruments
+
+    sql_tracer = trace.get_tracer(scope, __version__, tracer_provider)
+    connections_usage = get_meter(scope, __version__).create_up_down_counter(
+        name=MetricInstruments.DB_CLIENT_CONNECTIONS_USAGE,
+        unit="connections",
+        description="The number of connections that are currently in the state described.",
+    )
+    for engine in engines:
+        EngineTracer(sql_tracer, engine, connections_usage)
 
 
 def inject_context() -> dict[str, str]:

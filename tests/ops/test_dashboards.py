@@ -1,0 +1,256 @@
+"""Grafana dashboards and provisioning: valid JSON, the datasource/job/namespace variables, a
+query, a unit and thresholds on every panel, PromQL that promtool parses, metric names that
+Gatehouse exposes. That every query returns data against a real Prometheus scraping the running
+service is proved by tests/e2e/test_observability_stack.py (it uses the helpers below).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.ops.test_prometheus_rules import (
+    PROMETHEUS_SERIES,
+    ROOT,
+    exposed_series_names,
+    metric_names,
+    output,
+    recording_rule_names,
+    require_tool,
+    run,
+)
+
+DASHBOARDS_DIR = ROOT / "grafana" / "dashboards"
+DASHBOARDS = sorted(DASHBOARDS_DIR.glob("*.json"))
+PROVISIONING = ROOT / "grafana" / "provisioning"
+DATASOURCE_REF = {"type": "prometheus", "uid": "${datasource}"}
+EXPECTED_UIDS = {
+    "gatehouse-service",
+    "gatehouse-jobs",
+    "gatehouse-security",
+    "gatehouse-dependencies",
+}
+# Grafana's built-in variables as they are replaced before a query reaches Prometheus.
+BUILTIN_VARIABLES = {"__rate_interval": "1m", "__interval": "15s", "__range": "6h"}
+
+
+def load(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every panel that is not a row, including those inside collapsed rows."""
+    for panel in dashboard.get("panels", []):
+        if panel.get("type") == "row":
+            yield from panel.get("panels", [])
+        else:
+            yield panel
+
+
+def variables(dashboard: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {v["name"]: v for v in dashboard["templating"]["list"]}
+
+
+def variable_query(variable: dict[str, Any]) -> str:
+    query = variable["query"]
+    return str(query["query"] if isinstance(query, dict) else query)
+
+
+def substitute(expr: str, values: dict[str, str]) -> str:
+    """Replace `$name` and `${name}` the way Grafana does before sending the query."""
+    for name in sorted(values, key=len, reverse=True):
+        expr = expr.replace("${" + name + "}", values[name])
+        expr = re.sub(rf"\${re.escape(name)}\b", lambda _m, n=name: values[n], expr)
+    return expr
+
+
+def expressions(dashboard: dict[str, Any]) -> Iterator[tuple[str, str, str]]:
+    """(panel title, refId, expr) of every query of every panel."""
+    for panel in panels(dashboard):
+        for target in panel.get("targets", []):
+            yield panel["title"], target.get("refId", ""), target.get("expr", "")
+
+
+def all_expressions() -> list[tuple[str, str, str, str]]:
+    """(dashboard file, panel title, refId, expr) over every dashboard."""
+    return [
+        (path.name, title, ref, expr)
+        for path in DASHBOARDS
+        for title, ref, expr in expressions(load(path))
+    ]
+
+
+def selectors(expr: str) -> list[tuple[str, str]]:
+    """(metric, matchers) of every series selector in `expr`."""
+    found = []
+    for match in re.finditer(r"\b(gatehouse[_:][A-Za-z0-9_:]*|up|scrape_duration_seconds)\b", expr):
+        rest = expr[match.end() :]
+        inner = re.match(r"\{([^}]*)\}", rest)
+        found.append((match.group(1), inner.group(1) if inner else ""))
+    return found
+
+
+# --- the files -----------------------------------------------------------------------------------
+
+
+def test_the_four_dashboards_exist_with_unique_uids() -> None:
+    uids = [load(path)["uid"] for path in DASHBOARDS]
+    assert sorted(uids) == sorted(EXPECTED_UIDS)
+    titles = [load(path)["title"] for path in DASHBOARDS]
+    assert len(set(titles)) == len(titles)
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
+def test_dashboard_is_valid_json_with_the_datasource_job_and_namespace_variables(
+    path: Path,
+) -> None:
+    dashboard = load(path)
+    assert dashboard["id"] is None, "provisioned dashboards carry no database id"
+    assert dashboard["schemaVersion"] >= 36
+    assert "gatehouse" in dashboard["tags"]
+    found = variables(dashboard)
+    assert {"datasource", "namespace", "job"} <= set(found)
+    datasource = found["datasource"]
+    assert (datasource["type"], datasource["query"]) == ("datasource", "prometheus")
+    for name in ("namespace", "job"):
+        variable = found[name]
+        assert variable["type"] == "query"
+        assert variable["datasource"] == DATASOURCE_REF
+        assert variable["includeAll"]
+        assert variable["multi"]
+        assert variable_query(variable).startswith("label_values(")
+        assert variable["current"]["value"] == ["$__all"]
+    # Without a namespace label (docker compose) "All" must still match: the regex .*.
+    assert found["namespace"]["allValue"] == ".*"
+    assert "$namespace" in variable_query(found["job"])
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
+def test_every_panel_has_a_query_a_unit_and_thresholds(path: Path) -> None:
+    dashboard = load(path)
+    ids = [p["id"] for p in dashboard["panels"]] + [
+        p["id"] for row in dashboard["panels"] for p in row.get("panels", [])
+    ]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    found = list(panels(dashboard))
+    assert found
+    for panel in found:
+        where = f"{path.name}: {panel.get('title')!r}"
+        assert panel.get("title"), where
+        assert panel.get("description"), where
+        assert panel["datasource"] == DATASOURCE_REF, where
+        assert {"h", "w", "x", "y"} <= set(panel["gridPos"]), where
+        targets = panel.get("targets") or []
+        assert targets, f"{where}: no query"
+        for target in targets:
+            assert target.get("expr", "").strip(), f"{where}: empty query"
+            assert target["datasource"] == DATASOURCE_REF, where
+        defaults = panel["fieldConfig"]["defaults"]
+        assert defaults.get("unit"), f"{where}: no unit"
+        steps = defaults["thresholds"]["steps"]
+        assert steps, f"{where}: no thresholds"
+        assert steps[0]["value"] is None, f"{where}: thresholds need a base step"
+        values = [s["value"] for s in steps[1:]]
+        assert values == sorted(values), f"{where}: thresholds out of order"
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
+def test_every_selector_honours_the_job_and_namespace_variables(path: Path) -> None:
+    for title, ref, expr in expressions(load(path)):
+        found = selectors(expr)
+        assert found, (title, ref, "reads no Gatehouse series")
+        for metric, matchers in found:
+            assert 'job=~"$job"' in matchers, (title, ref, metric)
+            assert 'namespace=~"$namespace"' in matchers, (title, ref, metric)
+
+
+def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
+    """promtool parses every query (as a recording rule), with the variables substituted."""
+    promtool = require_tool("promtool")
+    values = {"job": "gatehouse-api|gatehouse-worker", "namespace": ".*", **BUILTIN_VARIABLES}
+    rules = [
+        {"record": f"dashboard:query:{index}", "expr": substitute(expr, values)}
+        for index, (_, _, _, expr) in enumerate(all_expressions())
+    ]
+    path = tmp_path / "dashboard-queries.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))
+    done = run([promtool, "check", "rules", str(path)])
+    assert done.returncode == 0, output(done)
+    assert f"SUCCESS: {len(rules)} rules found" in done.stdout, output(done)
+
+
+def test_dashboards_read_only_series_that_exist() -> None:
+    known = exposed_series_names() | recording_rule_names() | PROMETHEUS_SERIES
+    for name, title, ref, expr in all_expressions():
+        unknown = metric_names(expr) - known
+        assert not unknown, (name, title, ref, unknown)
+
+
+def test_dashboards_show_red_per_route_and_the_slo_numbers() -> None:
+    service = load(DASHBOARDS_DIR / "gatehouse-service-overview.json")
+    exprs = [expr for _, _, expr in expressions(service)]
+    text = "\n".join(exprs)
+    for quantile in ("0.5", "0.95", "0.99"):
+        assert f"histogram_quantile({quantile}, sum by (le, route)" in text
+    assert "sum by (route) (rate(gatehouse_http_request_duration_seconds_count" in text
+    assert 'status=~"5.."' in text
+    for record in (
+        "gatehouse:slo_availability:error_budget_remaining",
+        "gatehouse:slo_latency:error_budget_remaining",
+        "gatehouse:slo_hashing_latency:error_budget_remaining",
+    ):
+        assert record in text
+    # Burn rates against the same budgets as the alerts, with the same thresholds.
+    assert "gatehouse:sli_availability:error_ratio_rate1h" in text
+    assert "/ 0.001" in text
+    assert "/ 0.01" in text
+    burn = [p for p in panels(service) if "burn rate" in p["title"].lower()]
+    assert len(burn) == 3
+    for panel in burn:
+        steps = [s["value"] for s in panel["fieldConfig"]["defaults"]["thresholds"]["steps"]]
+        assert steps[1:] == [1, 6, 14.4]
+    titles = {load(p)["uid"]: {panel["title"] for panel in panels(load(p))} for p in DASHBOARDS}
+    assert {"Queue depth", "Dead-letter jobs", "Oldest unsent outbox message"} <= titles[
+        "gatehouse-jobs"
+    ]
+    assert {"Logins by result", "Rate-limited requests by route"} <= titles["gatehouse-security"]
+    assert {"Pool utilisation", "Cache hit ratio by cache", "Redis"} <= titles[
+        "gatehouse-dependencies"
+    ]
+
+
+# --- provisioning --------------------------------------------------------------------------------
+
+
+def test_datasource_provisioning() -> None:
+    config = yaml.safe_load((PROVISIONING / "datasources" / "prometheus.yml").read_text())
+    assert config["apiVersion"] == 1
+    [source] = config["datasources"]
+    assert source["type"] == "prometheus"
+    assert source["access"] == "proxy"
+    assert source["url"].startswith("http")
+    assert source["isDefault"] is True
+
+
+def test_dashboard_provisioning_loads_the_dashboards_folder() -> None:
+    config = yaml.safe_load((PROVISIONING / "dashboards" / "gatehouse.yml").read_text())
+    assert config["apiVersion"] == 1
+    [provider] = config["providers"]
+    assert provider["type"] == "file"
+    path = provider["options"]["path"]
+    compose = ROOT / "docker-compose.yml"
+    if compose.exists():  # the stack of `docker compose up` mounts grafana/dashboards there
+        mounts = [
+            volume
+            for service in yaml.safe_load(compose.read_text())["services"].values()
+            for volume in service.get("volumes", [])
+            if isinstance(volume, str)
+        ]
+        assert f"./grafana/dashboards:{path}:ro" in mounts, mounts
