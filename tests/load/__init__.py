@@ -1,0 +1,1 @@
+"""k6 load tests (k6/*.js) and their runner: `python -m tests.load [scenario] ...`."""
