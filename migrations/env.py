@@ -11,8 +11,10 @@ config = context.config
 
 # Interpret the config file for Python logging.
 # This line sets up loggers basically.
-# Keep the application's loggers: alembic's ini must not disable them mid-process.
-fileConfig(config.config_file_name, disable_existing_loggers=False)
+# Alembic's logging setup is for the command line; inside a process that configured logging
+# already (the app's JSON handler, tests) it would reset levels and handlers.
+if not logging.getLogger().handlers:
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
 logger = logging.getLogger('alembic.env')
 
 

@@ -25,6 +25,7 @@ _SECRET_PATTERNS = [
     re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+"),
     re.compile(r"\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"),  # JWTs
     re.compile(r"\b[0-9a-f]{32}\.[A-Za-z0-9_-]{40,}"),  # refresh tokens
+    re.compile(r"\bgh_live_[0-9a-f]{16}_[a-z2-7]{52}\b"),  # API keys
     re.compile(r"(?i)(token=)[A-Za-z0-9._~-]+"),
     re.compile(
         r"(?i)([\"']?(?:password|passwd|secret|token|api[_-]?key|authorization)[\"']?\s*[:=]\s*)"
@@ -33,9 +34,15 @@ _SECRET_PATTERNS = [
 ]
 # What logging itself puts on a record (plus our correlation ids): never user data, so the
 # redaction pass skips them — it runs on every line, the access log included.
-_STANDARD_ATTRIBUTES = frozenset(
-    vars(logging.LogRecord("", 0, "", 0, "", (), None))
-) | {"message", "asctime", "request_id", "user_id", "trace_id", "span_id", "taskName"}
+_STANDARD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message",
+    "asctime",
+    "request_id",
+    "user_id",
+    "trace_id",
+    "span_id",
+    "taskName",
+}
 _SENSITIVE_KEYS = re.compile(r"(?i)password|secret|token|authorization|api[_-]?key|cookie")
 
 

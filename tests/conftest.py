@@ -7,6 +7,7 @@ a Redis database per worker, and truncation between tests so that each starts em
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import uuid
@@ -36,8 +37,8 @@ BASE_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/1")
 DB_NAME_PREFIX = os.environ.get("TEST_DB_NAME_PREFIX", "gatehouse_test")
 STRONG_PASSWORD = "pale-Orbit-93-lantern"
 TABLES = (
-    "refresh_tokens, sessions, one_time_tokens, audit_events, outbox_messages, "
-    "idempotency_records, users"
+    "refresh_tokens, sessions, one_time_tokens, audit_events, email_deliveries, outbox_messages, "
+    "idempotency_records, api_keys, mfa_recovery_codes, totp_factors, users"
 )
 
 
@@ -106,6 +107,8 @@ def base_settings(database_url: str, redis_url: str) -> Settings:
         database_url=database_url,
         redis_url=redis_url,
         jwt_keys=test_keys_json(),
+        # An explicit keyring, as production requires (apps built with env="production" reuse it).
+        encryption_keys="test:" + base64.b64encode(bytes(range(32))).decode(),
         ratelimit_enabled=False,
         public_base_url="https://gatehouse.test",
     )
@@ -231,3 +234,269 @@ def outbox(app: Flask) -> Callable[..., list[OutboxMessage]]:
             return rows
 
     return read
+
+
+# --- Background jobs: a real SMTP server, RQ on the test Redis --------------------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ReceivedEmail:
+    mail_from: str
+    rcpt_tos: list[str]
+    raw: bytes
+
+    @property
+    def message(self) -> Any:
+        from email import message_from_bytes, policy
+
+        return message_from_bytes(self.raw, policy=policy.default)
+
+    @property
+    def subject(self) -> str:
+        return str(self.message["Subject"])
+
+    @property
+    def message_id(self) -> str:
+        return str(self.message["Message-ID"])
+
+    @property
+    def text(self) -> str:
+        return str(self.message.get_body(preferencelist=("plain",)).get_content())
+
+    @property
+    def html(self) -> str:
+        return str(self.message.get_body(preferencelist=("html",)).get_content())
+
+    @property
+    def link(self) -> str:
+        import re
+
+        match = re.search(r"https?://\S+", self.text)
+        assert match, self.text
+        return match.group(0)
+
+
+class SmtpSink:
+    """An aiosmtpd handler that keeps what it accepts. `reply` refuses mail when set to a 4xx/5xx
+    line; `hold` (an Event) keeps each DATA waiting until set — a client that dies meanwhile
+    cancels it, so nothing is recorded, as with a server that never said 250."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.url = ""
+        self.received: list[ReceivedEmail] = []
+        self.attempts = 0
+        self.abandoned = 0
+        self.reply = "250 2.0.0 OK"
+        self.delay = 0.0
+        self.hold: threading.Event | None = None
+        self.entered = threading.Event()
+        self._changed = threading.Condition()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        import asyncio
+
+        with self._changed:
+            self.attempts += 1
+        self.entered.set()
+        try:
+            if self.hold is not None:
+                await asyncio.get_running_loop().run_in_executor(None, self.hold.wait, 30)
+            if self.delay:
+                await asyncio.sleep(self.delay)
+        except asyncio.CancelledError:  # the client went away before the reply
+            with self._changed:
+                self.abandoned += 1
+                self._changed.notify_all()
+            raise
+        reply = self.reply
+        if reply.startswith("250"):
+            with self._changed:
+                self.received.append(
+                    ReceivedEmail(envelope.mail_from, list(envelope.rcpt_tos), envelope.content)
+                )
+                self._changed.notify_all()
+        return reply
+
+    def wait_for(self, count: int, timeout: float = 30.0) -> list[ReceivedEmail]:
+        """Wait until `count` emails arrived (fails after `timeout` seconds)."""
+        with self._changed:
+            arrived = self._changed.wait_for(lambda: len(self.received) >= count, timeout)
+            assert arrived, f"{len(self.received)} of {count} emails arrived in {timeout}s"
+            return list(self.received)
+
+    def wait_until(self, condition: Callable[[SmtpSink], bool], timeout: float = 30.0) -> None:
+        with self._changed:
+            assert self._changed.wait_for(lambda: condition(self), timeout), "sink condition"
+
+    def to(self, recipient: str) -> list[ReceivedEmail]:
+        return [m for m in list(self.received) if recipient.lower() in m.rcpt_tos]
+
+
+@pytest.fixture
+def smtp_sink() -> Iterator[SmtpSink]:
+    """A real SMTP server (aiosmtpd) on a free 127.0.0.1 port."""
+    from aiosmtpd.controller import Controller
+
+    sink = SmtpSink()
+    port = free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    sink.url = f"smtp://127.0.0.1:{port}"
+    yield sink
+    if sink.hold is not None:
+        sink.hold.set()
+    controller.stop()
+
+
+FAST_JOBS = {
+    "smtp_timeout": 5.0,
+    "jobs_retry_backoff": 0.01,
+    "jobs_max_retries": 2,
+    "jobs_dispatch_interval": 0.05,
+    "smtp_breaker_reset_timeout": 0.5,
+}
+
+
+@pytest.fixture
+def jobs_app(app: Flask, make_app: Callable[..., Flask], smtp_sink: SmtpSink) -> Iterator[Flask]:
+    """The app (on the migrated test database), sending through `smtp_sink`, with retries in
+    milliseconds."""
+    application = make_app(smtp_url=smtp_sink.url, **FAST_JOBS)
+    yield application
+    with application.app_context():
+        db.session.remove()
+        for engine in db.engines.values():
+            engine.dispose()
+
+
+@pytest.fixture
+def rq_connection(redis_url: str) -> redis.Redis:
+    """RQ's Redis: the test process's own database, never db 0."""
+    from jobs import queues
+
+    return queues.connect(redis_url)
+
+
+@pytest.fixture
+def work_jobs() -> Callable[..., int]:
+    """Dispatch and run jobs in-process (RQ's SimpleWorker, burst) on the app's Redis until the
+    outbox has nothing due or in flight, or `timeout` passes; returns how many passes ran."""
+    import signal
+    import time
+
+    from sqlalchemy import func
+
+    from jobs import queues, runtime
+    from jobs.dispatcher import dispatch
+    from jobs.worker import build_worker
+    from webapp.outbox.models import ENQUEUED, PENDING
+
+    def run(application: Flask, timeout: float = 40.0, until_idle: bool = True) -> int:
+        settings = application.config["GATEHOUSE"]
+        runtime.bind_app(application)
+        handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        deadline = time.monotonic() + timeout
+        passes = 0
+        try:
+            while True:
+                passes += 1
+                with application.app_context():
+                    dispatch(db.session, queues.connect(settings.redis_url), settings)
+                    db.session.remove()
+                build_worker(settings, in_process=True).work(burst=True)
+                with application.app_context():
+                    open_rows = db.session.scalar(
+                        select(func.count())
+                        .select_from(OutboxMessage)
+                        .where(OutboxMessage.status.in_((PENDING, ENQUEUED)))
+                    )
+                    db.session.remove()
+                if not until_idle or not open_rows or time.monotonic() > deadline:
+                    return passes
+                time.sleep(0.02)
+        finally:
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
+
+    return run
+
+
+EMAIL_PAYLOADS: dict[str, dict[str, Any]] = {
+    "verify_email": {
+        "name": "Ada",
+        "token": "tok-verify",
+        "link": "https://gatehouse.test/verify-email?token=tok-verify",
+        "expires_at": "2030-01-01T00:00:00+00:00",
+    },
+    "password_reset": {
+        "name": "Ada",
+        "token": "tok-reset",
+        "link": "https://gatehouse.test/reset-password?token=tok-reset",
+        "expires_at": "2030-01-01T00:00:00+00:00",
+    },
+    "new_login": {
+        "name": "Ada",
+        "ip": "203.0.113.7",
+        "user_agent": "Test Browser",
+        "at": "2030-01-01T00:00:00+00:00",
+        "link": "https://gatehouse.test/sessions",
+    },
+    "welcome": {"name": "Ada", "link": "https://gatehouse.test"},
+}
+
+
+@pytest.fixture
+def queue_email(app: Flask) -> Callable[..., uuid.UUID]:
+    """Write one message to the outbox, as a request would (committed); returns its id."""
+    from webapp.context import Origin
+    from webapp.outbox import service as outbox_service
+
+    def write(
+        template: str = "verify_email",
+        *,
+        recipient: str | None = None,
+        request_id: str | None = None,
+        payload: dict[str, Any] | None = None,
+    ) -> uuid.UUID:
+        with app.app_context():
+            message = outbox_service.enqueue(
+                db.session,
+                Origin(request_id=request_id),
+                template=template,
+                recipient=recipient or f"{uuid.uuid4().hex[:8]}@example.com",
+                idempotency_key=f"test:{uuid.uuid4()}",
+                payload=payload if payload is not None else dict(EMAIL_PAYLOADS[template]),
+            )
+            db.session.commit()
+            message_id = message.id
+            db.session.remove()
+        return message_id
+
+    return write
+
+
+@pytest.fixture
+def deliver_now() -> Callable[..., Any]:
+    """Deliver outbox messages in-process, as a job would; returns the outcome(s)."""
+    from jobs.delivery import Deliverer
+    from jobs.tasks import mailer_for
+
+    def deliver(application: Flask, message_id: uuid.UUID, *, batch: bool = False) -> Any:
+        with application.app_context():
+            settings = application.config["GATEHOUSE"]
+            deliverer = Deliverer(db.session, mailer_for(settings), settings, batch=batch)
+            [outcome] = deliverer.deliver([message_id])
+            db.session.remove()
+            return outcome
+
+    return deliver

@@ -58,7 +58,14 @@ def _flask_config(settings: Settings) -> dict[str, Any]:
             "info": {"description": "Users, authentication, RBAC and audit. See /api/docs."},
             "components": {
                 "securitySchemes": {
-                    "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+                    "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                    "apiKeyAuth": {
+                        "type": "apiKey",
+                        "in": "header",
+                        "name": "X-API-Key",
+                        "description": "An API key (`gh_live_…`), limited to its scopes: "
+                        "each operation that accepts one names the scope it needs.",
+                    },
                 }
             },
         },
@@ -92,6 +99,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from webapp.extensions import api, db, migrate
     from webapp.http import headers, problems, ratelimit, request_id
     from webapp.routes import register_blueprints
+    from webapp.security import encryption
 
     settings = settings or Settings.from_env()
     app = Flask(__name__)
@@ -109,6 +117,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     migrate.init_app(app, db, directory=str(models.MIGRATIONS_DIR))
     app.extensions["gatehouse_redis"] = RedisStore(settings.redis_url)
     tokens.init_app(app, _load_keyring(settings))
+    app.extensions["gatehouse_encryption"] = encryption.load(
+        settings.encryption_keys, secret_key=settings.secret_key
+    )
     request_id.init_app(app)
     headers.init_app(app)
     ratelimit.init_app(app)

@@ -148,6 +148,41 @@ class RedisStore:
         except redis.RedisError as exc:
             self._failed(exc)
 
+    def claim(self, key: str, ttl: int) -> bool:
+        """SET NX with a TTL: True for the one caller that created the key (a lease or lock)."""
+        if not self.available or self.client is None:
+            return False
+        try:
+            return bool(self.client.set(key, b"1", ex=ttl, nx=True))
+        except redis.RedisError as exc:
+            self._failed(exc)
+            return False
+
+    def hset(self, key: str, field: str, value: str) -> bool:
+        """One field of a hash; False when Redis could not take it (callers fall back)."""
+        if not self.available or self.client is None:
+            return False
+        try:
+            self.client.hset(key, field, value)
+            return True
+        except redis.RedisError as exc:
+            self._failed(exc)
+            return False
+
+    def take_hash(self, key: str) -> dict[bytes, bytes] | None:
+        """Read and delete a hash atomically (MULTI), so no field written meanwhile is lost."""
+        if not self.available or self.client is None:
+            return None
+        try:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hgetall(key)
+            pipe.delete(key)
+            values, _ = pipe.execute()
+            return dict(values)
+        except redis.RedisError as exc:
+            self._failed(exc)
+            return None
+
     def ping(self) -> bool:
         if self.client is None:
             return False

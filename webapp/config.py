@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 from typing import Any
+from urllib.parse import urlsplit
 
 from environs import Env, EnvError
 
@@ -36,6 +37,17 @@ class Settings:
     db_statement_timeout_ms: int = 5000
     redis_url: str | None = None
     smtp_url: str = "smtp://localhost:1025"
+    smtp_starttls: bool = False
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_timeout: float = 10.0
+    smtp_breaker_fail_max: int = 5
+    smtp_breaker_reset_timeout: float = 30.0
+    jobs_max_retries: int = 5
+    jobs_retry_backoff: float = 10.0
+    jobs_lease: float = 300.0
+    jobs_dispatch_interval: float = 1.0
+    jobs_batch_size: int = 50
     mail_from: str = "Gatehouse <no-reply@gatehouse.local>"
     public_base_url: str = "http://127.0.0.1:8000"
     cors_origins: tuple[str, ...] = ()
@@ -60,6 +72,13 @@ class Settings:
     ratelimit_auth: str = "20 per minute"
     cache_ttl: int = 300
     idempotency_ttl: int = 24 * 3600
+    encryption_keys: str | None = None
+    api_key_pepper: str | None = None
+    api_key_rotation_grace: int = 24 * 3600
+    api_key_usage_flush_interval: int = 60
+    api_key_max_per_user: int = 50
+    mfa_token_ttl: int = 300
+    mfa_issuer: str = "Gatehouse"
     log_level: str = "INFO"
     otel_exporter_otlp_endpoint: str | None = None
     web_concurrency: int = 2
@@ -99,6 +118,19 @@ class Settings:
             db_statement_timeout_ms=env.int("DB_STATEMENT_TIMEOUT_MS", d.db_statement_timeout_ms),
             redis_url=env.str("REDIS_URL", None) or None,
             smtp_url=env.str("SMTP_URL", d.smtp_url),
+            smtp_starttls=env.bool("SMTP_STARTTLS", d.smtp_starttls),
+            smtp_username=env.str("SMTP_USERNAME", None) or None,
+            smtp_password=env.str("SMTP_PASSWORD", None) or None,
+            smtp_timeout=env.float("SMTP_TIMEOUT", d.smtp_timeout),
+            smtp_breaker_fail_max=env.int("SMTP_BREAKER_FAIL_MAX", d.smtp_breaker_fail_max),
+            smtp_breaker_reset_timeout=env.float(
+                "SMTP_BREAKER_RESET_TIMEOUT", d.smtp_breaker_reset_timeout
+            ),
+            jobs_max_retries=env.int("JOBS_MAX_RETRIES", d.jobs_max_retries),
+            jobs_retry_backoff=env.float("JOBS_RETRY_BACKOFF", d.jobs_retry_backoff),
+            jobs_lease=env.float("JOBS_LEASE", d.jobs_lease),
+            jobs_dispatch_interval=env.float("JOBS_DISPATCH_INTERVAL", d.jobs_dispatch_interval),
+            jobs_batch_size=env.int("JOBS_BATCH_SIZE", d.jobs_batch_size),
             mail_from=env.str("MAIL_FROM", d.mail_from),
             public_base_url=env.str("PUBLIC_BASE_URL", d.public_base_url).rstrip("/"),
             cors_origins=tuple(env.list("CORS_ORIGINS", [])),
@@ -125,6 +157,15 @@ class Settings:
             ratelimit_auth=env.str("RATELIMIT_AUTH", d.ratelimit_auth),
             cache_ttl=env.int("CACHE_TTL", d.cache_ttl),
             idempotency_ttl=env.int("IDEMPOTENCY_TTL", d.idempotency_ttl),
+            encryption_keys=env.str("ENCRYPTION_KEYS", None) or None,
+            api_key_pepper=env.str("API_KEY_PEPPER", None) or None,
+            api_key_rotation_grace=env.int("API_KEY_ROTATION_GRACE", d.api_key_rotation_grace),
+            api_key_usage_flush_interval=env.int(
+                "API_KEY_USAGE_FLUSH_INTERVAL", d.api_key_usage_flush_interval
+            ),
+            api_key_max_per_user=env.int("API_KEY_MAX_PER_USER", d.api_key_max_per_user),
+            mfa_token_ttl=env.int("MFA_TOKEN_TTL", d.mfa_token_ttl),
+            mfa_issuer=env.str("MFA_ISSUER", d.mfa_issuer),
             log_level=env.str("LOG_LEVEL", d.log_level).upper(),
             otel_exporter_otlp_endpoint=env.str("OTEL_EXPORTER_OTLP_ENDPOINT", None) or None,
             web_concurrency=env.int("WEB_CONCURRENCY", d.web_concurrency),
@@ -144,11 +185,27 @@ class Settings:
             "db_pool_size",
             "web_concurrency",
             "idempotency_ttl",
+            "smtp_timeout",
+            "smtp_breaker_fail_max",
+            "smtp_breaker_reset_timeout",
+            "jobs_retry_backoff",
+            "jobs_lease",
+            "jobs_dispatch_interval",
+            "jobs_batch_size",
+            "api_key_usage_flush_interval",
+            "api_key_max_per_user",
+            "mfa_token_ttl",
         ]
         for attr in positive:
             if getattr(self, attr) <= 0:
                 raise ConfigError(f"{attr.upper()} must be a positive number")
-        for attr in ("refresh_reuse_grace", "trusted_proxies", "db_max_overflow"):
+        for attr in (
+            "refresh_reuse_grace",
+            "trusted_proxies",
+            "db_max_overflow",
+            "jobs_max_retries",
+            "api_key_rotation_grace",
+        ):
             if getattr(self, attr) < 0:
                 raise ConfigError(f"{attr.upper()} must not be negative")
         if self.access_token_ttl >= self.refresh_token_ttl:
@@ -159,10 +216,49 @@ class Settings:
             raise ConfigError(
                 "DATABASE_URL must be a postgresql:// (or sqlite:// in development) URL"
             )
+        smtp = urlsplit(self.smtp_url)
+        if smtp.scheme not in ("smtp", "smtps") or not smtp.hostname:
+            # The URL may hold credentials: name the variable, never echo its value.
+            raise ConfigError("SMTP_URL must look like smtp://host:port or smtps://host:port")
         if self.jwt_keys and self.jwt_keys_file:
             raise ConfigError("set JWT_KEYS or JWT_KEYS_FILE, not both")
         if self.is_production:
             self._validate_production()
+        self._validate_credentials()
+
+    def _validate_credentials(self) -> None:
+        """API keys and encryption at rest (webapp.security.encryption, webapp.apikeys)."""
+        from webapp.security.encryption import EncryptionKeyError, EncryptionKeyRing
+
+        if self.encryption_keys:
+            try:
+                EncryptionKeyRing.parse(self.encryption_keys)
+            except EncryptionKeyError as exc:  # the message never holds key material
+                raise ConfigError(f"ENCRYPTION_KEYS: {exc}") from None
+        if self.mfa_token_ttl > 3600:
+            raise ConfigError("MFA_TOKEN_TTL must be at most 3600 seconds")
+        if not self.mfa_issuer.strip() or ":" in self.mfa_issuer:
+            raise ConfigError("MFA_ISSUER must be a non-empty name without ':'")
+        if self.is_production:
+            if not self.encryption_keys:
+                raise ConfigError(
+                    "ENCRYPTION_KEYS must be set in production (kid:base64key, 32-byte keys)"
+                )
+            if self.api_key_pepper is not None and len(self.api_key_pepper) < 32:
+                raise ConfigError("API_KEY_PEPPER must be 32+ random characters in production")
+
+    @property
+    def effective_api_key_pepper(self) -> bytes:
+        """API_KEY_PEPPER, or (when unset) a key derived from SECRET_KEY — which production
+        already requires to be strong, so no default secret is ever used."""
+        if self.api_key_pepper:
+            return self.api_key_pepper.encode()
+        import hashlib
+        import hmac
+
+        return hmac.new(
+            self.secret_key.encode(), b"gatehouse api key pepper", hashlib.sha256
+        ).digest()
 
     def _validate_production(self) -> None:
         if self.secret_key == DEV_SECRET or len(self.secret_key) < 32:

@@ -16,7 +16,9 @@ from webapp.cache import RedisStore
 from webapp.db import Base
 from webapp.http.ratelimit import rate_limit_key
 
-db = SQLAlchemy(model_class=Base)
+# Objects stay usable after commit without a reload query: each use case commits once at its end
+# and then only reads what it just wrote (responses, cache publication).
+db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
 migrate = Migrate()
 api = Api()
 jwt = JWTManager()

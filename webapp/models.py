@@ -2,20 +2,25 @@
 
 from pathlib import Path
 
+from webapp.apikeys.models import ApiKey
 from webapp.audit.models import AuditEvent
 from webapp.auth.models import AuthSession, OneTimeToken, RefreshToken
 from webapp.http.idempotency import IdempotencyRecord
+from webapp.mfa.models import RecoveryCode, TotpFactor
 from webapp.outbox.models import OutboxMessage
 from webapp.users.models import User
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 __all__ = [
+    "ApiKey",
     "AuditEvent",
     "AuthSession",
     "IdempotencyRecord",
     "OneTimeToken",
     "OutboxMessage",
+    "RecoveryCode",
     "RefreshToken",
+    "TotpFactor",
     "User",
 ]

@@ -883,6 +883,7 @@ def test_dropping_the_database_pages_through_prometheus_and_alertmanager(
     stack: Stack, traffic: dict[str, Any]
 ) -> None:
     """The fault: the app's database is dropped mid-run, so every request that needs it fails."""
+
     def measured() -> tuple[float] | None:
         # NaN until the recording rule has seen two scrapes with traffic in its window.
         ratio = stack.value(f'gatehouse:sli_availability:error_ratio_rate5m{{job="{API_JOB}"}}')

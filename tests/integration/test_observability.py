@@ -479,3 +479,10 @@ def test_a_dead_work_horse_loses_its_live_gauges_not_its_counters(
     registry = metrics_registry()  # multiprocess: the directory's files, not this process's
     assert registry is not REGISTRY
     assert b"gatehouse_" not in generate_latest(registry)  # the one file is not initialised
+
+
+def test_api_keys_are_redacted_from_log_lines():
+    from observability.logging import redact
+
+    key = "gh_live_0123456789abcdef_" + "a2" * 26
+    assert key not in redact(f"created {key} for someone")

@@ -79,15 +79,27 @@ def test_the_document_covers_every_api_route(app, document):
 def test_every_api_operation_documents_its_security(app, document):
     schemes = document["components"]["securitySchemes"]
     assert schemes["bearerAuth"] == {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+    assert schemes["apiKeyAuth"]["type"] == "apiKey"
+    assert (schemes["apiKeyAuth"]["in"], schemes["apiKeyAuth"]["name"]) == ("header", "X-API-Key")
     routes = _api_routes(app)
     for path, method, operation in _operations(document):
         if not path.startswith("/api/v1"):
             continue
         assert "security" in operation, f"{method.upper()} {path} does not document security"
         view = routes[(path, method)]
-        # What the document says matches what the route enforces: public (None) or a bearer token.
-        expected = [] if view.required_permission is None else [{"bearerAuth": []}]
+        # What the document says matches what the route enforces: public (None), a bearer token,
+        # or a bearer token or an API key holding the scope the operation names.
+        scope = getattr(view, "api_key_scope", None)
+        if view.required_permission is None:
+            expected = []
+        elif scope is not None:
+            expected = [{"bearerAuth": []}, {"apiKeyAuth": []}]
+        else:
+            expected = [{"bearerAuth": []}]
         assert operation["security"] == expected, f"{method.upper()} {path}"
+        assert operation.get("x-api-key-scope") == scope, f"{method.upper()} {path}"
+        if scope is not None:
+            assert f"API keys: scope `{scope}`" in operation["description"]
 
 
 def test_public_and_protected_operations_are_both_present(document):
@@ -96,7 +108,7 @@ def test_public_and_protected_operations_are_both_present(document):
         for path, _, operation in _operations(document)
         if path.startswith("/api/v1")
     }
-    assert securities == {"[]", "[{'bearerAuth': []}]"}
+    assert securities == {"[]", "[{'bearerAuth': []}]", "[{'bearerAuth': []}, {'apiKeyAuth': []}]"}
 
 
 @pytest.mark.parametrize("path", ["/api/v1/auth/register", "/api/v1/users/"])

@@ -165,3 +165,12 @@ def test_every_problem_slug_the_code_can_emit_is_documented(slug):
     # a section of its own: "## <slug>" (backticks allowed), not a passing mention in prose
     heading = re.compile(rf"^#+\s+`?{re.escape(slug)}`?\s*$", re.MULTILINE)
     assert heading.search(text), f"docs/problems.md has no section for the problem type {slug!r}"
+
+
+def test_an_unreachable_database_is_a_503_with_retry_after_not_a_500(make_app, member):
+    broken = make_app(database_url="postgresql://postgres@127.0.0.1:1/nowhere").test_client()
+    response = broken.get(f"/api/v1/users/{member.id}", headers=member.headers)
+    assert response.status_code == 503
+    assert response.mimetype == "application/problem+json"
+    assert response.json["type"].endswith("/service-unavailable")
+    assert response.headers["Retry-After"] == "5"

@@ -115,6 +115,14 @@ CRITICAL: dict[tuple[str, str], dict[str, str]] = {
         "admin@other": OK,
     },
     ("GET", "/api/v1/audit-events/"): {ANONYMOUS: UNAUTHORIZED, USER: FORBIDDEN, ADMIN: OK},
+    ("POST", "/api/v1/auth/login/mfa"): {ANONYMOUS: OK},
+    ("POST", "/api/v1/api-keys/"): {ANONYMOUS: UNAUTHORIZED, USER: OK, ADMIN: OK},
+    ("DELETE", "/api/v1/users/<uuid:user_id>/mfa"): {
+        ANONYMOUS: UNAUTHORIZED,
+        "user@own": FORBIDDEN,
+        "user@other": FORBIDDEN,
+        "admin@other": OK,
+    },
 }
 
 

@@ -37,6 +37,7 @@ def production(monkeypatch):
         "DATABASE_URL": "postgresql://gatehouse@db.internal:5432/gatehouse",
         "REDIS_URL": "redis://cache.internal:6379/0",
         "JWT_KEYS": json.dumps({"keys": [generate_jwk("EdDSA")]}),
+        "ENCRYPTION_KEYS": "k1:" + "A" * 43 + "=",
     }
     for name, value in values.items():
         monkeypatch.setenv(name, value)

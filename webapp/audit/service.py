@@ -30,6 +30,14 @@ ACTIONS = (
     "user.updated",
     "user.role_changed",
     "user.deleted",
+    "api_key.created",
+    "api_key.rotated",
+    "api_key.revoked",
+    "mfa.enrolment_started",
+    "mfa.enabled",
+    "mfa.disabled",
+    "mfa.reset",
+    "mfa.recovery_code_used",
 )
 
 

@@ -12,6 +12,8 @@ from flask_smorest import Blueprint
 from webapp.auth import service
 from webapp.auth.schemas import (
     LoginIn,
+    LoginMfaIn,
+    MfaChallengeOut,
     PasswordChangeIn,
     PasswordResetConfirmIn,
     PasswordResetIn,
@@ -71,15 +73,41 @@ class VerifyEmail(MethodView):
         service.verify_email(db.session, request_origin(), body["token"])
 
 
+# Two shapes for one status: tokens, or (TOTP active) the challenge of the second step.
+LOGIN_RESPONSES = {
+    "200": {
+        "description": "Tokens, or `{mfa_required: true, mfa_token}` when TOTP is active.",
+        "content": {"application/json": {"schema": {"oneOf": [TokenPairOut, MfaChallengeOut]}}},
+    }
+}
+
+
 @blp.route("/login")
 class Login(MethodView):
     @public
     @auth_limit
     @blp.arguments(LoginIn)
+    @blp.response(200)
+    @blp.doc(responses=LOGIN_RESPONSES)
+    def post(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Sign in: lockout (429), credentials (401), verified email (403), then tokens — or,
+        with TOTP active, an `mfa_token` for `POST /auth/login/mfa`."""
+        result = service.login(db.session, request_origin(), **body)
+        if isinstance(result, service.MfaChallenge):
+            return dict(MfaChallengeOut().dump(result))
+        return dict(TokenPairOut().dump(result))
+
+
+@blp.route("/login/mfa")
+class LoginMfa(MethodView):
+    @public
+    @auth_limit
+    @blp.arguments(LoginMfaIn)
     @blp.response(200, TokenPairOut)
     def post(self, body: dict[str, Any]) -> service.TokenPair:
-        """Sign in: lockout (429), credentials (401), verified email (403), then tokens."""
-        return service.login(db.session, request_origin(), **body)
+        """Second step of a login with TOTP: the `mfa_token` with a current `code` or a
+        `recovery_code`. Wrong codes count towards the account lockout."""
+        return service.complete_mfa_login(db.session, request_origin(), **body)
 
 
 @blp.route("/refresh")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from webapp.schemas import StrictSchema
 
@@ -31,6 +31,30 @@ class TokenPairOut(Schema):
     refresh_token = fields.String(required=True)
     token_type = fields.String(required=True)
     expires_in = fields.Integer(required=True, metadata={"description": "seconds"})
+
+
+class MfaChallengeOut(Schema):
+    mfa_required = fields.Boolean(required=True, metadata={"description": "always true"})
+    mfa_token = fields.String(
+        required=True, metadata={"description": "single use; send it to /auth/login/mfa"}
+    )
+    expires_in = fields.Integer(required=True, metadata={"description": "seconds"})
+
+
+class LoginMfaIn(StrictSchema):
+    mfa_token = fields.String(required=True, validate=validate.Length(min=1, max=512))
+    code = fields.String(
+        validate=validate.Regexp(r"^[0-9]{6}$"), metadata={"description": "the current TOTP code"}
+    )
+    recovery_code = fields.String(
+        validate=validate.Length(min=1, max=64),
+        metadata={"description": "one of the recovery codes (each works once)"},
+    )
+
+    @validates_schema
+    def _one_proof(self, data: dict[str, object], **_: object) -> None:
+        if ("code" in data) == ("recovery_code" in data):
+            raise ValidationError("send either code or recovery_code", "code")
 
 
 class PasswordResetIn(StrictSchema):

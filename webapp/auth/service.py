@@ -30,6 +30,7 @@ from webapp.errors import (
     Unauthorized,
     ValidationFailed,
 )
+from webapp.mfa import service as mfa
 from webapp.outbox import service as outbox
 from webapp.security import passwords
 from webapp.security.password_policy import password_problems
@@ -37,6 +38,7 @@ from webapp.security.secrets import hash_token, new_token
 from webapp.users.models import User
 
 VERIFY_EMAIL, PASSWORD_RESET = "verify_email", "password_reset"
+MFA_LOGIN = "mfa_login"
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,15 @@ class TokenPair:
     refresh_token: str
     expires_in: int
     token_type: str = "Bearer"  # noqa: S105 - the OAuth token type, not a secret
+
+
+@dataclass(frozen=True)
+class MfaChallenge:
+    """A correct password for an account with a second factor: finish at /auth/login/mfa."""
+
+    mfa_token: str
+    expires_in: int
+    mfa_required: bool = True
 
 
 def find_user_by_email(db: DbSession, email: str) -> User | None:
@@ -207,18 +218,22 @@ def _pair(user: User | dict[str, str], session_id: uuid.UUID, refresh_id: uuid.U
 
 def _is_new_device(db: DbSession, user: User, origin: Origin) -> bool:
     """A login from an IP and client this user has not signed in from before."""
-    previous = db.execute(
-        select(AuthSession.ip, AuthSession.user_agent).where(AuthSession.user_id == user.id)
-    ).all()
-    if not previous:
+    # Two indexed existence checks, however many sessions the account has had.
+    mine = select(AuthSession.id).where(AuthSession.user_id == user.id)
+    if db.scalar(mine.limit(1)) is None:
         return False  # the first sign-in of an account is not news to its owner
     # Compare with the stored (truncated) form, or a long User-Agent would look new every time.
-    current = (origin.ip, _stored_user_agent(origin))
-    return all((ip, agent) != current for ip, agent in previous)
+    agent = _stored_user_agent(origin)
+    seen = mine.where(
+        AuthSession.ip.is_(None) if origin.ip is None else AuthSession.ip == origin.ip,
+        AuthSession.user_agent.is_(None) if agent is None else AuthSession.user_agent == agent,
+    )
+    return db.scalar(seen.limit(1)) is None
 
 
-def login(db: DbSession, origin: Origin, *, email: str, password: str) -> TokenPair:
-    """Lockout (429), then credentials (401), then verified email (403), then tokens."""
+def login(db: DbSession, origin: Origin, *, email: str, password: str) -> TokenPair | MfaChallenge:
+    """Lockout (429), then credentials (401), then verified email (403), then tokens — or, with
+    TOTP active, a short-lived single-use `mfa_token` for the second step."""
     user = find_user_by_email(db, email)
     try:
         lockout.ensure_not_locked(user, origin)
@@ -253,9 +268,22 @@ def login(db: DbSession, origin: Origin, *, email: str, password: str) -> TokenP
         metrics.LOGINS.labels(result="unverified").inc()
         raise EmailUnverified("Verify your email address before signing in.")
 
-    lockout.register_success(user)
     if check.upgraded_hash:
         user.password_hash = check.upgraded_hash
+    if mfa.is_enabled(db, user.id):
+        # The failure counter is not reset here: a known password must not buy an attacker a
+        # fresh round of second-factor guesses.
+        token, _ = _issue_one_time_token(db, user, MFA_LOGIN, settings.mfa_token_ttl)
+        db.commit()
+        metrics.LOGINS.labels(result="mfa_required").inc()
+        return MfaChallenge(mfa_token=token, expires_in=settings.mfa_token_ttl)
+    return _complete_login(db, origin, user)
+
+
+def _complete_login(db: DbSession, origin: Origin, user: User, **details: str) -> TokenPair:
+    """Both kinds of login end here: a session, the new-device email, the audit event."""
+    settings = current_settings()
+    lockout.register_success(user)
     new_device = _is_new_device(db, user, origin)
     session, refresh = _start_session(db, origin, user)
     if new_device:
@@ -279,11 +307,77 @@ def login(db: DbSession, origin: Origin, *, email: str, password: str) -> TokenP
         "auth.login_succeeded",
         target_type="session",
         target_id=session.id,
+        **details,
     )
     db.commit()
     state.publish_user(user)
     metrics.LOGINS.labels(result="success").inc()
     return _pair(user, session.id, refresh.id)
+
+
+def _invalid_mfa_token() -> Unauthorized:
+    metrics.LOGINS.labels(result="invalid_mfa_token").inc()
+    return Unauthorized(
+        "The MFA token is invalid, expired or already used; sign in again.",
+        slug="invalid-mfa-token",
+    )
+
+
+def complete_mfa_login(
+    db: DbSession,
+    origin: Origin,
+    *,
+    mfa_token: str,
+    code: str | None = None,
+    recovery_code: str | None = None,
+) -> TokenPair:
+    """The second step: a TOTP code (its time step consumed) or a recovery code (used up).
+    Wrong codes count towards the account and IP lockout; the token survives them until it
+    expires, is used, or the account locks."""
+    row = db.scalar(
+        select(OneTimeToken)
+        .where(OneTimeToken.token_hash == hash_token(mfa_token), OneTimeToken.purpose == MFA_LOGIN)
+        .with_for_update()
+    )
+    if row is None or row.used_at is not None or row.expires_at <= utcnow():
+        raise _invalid_mfa_token()
+    user = db.get(User, row.user_id)
+    if user is None or not user.active:
+        raise _invalid_mfa_token()
+    try:
+        lockout.ensure_not_locked(user, origin)
+    except AccountLocked:
+        metrics.LOGINS.labels(result="locked").inc()
+        raise
+    if code is not None:
+        method, ok = "totp", mfa.accept_code(db, user.id, code)
+    else:
+        method, ok = "recovery_code", mfa.use_recovery_code(db, user.id, recovery_code or "")
+    if not ok:
+        lockout.register_failure(db, user, origin)
+        audit.record(
+            db,
+            origin,
+            "auth.login_failed",
+            target_type="user",
+            target_id=user.id,
+            reason=f"invalid_{method}",
+        )
+        db.commit()
+        state.publish_user(user)
+        metrics.LOGINS.labels(result="invalid_mfa_code").inc()
+        raise Unauthorized("The code is incorrect or was already used.", slug="invalid-mfa-code")
+    row.used_at = utcnow()
+    if method == "recovery_code":
+        audit.record(
+            db,
+            origin.acting_as(user.id),
+            "mfa.recovery_code_used",
+            target_type="user",
+            target_id=user.id,
+            remaining=mfa.status(db, user.id)["recovery_codes_remaining"],
+        )
+    return _complete_login(db, origin, user, mfa=method)
 
 
 def _revoke(db: DbSession, sessions: list[AuthSession], reason: str) -> list[uuid.UUID]:

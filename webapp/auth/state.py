@@ -29,12 +29,15 @@ USER_GONE = b"-"
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the user (as cached), their current role and their session."""
+    """Who is calling: the user (as cached), their current role and their session — or, for a
+    request authenticated by an API key, the key and its scopes (`session_id` is then None)."""
 
     user_id: uuid.UUID
     role: str
     session_id: uuid.UUID | None
     user: dict[str, Any]
+    api_key_id: uuid.UUID | None = None
+    scopes: frozenset[str] = frozenset()
 
 
 def _session_key(session_id: uuid.UUID) -> str:
@@ -131,3 +134,24 @@ def load_principal(db: DbSession, user_id: uuid.UUID, session_id: uuid.UUID) -> 
     if user is None or not user["active"]:
         return None
     return Principal(user_id=user_id, role=user["role"], session_id=session_id, user=user)
+
+
+def load_user(db: DbSession, user_id: uuid.UUID) -> dict[str, Any] | None:
+    """The user behind a credential that is not a session (an API key): from the cache, else the
+    database (filling the cache); None when the account is deleted or deactivated."""
+    cached = redis_store.get_many([_user_key(user_id)])
+    raw = cached[0] if cached is not None else None
+    result = ("hit" if raw is not None else "miss") if cached is not None else "unavailable"
+    metrics.CACHE_REQUESTS.labels(cache="user", result=result).inc()
+    if raw is None:
+        user = _user_from_db(db, user_id)
+        if cached is not None:
+            value = json.dumps(user) if user is not None else USER_GONE
+            redis_store.set(_user_key(user_id), value, _ttl(), only_if_absent=True)
+    elif raw == USER_GONE:
+        user = None
+    else:
+        user = json.loads(raw)
+    if user is None or not user["active"]:
+        return None
+    return user

@@ -13,7 +13,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import threading
+import time
 import uuid
+from collections import OrderedDict
 from datetime import timedelta
 from typing import Any
 
@@ -27,6 +30,7 @@ from webapp.security.keys import KeyRing
 
 SUPPORTED_ALGORITHMS = ["RS256", "EdDSA"]
 REQUIRED_CLAIMS = ("sub", "sid", "exp", "iat", "jti")
+LEEWAY_SECONDS = 5
 
 
 def keyring() -> KeyRing:
@@ -37,6 +41,7 @@ def keyring() -> KeyRing:
 def init_app(app: Flask, ring: KeyRing) -> None:
     settings = app.config["GATEHOUSE"]
     app.extensions["gatehouse_keyring"] = ring
+    app.extensions["gatehouse_verified_tokens"] = VerifiedTokens()
     app.config.update(
         JWT_ALGORITHM=ring.signing_key.alg,
         JWT_DECODE_ALGORITHMS=SUPPORTED_ALGORITHMS,
@@ -47,7 +52,7 @@ def init_app(app: Flask, ring: KeyRing) -> None:
         JWT_ENCODE_AUDIENCE=settings.jwt_audience,
         JWT_DECODE_AUDIENCE=settings.jwt_audience,
         JWT_ENCODE_NBF=False,
-        JWT_DECODE_LEEWAY=5,
+        JWT_DECODE_LEEWAY=LEEWAY_SECONDS,
         # flask-jwt-extended wants a key at init even though the loaders below supply them.
         JWT_SECRET_KEY=settings.secret_key,
     )
@@ -77,8 +82,44 @@ def issue_access_token(user_id: uuid.UUID, role: str, session_id: uuid.UUID) -> 
     return token
 
 
+class VerifiedTokens:
+    """Claims of access tokens this process has verified already, kept until they expire.
+
+    Verifying a JWT costs far more than the rest of an authenticated read (three parses in
+    flask-jwt-extended, base64 and the signature check), and a client presents the same token
+    for its whole lifetime. Only the signature and claim checks are remembered: the session and
+    user checks still run on every request.
+    """
+
+    def __init__(self, size: int = 8192) -> None:
+        self._size = size
+        self._claims: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, token: str) -> dict[str, Any] | None:
+        with self._lock:
+            claims = self._claims.get(token)
+            if claims is None:
+                return None
+            if claims["exp"] + LEEWAY_SECONDS <= time.time():
+                del self._claims[token]
+                return None
+            self._claims.move_to_end(token)
+            return claims
+
+    def put(self, token: str, claims: dict[str, Any]) -> None:
+        with self._lock:
+            self._claims[token] = claims
+            while len(self._claims) > self._size:
+                self._claims.popitem(last=False)
+
+
 def decode_access_token(token: str) -> dict[str, Any]:
     """Verified claims of an access token; any defect is a 401 with no detail to help forgers."""
+    verified: VerifiedTokens = current_app.extensions["gatehouse_verified_tokens"]
+    cached = verified.get(token)
+    if cached is not None:
+        return cached
     try:
         claims: dict[str, Any] = decode_token(token)
     except Exception:  # noqa: BLE001 - every decoding failure means the same to the client
@@ -90,6 +131,7 @@ def decode_access_token(token: str) -> dict[str, Any]:
     # PyJWT checks `exp` only when present: a signed token without one must not live forever.
     if claims.get("type") != "access" or any(claims.get(c) is None for c in REQUIRED_CLAIMS):
         raise Unauthorized("The token is not an access token.", slug="invalid-token")
+    verified.put(token, claims)
     return claims
 
 

@@ -4,6 +4,10 @@ The key is scoped to the caller (user id, or anonymous) and the route. The recor
 its own short transaction before the view runs, so two concurrent retries cannot both create:
 the second sees the claim and gets 409 until the first finishes. The same key with another body
 is a client bug: 422. Server errors release the key so that a retry can succeed.
+
+Responses that carry a secret shown once (a new API key, MFA recovery codes) use
+`idempotent_sensitive`: the stored body is encrypted at rest (webapp.security.encryption), bound
+to its record, so a replay still returns it and the table never holds it in the clear.
 """
 
 from __future__ import annotations
@@ -24,11 +28,15 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from webapp.db import Base, new_id, utcnow
 from webapp.errors import Conflict, ValidationFailed
 from webapp.extensions import db
+from webapp.security import encryption
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
 MAX_KEY_LENGTH = 255
 REPLAYED_HEADERS = ("Location", "ETag", "Content-Type")
+SEALED_BODY = encryption.register(
+    encryption.EncryptedColumn("idempotency_records", "response_body", mixed=True)
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -66,9 +74,22 @@ def _scope() -> str:
     return f"{who} {request.method} {request.path}"
 
 
+def _seal(body: str, record_id: uuid.UUID) -> str:
+    return encryption.keyring().encrypt(
+        body, table=SEALED_BODY.table, column=SEALED_BODY.column, row_id=record_id
+    )
+
+
+def _unseal(body: str, record_id: uuid.UUID) -> str:
+    ring = encryption.keyring()
+    if ring.kid_of(body) is None:
+        return body
+    return ring.decrypt(body, table=SEALED_BODY.table, column=SEALED_BODY.column, row_id=record_id)
+
+
 def _replay(record: IdempotencyRecord) -> Response:
     response = current_app.response_class(
-        record.response_body or "", status=record.status_code or 200
+        _unseal(record.response_body or "", record.id), status=record.status_code or 200
     )
     for name, value in record.response_headers.items():
         response.headers[name] = value
@@ -114,7 +135,7 @@ def _claim(key: str, scope: str, request_hash: str) -> uuid.UUID | Response:
         return record.id
 
 
-def _settle(record_id: uuid.UUID, response: Response | None) -> None:
+def _settle(record_id: uuid.UUID, response: Response | None, *, sensitive: bool = False) -> None:
     with Session(db.engine) as session:
         keep = response is not None and response.status_code < 500
         keep = keep and response is not None and response.status_code not in (409, 429)
@@ -124,7 +145,8 @@ def _settle(record_id: uuid.UUID, response: Response | None) -> None:
             record = session.get(IdempotencyRecord, record_id)
             if record is not None:
                 record.status_code = response.status_code
-                record.response_body = response.get_data(as_text=True)
+                body = response.get_data(as_text=True)
+                record.response_body = _seal(body, record_id) if sensitive else body
                 record.response_headers = {
                     name: response.headers[name]
                     for name in REPLAYED_HEADERS
@@ -136,7 +158,15 @@ def _settle(record_id: uuid.UUID, response: Response | None) -> None:
 
 def idempotent(view: F) -> F:
     """Honour `Idempotency-Key` on a creating POST (place it below the auth decorator)."""
+    return _make_idempotent(view, sensitive=False)
 
+
+def idempotent_sensitive(view: F) -> F:
+    """`idempotent` for a response holding a secret: its stored copy is encrypted at rest."""
+    return _make_idempotent(view, sensitive=True)
+
+
+def _make_idempotent(view: F, *, sensitive: bool) -> F:
     @functools.wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         key = request.headers.get(HEADER)
@@ -155,7 +185,7 @@ def idempotent(view: F) -> F:
             response = current_app.make_response(view(*args, **kwargs))
             return response
         finally:
-            _settle(claimed, response)
+            _settle(claimed, response, sensitive=sensitive)
 
     doc = getattr(wrapper, "_apidoc", {})
     doc.setdefault("manual_doc", {}).setdefault("parameters", []).append(

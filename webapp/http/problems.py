@@ -12,6 +12,7 @@ from http import HTTPStatus
 from typing import Any
 
 from flask import Flask, Response, current_app, g, json, request
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from webapp.errors import DomainError
@@ -134,10 +135,26 @@ def handle_http_exception(exc: HTTPException) -> Response:
 
 
 def handle_unexpected(exc: Exception) -> Response:
+    if _database_unavailable(exc):
+        log.error("database unavailable: %s", exc.__class__.__name__)
+        return problem_response(
+            503,
+            "service-unavailable",
+            "Service unavailable",
+            "The database is unavailable; retry shortly.",
+            headers={"Retry-After": "5"},
+        )
     log.exception("unhandled error", extra={"request_id": g.get("request_id")})
     return problem_response(
         500, "internal-error", "Internal server error", "An unexpected error occurred."
     )
+
+
+def _database_unavailable(exc: Exception) -> bool:
+    """A lost or refused database connection is an outage (503, retry), not a bug (500)."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
 # The OpenAPI description of every error body (flask-smorest would document its own `Error`).

@@ -30,6 +30,13 @@ def rate_limit_key() -> str:
     claims = bearer_claims(optional=True)
     if claims is not None:
         return f"user:{claims['sub']}"
+    if "X-API-Key" in request.headers:
+        from webapp.http.access import api_key_principal
+
+        # Verified like the bearer token, and keyed by owner: more keys mean no more budget.
+        principal = api_key_principal(optional=True)
+        if principal is not None:
+            return f"user:{principal.user_id}"
     return f"ip:{client_ip()}"
 
 

@@ -1,0 +1,1 @@
+"""API keys: machine credentials that act as their owner within scopes."""
