@@ -110,6 +110,8 @@ def base_settings(database_url: str, redis_url: str) -> Settings:
         # An explicit keyring, as production requires (apps built with env="production" reuse it).
         encryption_keys="test:" + base64.b64encode(bytes(range(32))).decode(),
         ratelimit_enabled=False,
+        # A loaded CI machine can delay a healthy Redis past production's fail-fast timeout.
+        redis_timeout=3.0,
         public_base_url="https://gatehouse.test",
     )
 

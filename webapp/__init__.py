@@ -115,7 +115,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(models.MIGRATIONS_DIR))
-    app.extensions["gatehouse_redis"] = RedisStore(settings.redis_url)
+    app.extensions["gatehouse_redis"] = RedisStore(settings.redis_url, settings.redis_timeout)
     tokens.init_app(app, _load_keyring(settings))
     app.extensions["gatehouse_encryption"] = encryption.load(
         settings.encryption_keys, secret_key=settings.secret_key

@@ -19,12 +19,13 @@ import redis
 log = logging.getLogger(__name__)
 
 BACKOFF_SECONDS = 2.0
-SOCKET_TIMEOUT = 0.25
+SOCKET_TIMEOUT = 0.5
 MAX_PENDING_WRITES = 10_000
 
 
 class RedisStore:
-    def __init__(self, url: str | None = None) -> None:
+    def __init__(self, url: str | None = None, timeout: float = SOCKET_TIMEOUT) -> None:
+        self.timeout = timeout
         self.client: redis.Redis | None = None
         self.url: str | None = None
         self._down_until = 0.0
@@ -38,8 +39,8 @@ class RedisStore:
         self.client = (
             redis.Redis.from_url(
                 url,
-                socket_timeout=SOCKET_TIMEOUT,
-                socket_connect_timeout=SOCKET_TIMEOUT,
+                socket_timeout=self.timeout,
+                socket_connect_timeout=self.timeout,
                 health_check_interval=30,
                 retry_on_timeout=False,
             )

@@ -36,6 +36,7 @@ class Settings:
     db_pool_pre_ping: bool = True
     db_statement_timeout_ms: int = 5000
     redis_url: str | None = None
+    redis_timeout: float = 0.5
     smtp_url: str = "smtp://localhost:1025"
     smtp_starttls: bool = False
     smtp_username: str | None = None
@@ -117,6 +118,7 @@ class Settings:
             db_pool_pre_ping=env.bool("DB_POOL_PRE_PING", d.db_pool_pre_ping),
             db_statement_timeout_ms=env.int("DB_STATEMENT_TIMEOUT_MS", d.db_statement_timeout_ms),
             redis_url=env.str("REDIS_URL", None) or None,
+            redis_timeout=env.float("REDIS_TIMEOUT", d.redis_timeout),
             smtp_url=env.str("SMTP_URL", d.smtp_url),
             smtp_starttls=env.bool("SMTP_STARTTLS", d.smtp_starttls),
             smtp_username=env.str("SMTP_USERNAME", None) or None,
@@ -185,6 +187,7 @@ class Settings:
             "db_pool_size",
             "web_concurrency",
             "idempotency_ttl",
+            "redis_timeout",
             "smtp_timeout",
             "smtp_breaker_fail_max",
             "smtp_breaker_reset_timeout",

@@ -128,7 +128,11 @@ class Load:
                     time.sleep(0.005)
                     continue
                 except OSError as exc:
-                    self.tally.add("failed", f"connect: {exc}")
+                    # A handshake reset by a listener that is closing is a refusal in disguise.
+                    if self.signalled_at is not None:
+                        self.tally.add("not accepted")
+                    else:
+                        self.tally.add("failed", f"connect: {exc}")
                     continue
                 opened_after_signal = self.signalled_at is not None
                 reused = False

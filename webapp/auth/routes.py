@@ -9,7 +9,7 @@ from flask import url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from webapp.auth import service
+from webapp.auth import password_changes, service, sessions
 from webapp.auth.schemas import (
     LoginIn,
     LoginMfaIn,
@@ -128,7 +128,7 @@ class Logout(MethodView):
         """End the current session; its access and refresh tokens stop working at once."""
         principal = current_principal()
         assert principal.session_id is not None
-        service.logout(db.session, request_origin(), principal.session_id)
+        sessions.logout(db.session, request_origin(), principal.session_id)
 
 
 @blp.route("/sessions")
@@ -138,7 +138,7 @@ class Sessions(MethodView):
     def get(self) -> dict[str, Any]:
         """The caller's active sessions, newest first."""
         principal = current_principal()
-        sessions = service.list_sessions(db.session, principal.user_id)
+        live = sessions.list_sessions(db.session, principal.user_id)
         return {
             "items": [
                 {
@@ -150,7 +150,7 @@ class Sessions(MethodView):
                     "user_agent": s.user_agent,
                     "current": s.id == principal.session_id,
                 }
-                for s in sessions
+                for s in live
             ]
         }
 
@@ -159,7 +159,7 @@ class Sessions(MethodView):
     def delete(self) -> dict[str, int]:
         """Revoke every session of the caller except the current one."""
         principal = current_principal()
-        count = service.revoke_other_sessions(
+        count = sessions.revoke_other_sessions(
             db.session, request_origin(), principal.user_id, principal.session_id
         )
         return {"revoked": count}
@@ -172,7 +172,7 @@ class SessionById(MethodView):
     def delete(self, session_id: uuid.UUID) -> None:
         """Revoke one of the caller's sessions."""
         principal = current_principal()
-        service.revoke_session(db.session, request_origin(), principal.user_id, session_id)
+        sessions.revoke_session(db.session, request_origin(), principal.user_id, session_id)
 
 
 @blp.route("/password-reset")
@@ -183,7 +183,7 @@ class PasswordReset(MethodView):
     @blp.response(202)
     def post(self, body: dict[str, Any]) -> None:
         """Email a reset link if the account exists; the answer is the same either way."""
-        service.request_password_reset(db.session, request_origin(), body["email"])
+        password_changes.request_password_reset(db.session, request_origin(), body["email"])
 
 
 @blp.route("/password-reset/confirm")
@@ -194,7 +194,7 @@ class PasswordResetConfirm(MethodView):
     @blp.response(204)
     def post(self, body: dict[str, Any]) -> None:
         """Set a new password with the emailed token; every session of the user is revoked."""
-        service.confirm_password_reset(
+        password_changes.confirm_password_reset(
             db.session, request_origin(), body["token"], body["password"]
         )
 
@@ -208,6 +208,6 @@ class Password(MethodView):
     def post(self, body: dict[str, Any]) -> None:
         """Change the caller's password; other sessions are revoked."""
         principal = current_principal()
-        service.change_password(
+        password_changes.change_password(
             db.session, request_origin(), principal.user_id, principal.session_id, **body
         )

@@ -1,4 +1,5 @@
-"""The authentication rules: registration, email verification, login, token rotation, sessions.
+"""The authentication rules: registration, email verification, login (with its second factor)
+and refresh-token rotation. Sessions live in `sessions`, password changes in `password_changes`.
 
 Plain functions over a database session; each use case commits its own unit of work (the
 change, its audit events and its outbox messages together) and refreshes the auth cache after
@@ -9,15 +10,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from observability import metrics
 from webapp.audit import service as audit
-from webapp.auth import lockout, state
-from webapp.auth.models import AuthSession, OneTimeToken, RefreshToken
+from webapp.auth import email_tokens, lockout, sessions, state
+from webapp.auth.models import AuthSession, RefreshToken
 from webapp.auth.tokens import format_refresh_token, issue_access_token, parse_refresh_token
 from webapp.config import current_settings
 from webapp.context import Origin
@@ -34,11 +34,7 @@ from webapp.mfa import service as mfa
 from webapp.outbox import service as outbox
 from webapp.security import passwords
 from webapp.security.password_policy import password_problems
-from webapp.security.secrets import hash_token, new_token
 from webapp.users.models import User
-
-VERIFY_EMAIL, PASSWORD_RESET = "verify_email", "password_reset"
-MFA_LOGIN = "mfa_login"
 
 
 @dataclass(frozen=True)
@@ -86,54 +82,6 @@ def commit_unique(db: DbSession) -> None:
         raise Conflict("An account with this email already exists.", slug="email-taken") from None
 
 
-def _issue_one_time_token(
-    db: DbSession, user: User, purpose: str, ttl: int
-) -> tuple[str, OneTimeToken]:
-    plaintext, digest = new_token()
-    row = OneTimeToken(
-        user_id=user.id,
-        purpose=purpose,
-        token_hash=digest,
-        expires_at=utcnow() + timedelta(seconds=ttl),
-    )
-    db.add(row)
-    db.flush()
-    return plaintext, row
-
-
-def _link(path: str, token: str) -> str:
-    return f"{current_settings().public_base_url}{path}?token={token}"
-
-
-def queue_verification_email(db: DbSession, origin: Origin, user: User) -> None:
-    settings = current_settings()
-    token, row = _issue_one_time_token(db, user, VERIFY_EMAIL, settings.email_token_ttl)
-    outbox.enqueue(
-        db,
-        origin,
-        template="verify_email",
-        recipient=user.email,
-        idempotency_key=f"verify_email:{row.id}",
-        payload={
-            "name": user.name,
-            "token": token,
-            "link": _link("/verify-email", token),
-            "expires_at": row.expires_at.isoformat(),
-        },
-    )
-
-
-def queue_welcome_email(db: DbSession, origin: Origin, user: User) -> None:
-    outbox.enqueue(
-        db,
-        origin,
-        template="welcome",
-        recipient=user.email,
-        idempotency_key=f"welcome:{user.id}",
-        payload={"name": user.name, "link": current_settings().public_base_url},
-    )
-
-
 def register(db: DbSession, origin: Origin, *, email: str, password: str, name: str) -> User:
     email = email.strip()
     check_password_policy(password, email=email, name=name)
@@ -141,7 +89,7 @@ def register(db: DbSession, origin: Origin, *, email: str, password: str, name: 
     user = User(email=email, name=name.strip(), password_hash=passwords.hash_password(password))
     db.add(user)
     db.flush()
-    queue_verification_email(db, origin, user)
+    email_tokens.queue_verification_email(db, origin, user)
     audit.record(
         db, origin.acting_as(user.id), "user.registered", target_type="user", target_id=user.id
     )
@@ -150,29 +98,13 @@ def register(db: DbSession, origin: Origin, *, email: str, password: str, name: 
     return user
 
 
-def _consume_token(db: DbSession, plaintext: str, purpose: str) -> OneTimeToken:
-    row = db.scalar(
-        select(OneTimeToken)
-        .where(OneTimeToken.token_hash == hash_token(plaintext), OneTimeToken.purpose == purpose)
-        .with_for_update()
-    )
-    if row is None or row.used_at is not None or row.expires_at <= utcnow():
-        raise ValidationFailed(
-            "The token is invalid, expired or already used.",
-            slug="invalid-token",
-            errors={"token": ["invalid, expired or already used"]},
-        )
-    row.used_at = utcnow()
-    return row
-
-
 def verify_email(db: DbSession, origin: Origin, token: str) -> User:
-    row = _consume_token(db, token, VERIFY_EMAIL)
+    row = email_tokens.consume(db, token, email_tokens.VERIFY_EMAIL)
     user = db.get(User, row.user_id)
     assert user is not None  # tokens cascade with their user
     if user.email_verified_at is None:
         user.email_verified_at = utcnow()
-        queue_welcome_email(db, origin, user)
+        email_tokens.queue_welcome_email(db, origin, user)
         audit.record(
             db,
             origin.acting_as(user.id),
@@ -183,27 +115,6 @@ def verify_email(db: DbSession, origin: Origin, token: str) -> User:
     db.commit()
     state.publish_user(user)
     return user
-
-
-def _stored_user_agent(origin: Origin) -> str | None:
-    """The User-Agent as a session row keeps it (the column holds 512 characters)."""
-    return (origin.user_agent or "")[:512] or None
-
-
-def _start_session(db: DbSession, origin: Origin, user: User) -> tuple[AuthSession, RefreshToken]:
-    settings = current_settings()
-    session = AuthSession(
-        user_id=user.id,
-        expires_at=utcnow() + timedelta(seconds=settings.refresh_token_ttl),
-        ip=origin.ip,
-        user_agent=_stored_user_agent(origin),
-    )
-    db.add(session)
-    db.flush()
-    refresh = RefreshToken(session_id=session.id)
-    db.add(refresh)
-    db.flush()
-    return session, refresh
 
 
 def _pair(user: User | dict[str, str], session_id: uuid.UUID, refresh_id: uuid.UUID) -> TokenPair:
@@ -223,7 +134,7 @@ def _is_new_device(db: DbSession, user: User, origin: Origin) -> bool:
     if db.scalar(mine.limit(1)) is None:
         return False  # the first sign-in of an account is not news to its owner
     # Compare with the stored (truncated) form, or a long User-Agent would look new every time.
-    agent = _stored_user_agent(origin)
+    agent = sessions.stored_user_agent(origin)
     seen = mine.where(
         AuthSession.ip.is_(None) if origin.ip is None else AuthSession.ip == origin.ip,
         AuthSession.user_agent.is_(None) if agent is None else AuthSession.user_agent == agent,
@@ -273,7 +184,7 @@ def login(db: DbSession, origin: Origin, *, email: str, password: str) -> TokenP
     if mfa.is_enabled(db, user.id):
         # The failure counter is not reset here: a known password must not buy an attacker a
         # fresh round of second-factor guesses.
-        token, _ = _issue_one_time_token(db, user, MFA_LOGIN, settings.mfa_token_ttl)
+        token, _ = email_tokens.issue(db, user, email_tokens.MFA_LOGIN, settings.mfa_token_ttl)
         db.commit()
         metrics.LOGINS.labels(result="mfa_required").inc()
         return MfaChallenge(mfa_token=token, expires_in=settings.mfa_token_ttl)
@@ -285,7 +196,7 @@ def _complete_login(db: DbSession, origin: Origin, user: User, **details: str) -
     settings = current_settings()
     lockout.register_success(user)
     new_device = _is_new_device(db, user, origin)
-    session, refresh = _start_session(db, origin, user)
+    session, refresh = sessions.start_session(db, origin, user)
     if new_device:
         outbox.enqueue(
             db,
@@ -334,12 +245,8 @@ def complete_mfa_login(
     """The second step: a TOTP code (its time step consumed) or a recovery code (used up).
     Wrong codes count towards the account and IP lockout; the token survives them until it
     expires, is used, or the account locks."""
-    row = db.scalar(
-        select(OneTimeToken)
-        .where(OneTimeToken.token_hash == hash_token(mfa_token), OneTimeToken.purpose == MFA_LOGIN)
-        .with_for_update()
-    )
-    if row is None or row.used_at is not None or row.expires_at <= utcnow():
+    row = email_tokens.find_live(db, mfa_token, email_tokens.MFA_LOGIN)
+    if row is None:
         raise _invalid_mfa_token()
     user = db.get(User, row.user_id)
     if user is None or not user.active:
@@ -380,17 +287,6 @@ def complete_mfa_login(
     return _complete_login(db, origin, user, mfa=method)
 
 
-def _revoke(db: DbSession, sessions: list[AuthSession], reason: str) -> list[uuid.UUID]:
-    now = utcnow()
-    revoked = []
-    for session in sessions:
-        if session.revoked_at is None:
-            session.revoked_at = now
-            session.revoked_reason = reason
-            revoked.append(session.id)
-    return revoked
-
-
 def _invalid_refresh() -> Unauthorized:
     metrics.TOKEN_REFRESHES.labels(result="invalid").inc()
     return Unauthorized("The refresh token is invalid or expired.", slug="invalid-refresh-token")
@@ -417,7 +313,7 @@ def refresh(db: DbSession, origin: Origin, refresh_token: str) -> TokenPair:
             db.commit()
             metrics.TOKEN_REFRESHES.labels(result="grace").inc()
             return _pair(user, session.id, token.successor_id)
-        revoked = _revoke(db, [session], "refresh_token_reuse")
+        revoked = sessions.revoke(db, [session], "refresh_token_reuse")
         audit.record(
             db,
             origin.acting_as(user.id),
@@ -442,173 +338,3 @@ def refresh(db: DbSession, origin: Origin, refresh_token: str) -> TokenPair:
     db.commit()
     metrics.TOKEN_REFRESHES.labels(result="success").inc()
     return _pair(user, session.id, successor.id)
-
-
-def logout(db: DbSession, origin: Origin, session_id: uuid.UUID) -> None:
-    session = db.get(AuthSession, session_id)
-    if session is None:
-        return
-    revoked = _revoke(db, [session], "logout")
-    audit.record(db, origin, "auth.logout", target_type="session", target_id=session_id)
-    db.commit()
-    state.publish_sessions_revoked(revoked)
-
-
-def list_sessions(db: DbSession, user_id: uuid.UUID) -> list[AuthSession]:
-    query = (
-        select(AuthSession)
-        .where(
-            AuthSession.user_id == user_id,
-            AuthSession.revoked_at.is_(None),
-            AuthSession.expires_at > utcnow(),
-        )
-        .order_by(AuthSession.created_at.desc(), AuthSession.id.desc())
-    )
-    return list(db.scalars(query))
-
-
-def revoke_session(
-    db: DbSession, origin: Origin, user_id: uuid.UUID, session_id: uuid.UUID
-) -> None:
-    session = db.get(AuthSession, session_id)
-    if session is None or session.user_id != user_id or not session.active:
-        from webapp.errors import NotFound
-
-        raise NotFound("No such active session.")
-    revoked = _revoke(db, [session], "revoked_by_user")
-    audit.record(db, origin, "session.revoked", target_type="session", target_id=session_id)
-    db.commit()
-    state.publish_sessions_revoked(revoked)
-
-
-def revoke_all_sessions(
-    db: DbSession, origin: Origin, user_id: uuid.UUID, *, keep: uuid.UUID | None, reason: str
-) -> int:
-    """Revoke every live session of a user except `keep`; the caller commits."""
-    sessions = [s for s in list_sessions(db, user_id) if s.id != keep]
-    revoked = _revoke(db, sessions, reason)
-    for session_id in revoked:
-        audit.record(
-            db,
-            origin,
-            "session.revoked",
-            target_type="session",
-            target_id=session_id,
-            reason=reason,
-        )
-    db.info.setdefault("revoked_sessions", []).extend(revoked)
-    return len(revoked)
-
-
-def publish_pending_revocations(db: DbSession) -> None:
-    """After commit: tell the auth cache about sessions revoked in this unit of work."""
-    revoked = db.info.pop("revoked_sessions", [])
-    state.publish_sessions_revoked(revoked)
-
-
-def revoke_other_sessions(
-    db: DbSession, origin: Origin, user_id: uuid.UUID, current: uuid.UUID | None
-) -> int:
-    count = revoke_all_sessions(db, origin, user_id, keep=current, reason="revoked_by_user")
-    db.commit()
-    publish_pending_revocations(db)
-    return count
-
-
-def request_password_reset(db: DbSession, origin: Origin, email: str) -> None:
-    """Always the same outcome for the caller; an email only goes to an existing, active account."""
-    user = find_user_by_email(db, email)
-    if user is not None and user.active:
-        settings = current_settings()
-        token, row = _issue_one_time_token(db, user, PASSWORD_RESET, settings.password_reset_ttl)
-        outbox.enqueue(
-            db,
-            origin,
-            template="password_reset",
-            recipient=user.email,
-            idempotency_key=f"password_reset:{row.id}",
-            payload={
-                "name": user.name,
-                "token": token,
-                "link": _link("/reset-password", token),
-                "expires_at": row.expires_at.isoformat(),
-            },
-        )
-    # Audited either way: similar work on both paths, and enumeration attempts leave a trace.
-    audit.record(
-        db,
-        origin,
-        "auth.password_reset_requested",
-        target_type="user" if user else None,
-        target_id=user.id if user else None,
-    )
-    db.commit()
-
-
-def _set_password(user: User, password: str, *, field: str = "password") -> None:
-    check_password_policy(password, email=user.email, name=user.name, field=field)
-    user.password_hash = passwords.hash_password(password)
-    lockout.register_success(user)
-
-
-def confirm_password_reset(db: DbSession, origin: Origin, token: str, password: str) -> None:
-    row = _consume_token(db, token, PASSWORD_RESET)
-    user = db.get(User, row.user_id)
-    assert user is not None
-    _set_password(user, password)
-    actor = origin.acting_as(user.id)
-    revoke_all_sessions(db, actor, user.id, keep=None, reason="password_reset")
-    # Other outstanding reset links die with this one.
-    db.execute(
-        update(OneTimeToken)
-        .where(
-            OneTimeToken.user_id == user.id,
-            OneTimeToken.purpose == PASSWORD_RESET,
-            OneTimeToken.used_at.is_(None),
-        )
-        .values(used_at=utcnow())
-    )
-    audit.record(db, actor, "auth.password_reset", target_type="user", target_id=user.id)
-    db.commit()
-    publish_pending_revocations(db)
-    state.publish_user(user)
-
-
-def change_password(
-    db: DbSession,
-    origin: Origin,
-    user_id: uuid.UUID,
-    current_session: uuid.UUID | None,
-    *,
-    current_password: str,
-    new_password: str,
-) -> None:
-    user = db.get(User, user_id)
-    assert user is not None
-    # A stolen access token must not become an unlimited password oracle: wrong current
-    # passwords count towards the same lockout as failed logins.
-    lockout.ensure_not_locked(user, origin)
-    check = passwords.verify_password(user.password_hash or "", current_password)
-    if not check.ok:
-        lockout.register_failure(db, user, origin)
-        audit.record(
-            db,
-            origin,
-            "auth.login_failed",
-            target_type="user",
-            target_id=user.id,
-            reason="wrong_current_password",
-        )
-        db.commit()
-        state.publish_user(user)
-        raise ValidationFailed(
-            "The current password is incorrect.",
-            slug="invalid-current-password",
-            errors={"current_password": ["is incorrect"]},
-        )
-    _set_password(user, new_password, field="new_password")
-    revoke_all_sessions(db, origin, user.id, keep=current_session, reason="password_changed")
-    audit.record(db, origin, "auth.password_changed", target_type="user", target_id=user.id)
-    db.commit()
-    publish_pending_revocations(db)
-    state.publish_user(user)

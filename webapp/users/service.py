@@ -14,8 +14,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm.exc import StaleDataError
 
 from webapp.audit import service as audit
+from webapp.auth import email_tokens, sessions, state
 from webapp.auth import service as auth_service
-from webapp.auth import state
 from webapp.auth.state import Principal
 from webapp.context import Origin
 from webapp.db import DbSession, read_only_session, utcnow
@@ -93,7 +93,7 @@ def create_user(
     )
     db.add(user)
     db.flush()
-    auth_service.queue_welcome_email(db, origin, user)
+    email_tokens.queue_welcome_email(db, origin, user)
     audit.record(db, origin, "user.created", target_type="user", target_id=user.id, role=role)
     auth_service.commit_unique(db)
     return user
@@ -133,7 +133,7 @@ def _commit(db: DbSession) -> None:
 
 
 def _deactivated(db: DbSession, origin: Origin, user: User) -> None:
-    auth_service.revoke_all_sessions(db, origin, user.id, keep=None, reason="user_deactivated")
+    sessions.revoke_all_sessions(db, origin, user.id, keep=None, reason="user_deactivated")
 
 
 def update_user(
@@ -165,7 +165,7 @@ def update_user(
             fields=sorted(changes),
         )
     _commit(db)
-    auth_service.publish_pending_revocations(db)
+    sessions.publish_pending_revocations(db)
     state.publish_user(user)
     return user
 
@@ -192,7 +192,7 @@ def replace_user(
     if email_changed:
         # The new address is unconfirmed: its owner proves it like at registration.
         user.email_verified_at = None
-        auth_service.queue_verification_email(db, origin, user)
+        email_tokens.queue_verification_email(db, origin, user)
     audit.record(
         db, origin, "user.updated", target_type="user", target_id=user.id, fields=sorted(body)
     )
@@ -207,7 +207,7 @@ def replace_user(
             role=user.role,
         )
     _commit(db)
-    auth_service.publish_pending_revocations(db)
+    sessions.publish_pending_revocations(db)
     state.publish_user(user)
     return user
 
@@ -239,7 +239,7 @@ def delete_user(
     """Delete the account and its sessions; its audit history stays (ids, no cascade)."""
     user = _locked_for_write(db, user_id, if_match)
     _ensure_admin_remains(db, user, new_role=None, active=False)
-    session_ids = [s.id for s in auth_service.list_sessions(db, user.id)]
+    session_ids = [s.id for s in sessions.list_sessions(db, user.id)]
     audit.record(db, origin, "user.deleted", target_type="user", target_id=user.id)
     db.delete(user)
     _commit(db)

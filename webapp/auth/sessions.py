@@ -1,0 +1,120 @@
+"""Sessions (one per login) and their revocation; the auth cache learns of every revocation
+after the commit that made it."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from webapp.audit import service as audit
+from webapp.auth import state
+from webapp.auth.models import AuthSession, RefreshToken
+from webapp.config import current_settings
+from webapp.context import Origin
+from webapp.db import DbSession, utcnow
+from webapp.users.models import User
+
+
+def stored_user_agent(origin: Origin) -> str | None:
+    """The User-Agent as a session row keeps it (the column holds 512 characters)."""
+    return (origin.user_agent or "")[:512] or None
+
+
+def start_session(db: DbSession, origin: Origin, user: User) -> tuple[AuthSession, RefreshToken]:
+    settings = current_settings()
+    session = AuthSession(
+        user_id=user.id,
+        expires_at=utcnow() + timedelta(seconds=settings.refresh_token_ttl),
+        ip=origin.ip,
+        user_agent=stored_user_agent(origin),
+    )
+    db.add(session)
+    db.flush()
+    refresh = RefreshToken(session_id=session.id)
+    db.add(refresh)
+    db.flush()
+    return session, refresh
+
+
+def revoke(db: DbSession, sessions: list[AuthSession], reason: str) -> list[uuid.UUID]:
+    now = utcnow()
+    revoked = []
+    for session in sessions:
+        if session.revoked_at is None:
+            session.revoked_at = now
+            session.revoked_reason = reason
+            revoked.append(session.id)
+    return revoked
+
+
+def logout(db: DbSession, origin: Origin, session_id: uuid.UUID) -> None:
+    session = db.get(AuthSession, session_id)
+    if session is None:
+        return
+    revoked = revoke(db, [session], "logout")
+    audit.record(db, origin, "auth.logout", target_type="session", target_id=session_id)
+    db.commit()
+    state.publish_sessions_revoked(revoked)
+
+
+def list_sessions(db: DbSession, user_id: uuid.UUID) -> list[AuthSession]:
+    query = (
+        select(AuthSession)
+        .where(
+            AuthSession.user_id == user_id,
+            AuthSession.revoked_at.is_(None),
+            AuthSession.expires_at > utcnow(),
+        )
+        .order_by(AuthSession.created_at.desc(), AuthSession.id.desc())
+    )
+    return list(db.scalars(query))
+
+
+def revoke_session(
+    db: DbSession, origin: Origin, user_id: uuid.UUID, session_id: uuid.UUID
+) -> None:
+    session = db.get(AuthSession, session_id)
+    if session is None or session.user_id != user_id or not session.active:
+        from webapp.errors import NotFound
+
+        raise NotFound("No such active session.")
+    revoked = revoke(db, [session], "revoked_by_user")
+    audit.record(db, origin, "session.revoked", target_type="session", target_id=session_id)
+    db.commit()
+    state.publish_sessions_revoked(revoked)
+
+
+def revoke_all_sessions(
+    db: DbSession, origin: Origin, user_id: uuid.UUID, *, keep: uuid.UUID | None, reason: str
+) -> int:
+    """Revoke every live session of a user except `keep`; the caller commits."""
+    sessions = [s for s in list_sessions(db, user_id) if s.id != keep]
+    revoked = revoke(db, sessions, reason)
+    for session_id in revoked:
+        audit.record(
+            db,
+            origin,
+            "session.revoked",
+            target_type="session",
+            target_id=session_id,
+            reason=reason,
+        )
+    db.info.setdefault("revoked_sessions", []).extend(revoked)
+    return len(revoked)
+
+
+def publish_pending_revocations(db: DbSession) -> None:
+    """After commit: tell the auth cache about sessions revoked in this unit of work."""
+    revoked = db.info.pop("revoked_sessions", [])
+    state.publish_sessions_revoked(revoked)
+
+
+def revoke_other_sessions(
+    db: DbSession, origin: Origin, user_id: uuid.UUID, current: uuid.UUID | None
+) -> int:
+    count = revoke_all_sessions(db, origin, user_id, keep=current, reason="revoked_by_user")
+    db.commit()
+    publish_pending_revocations(db)
+    return count
