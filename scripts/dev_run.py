@@ -24,7 +24,14 @@ ROOT = Path(__file__).resolve().parent.parent
 INSTANCE = ROOT / "instance"
 
 
+def _stop(signum: int, _frame: object) -> None:
+    # SIGTERM (e.g. from `timeout` or a process manager) must clean up like Ctrl-C does:
+    # the bundled Redis server runs detached and would outlive us otherwise.
+    raise KeyboardInterrupt
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, _stop)
     INSTANCE.mkdir(exist_ok=True)
     env = dict(os.environ)
     env.setdefault("GATEHOUSE_ENV", "development")
