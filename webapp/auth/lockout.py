@@ -11,6 +11,7 @@ from datetime import timedelta
 
 from observability import metrics
 from webapp.audit import service as audit
+from webapp.auth import state
 from webapp.config import current_settings
 from webapp.context import Origin
 from webapp.db import DbSession, utcnow
@@ -58,6 +59,22 @@ def register_failure(db: DbSession, user: User | None, origin: Origin) -> None:
             redis_store.delete(_ip_failures_key(origin.ip))
             metrics.LOCKOUTS.labels(scope="ip").inc()
             audit.record(db, origin, "auth.lockout", scope="ip", ip_failures=count)
+
+
+def record_failure(db: DbSession, user: User | None, origin: Origin, *, reason: str) -> None:
+    """A failed credential check, committed on its own: counted towards lockout and audited."""
+    register_failure(db, user, origin)
+    audit.record(
+        db,
+        origin,
+        "auth.login_failed",
+        target_type="user" if user else None,
+        target_id=user.id if user else None,
+        reason=reason,
+    )
+    db.commit()
+    if user is not None:
+        state.publish_user(user)
 
 
 def register_success(user: User) -> None:

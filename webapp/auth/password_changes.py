@@ -79,17 +79,7 @@ def change_password(
     lockout.ensure_not_locked(user, origin)
     check = passwords.verify_password(user.password_hash or "", current_password)
     if not check.ok:
-        lockout.register_failure(db, user, origin)
-        audit.record(
-            db,
-            origin,
-            "auth.login_failed",
-            target_type="user",
-            target_id=user.id,
-            reason="wrong_current_password",
-        )
-        db.commit()
-        state.publish_user(user)
+        lockout.record_failure(db, user, origin, reason="wrong_current_password")
         raise ValidationFailed(
             "The current password is incorrect.",
             slug="invalid-current-password",

@@ -158,18 +158,7 @@ def login(db: DbSession, origin: Origin, *, email: str, password: str) -> TokenP
     else:
         check = passwords.verify_password(user.password_hash, password)
     if not check.ok:
-        lockout.register_failure(db, user, origin)
-        audit.record(
-            db,
-            origin,
-            "auth.login_failed",
-            target_type="user" if user else None,
-            target_id=user.id if user else None,
-            reason="invalid_credentials",
-        )
-        db.commit()
-        if user is not None:
-            state.publish_user(user)
+        lockout.record_failure(db, user, origin, reason="invalid_credentials")
         metrics.LOGINS.labels(result="invalid_credentials").inc()
         raise InvalidCredentials("The email or password is incorrect.")
     assert user is not None
@@ -261,17 +250,7 @@ def complete_mfa_login(
     else:
         method, ok = "recovery_code", mfa.use_recovery_code(db, user.id, recovery_code or "")
     if not ok:
-        lockout.register_failure(db, user, origin)
-        audit.record(
-            db,
-            origin,
-            "auth.login_failed",
-            target_type="user",
-            target_id=user.id,
-            reason=f"invalid_{method}",
-        )
-        db.commit()
-        state.publish_user(user)
+        lockout.record_failure(db, user, origin, reason=f"invalid_{method}")
         metrics.LOGINS.labels(result="invalid_mfa_code").inc()
         raise Unauthorized("The code is incorrect or was already used.", slug="invalid-mfa-code")
     row.used_at = utcnow()
