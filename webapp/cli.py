@@ -73,7 +73,15 @@ def rotate_signing(alg: str | None) -> None:
         temp.write_text(document)
         temp.chmod(0o600)
         temp.replace(path)
-        click.echo(f"rotated: {rotated.signing_key.kid} signs now; keys written to {path}")
+        if rotated.signing_key.kid == ring.signing_key.kid:
+            # A ring without a published next key only gains one: it must be published first.
+            click.echo(
+                f"published next key {rotated.next_key.kid if rotated.next_key else '?'}; "
+                f"{ring.signing_key.kid} still signs. Run again after JWKS_MAX_AGE to switch. "
+                f"Keys written to {path}"
+            )
+        else:
+            click.echo(f"rotated: {rotated.signing_key.kid} signs now; keys written to {path}")
     else:
         sys.stdout.write(document + "\n")
 

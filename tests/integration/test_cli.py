@@ -115,6 +115,21 @@ def test_rotate_signing_promotes_the_next_key_and_keeps_the_old_one(make_app, ke
     assert after.signing_key.kid in result.output
 
 
+def test_rotate_signing_without_a_next_key_only_publishes_one(make_app, tmp_path):
+    path = tmp_path / "single.json"
+    single = KeyRing.from_jwks({"keys": [generate_jwk("RS256")]})
+    path.write_text(json.dumps(single.to_jwks()))
+    app = make_app(jwt_keys=None, jwt_keys_file=str(path))
+
+    result = app.test_cli_runner().invoke(args=["keys", "rotate-signing"])
+
+    assert result.exit_code == 0, result.output
+    after = KeyRing.load(None, path)
+    assert after.signing_key.kid == single.signing_key.kid  # an unpublished key never signs
+    assert after.next_key is not None
+    assert f"published next key {after.next_key.kid}" in result.output
+
+
 def test_after_rotation_tokens_signed_by_the_previous_key_still_verify(make_app, key_file):
     before = make_app(jwt_keys=None, jwt_keys_file=str(key_file))
     with before.test_request_context():
