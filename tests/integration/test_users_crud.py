@@ -7,7 +7,7 @@ import uuid
 from sqlalchemy import func, select
 
 from tests.conftest import STRONG_PASSWORD
-from webapp.audit.models import AuditEvent
+from tests.helpers import audit_events
 from webapp.extensions import db
 from webapp.users.models import User
 
@@ -19,20 +19,6 @@ def _user_count(app) -> int:
         count = db.session.scalar(select(func.count()).select_from(User))
         db.session.remove()
         return count
-
-
-def _events(app, action: str) -> list[AuditEvent]:
-    with app.app_context():
-        rows = list(
-            db.session.scalars(
-                select(AuditEvent)
-                .where(AuditEvent.action == action)
-                .order_by(AuditEvent.created_at)
-            )
-        )
-        db.session.expunge_all()
-        db.session.remove()
-        return rows
 
 
 def _new_user_body(**overrides):
@@ -72,7 +58,7 @@ def test_creating_a_user_is_audited_with_the_admin_as_actor(client, admin, app):
     response = client.post(USERS, json=_new_user_body(role="admin"), headers=admin.headers)
     assert response.status_code == 201
 
-    [event] = _events(app, "user.created")[-1:]
+    [event] = audit_events(app, "user.created")[-1:]
     assert event.actor_id == admin.id
     assert event.target_type == "user"
     assert str(event.target_id) == response.json["id"]
@@ -109,7 +95,7 @@ def test_creating_a_user_with_a_weak_password_is_422_and_creates_nothing(client,
         assert response.json["type"].endswith("/validation-failed")
         assert "password" in response.json["errors"]
     assert _user_count(app) == before
-    assert [e.target_id for e in _events(app, "user.created")] == [admin.id]
+    assert [e.target_id for e in audit_events(app, "user.created")] == [admin.id]
 
 
 def test_creating_a_user_with_an_unknown_field_or_role_is_422(client, admin, app):
@@ -203,7 +189,7 @@ def test_admin_renames_another_user(client, admin, member, app):
     assert response.json["name"] == "Renamed"
     with app.app_context():
         assert db.session.get(User, member.id).name == "Renamed"
-    [event] = _events(app, "user.updated")
+    [event] = audit_events(app, "user.updated")
     assert (event.actor_id, event.target_id) == (admin.id, member.id)
 
 
@@ -225,7 +211,7 @@ def test_a_user_patching_another_user_is_403_and_changes_nothing(client, member,
     assert response.status_code == 403
     with app.app_context():
         assert db.session.get(User, other.id).name == "Test User"
-    assert _events(app, "user.updated") == []
+    assert audit_events(app, "user.updated") == []
 
 
 def test_a_user_cannot_set_active_even_on_their_own_id(client, member, app):
@@ -237,7 +223,7 @@ def test_a_user_cannot_set_active_even_on_their_own_id(client, member, app):
         assert response.json["type"].endswith("/forbidden")
     with app.app_context():
         assert db.session.get(User, member.id).active is True
-    assert _events(app, "user.updated") == []
+    assert audit_events(app, "user.updated") == []
 
 
 def test_patching_a_role_through_patch_is_422(client, admin, member, app):
@@ -262,7 +248,7 @@ def test_admin_replaces_a_users_editable_fields(client, admin, member, app):
     with app.app_context():
         user = db.session.get(User, member.id)
         assert (user.email, user.name) == ("Replaced@Example.com", "Replaced")
-    [event] = _events(app, "user.updated")
+    [event] = audit_events(app, "user.updated")
     assert event.details == {"fields": ["active", "email", "name", "role"]}
 
 
@@ -318,7 +304,7 @@ def test_admin_deletes_a_user_and_their_token_stops_working(client, admin, membe
     assert refresh.status_code == 401
     with app.app_context():
         assert db.session.get(User, member.id) is None
-    [event] = _events(app, "user.deleted")
+    [event] = audit_events(app, "user.deleted")
     assert (event.actor_id, event.target_id) == (admin.id, member.id)
 
 

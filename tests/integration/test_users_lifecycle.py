@@ -6,27 +6,13 @@ import threading
 
 from sqlalchemy import select, text, update
 
-from webapp.audit.models import AuditEvent
+from tests.helpers import audit_events
 from webapp.auth.models import AuthSession
 from webapp.extensions import db
 from webapp.users.models import User
 
 USERS = "/api/v1/users/"
 ME = "/api/v1/users/me"
-
-
-def _events(app, action: str) -> list[AuditEvent]:
-    with app.app_context():
-        rows = list(
-            db.session.scalars(
-                select(AuditEvent)
-                .where(AuditEvent.action == action)
-                .order_by(AuditEvent.created_at)
-            )
-        )
-        db.session.expunge_all()
-        db.session.remove()
-        return rows
 
 
 def _user(app, user_id) -> User:
@@ -53,7 +39,7 @@ def test_changing_a_role_is_audited_with_the_old_and_new_role(client, admin, mem
     assert response.status_code == 200, response.json
     assert response.json["role"] == "admin"
     assert response.headers["ETag"]
-    [event] = _events(app, "user.role_changed")
+    [event] = audit_events(app, "user.role_changed")
     assert (event.actor_id, event.target_id, event.target_type) == (admin.id, member.id, "user")
     assert event.details == {"old_role": "user", "role": "admin"}
 
@@ -86,7 +72,7 @@ def test_setting_the_same_role_again_changes_nothing_and_is_not_audited(client, 
 
     assert response.status_code == 200
     assert response.headers["ETag"] == before
-    assert _events(app, "user.role_changed") == []
+    assert audit_events(app, "user.role_changed") == []
 
 
 def test_an_unknown_role_is_422(client, admin, member, app):
@@ -112,7 +98,7 @@ def test_a_role_change_through_put_is_audited_as_a_role_change_too(client, admin
     response = client.put(f"{USERS}{member.id}", json=body, headers=admin.headers)
 
     assert response.status_code == 200
-    [event] = _events(app, "user.role_changed")
+    [event] = audit_events(app, "user.role_changed")
     assert event.details == {"old_role": "user", "role": "admin"}
     assert client.get(USERS, headers=member.headers).status_code == 200
 
@@ -142,7 +128,7 @@ def test_deactivating_a_user_revokes_every_session_at_once(client, admin, member
         assert len(sessions) == 2
         assert all(s.revoked_at is not None for s in sessions)
         assert {s.revoked_reason for s in sessions} == {"user_deactivated"}
-    revoked = _events(app, "session.revoked")
+    revoked = audit_events(app, "session.revoked")
     assert len(revoked) == 2
     assert {e.details["reason"] for e in revoked} == {"user_deactivated"}
 
@@ -183,7 +169,7 @@ def test_the_last_admin_cannot_be_demoted(client, admin, app):
     assert response.status_code == 409
     assert response.json["type"].endswith("/last-admin")
     assert _user(app, admin.id).role == "admin"
-    assert _events(app, "user.role_changed") == []
+    assert audit_events(app, "user.role_changed") == []
 
 
 def test_the_last_admin_cannot_be_deactivated(client, admin, app):
@@ -211,7 +197,7 @@ def test_the_last_admin_cannot_be_deleted(client, admin, app):
     assert response.status_code == 409
     assert response.json["type"].endswith("/last-admin")
     assert _user(app, admin.id) is not None
-    assert _events(app, "user.deleted") == []
+    assert audit_events(app, "user.deleted") == []
 
 
 def test_an_inactive_admin_does_not_count_as_a_remaining_admin(client, admin, make_user):
