@@ -21,7 +21,6 @@ setup failed (the line says why), 130 when interrupted.
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import ctypes
 import http.client
@@ -33,16 +32,23 @@ import resource
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
+
+from tests.throwaway import (
+    SetupError,
+    ThrowawayTarget,
+    bin_script,
+    free_port,
+    step,
+    tail,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 LUA_SCRIPT = Path(__file__).resolve().parent / "wrk_report.lua"
@@ -57,15 +63,6 @@ TARGET_ME_RATIO = 0.60
 TARGET_ME_P99_MS = 20.0
 TARGET_LOGIN_RATIO = 0.90
 TARGET_LOGIN_P95_MS = 100.0
-
-# Variables of the caller's environment that would change what is measured (or clash with the
-# JWT_KEYS_FILE set here); everything else passes through to the servers.
-_STRIPPED_ENV = ("JWT_KEYS", "DATABASE_REPLICA_URL", "BIND", "PORT", "FLASK_APP", "FLASK_DEBUG")
-
-
-class SetupError(Exception):
-    """The target could not be prepared; the message says what and why, in one line."""
-
 
 # --- results ------------------------------------------------------------------------------------
 
@@ -238,45 +235,12 @@ def parse_combos(text: str) -> list[tuple[int, int]]:
     return combos
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def with_database(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
-
-
-def step(message: str) -> None:
-    print(f"· {message}", flush=True)
-
-
-def tail(path: Path, lines: int = 15) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
-
-
 def startup_failure(log: Path) -> str:
     """What a server said before it failed: its plain lines (the app's own message), once each,
     else the last few lines of gunicorn's."""
     lines = tail(log, 40).splitlines()
     plain = [line for line in lines if line.strip() and not line.startswith("{")]
     return "\n".join(dict.fromkeys(plain[-5:])) if plain else "\n".join(lines[-3:])
-
-
-def bin_script(name: str) -> str:
-    """The console script `name` of the running interpreter's environment (e.g. .venv/bin/...)."""
-    candidate = Path(sys.executable).parent / name  # not resolved: a venv's python is a symlink
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which(name)
-    if found is None:
-        raise SetupError(f"{name} is not installed in {Path(sys.executable).parent} (make install)")
-    return found
 
 
 def load_average() -> str:
@@ -371,136 +335,16 @@ def run_wrk(
 # --- the target: database, Redis, keys, environment -----------------------------------------------
 
 
-class Target:
-    """The throwaway database, Redis database and key file, and the servers' environment."""
+class Target(ThrowawayTarget):
+    """The throwaway target, prepared for measuring, with the benchmark user."""
 
     def __init__(self, admin_url: str, db_name: str, redis_url: str) -> None:
-        self.admin_url = admin_url
-        self.db_name = db_name
-        self.redis_url = redis_url
-        self.workdir = Path(tempfile.mkdtemp(prefix="gatehouse-bench-"))
-        self.database_url = with_database(admin_url, db_name)
+        super().__init__(admin_url, db_name, redis_url, prefix="bench")
         self.password = "Gh-" + secrets.token_urlsafe(18)  # must not contain "bench"
-        self.env: dict[str, str] = {}
-        self._db_created = False
-        self._redis_used = False
 
-    def prepare(self) -> None:
-        self._database()
-        self._redis()
-        keys = self.workdir / "jwt-keys.json"
-        (self.workdir / "metrics").mkdir()
-        from webapp.security.keys import write_new_keyfile
-
-        write_new_keyfile(keys)
-        env = {k: v for k, v in os.environ.items() if k not in _STRIPPED_ENV}
-        env.update(
-            GATEHOUSE_ENV="production",
-            SECRET_KEY=secrets.token_urlsafe(48),
-            JWT_KEYS_FILE=str(keys),
-            ENCRYPTION_KEYS=new_encryption_keys(),
-            DATABASE_URL=self.database_url,
-            REDIS_URL=self.redis_url,
-            RATELIMIT_ENABLED="false",
-            LOG_LEVEL="WARNING",
-            # Shutdown only: wrk has finished before a server is stopped.
-            GUNICORN_GRACEFUL_TIMEOUT="5",
-            PYTHONDONTWRITEBYTECODE="1",
-            # Our own: gunicorn.conf.py's default (/tmp/gatehouse-metrics) is shared by every
-            # gunicorn on the host and emptied by each master that starts.
-            PROMETHEUS_MULTIPROC_DIR=str(self.workdir / "metrics"),
-        )
-        self.env = env
-        step(f"migrating {self.db_name} (flask --app wsgi db upgrade)")
-        self._flask("db", "upgrade")
-        step(f"creating the benchmark user {BENCH_EMAIL} (flask --app wsgi users create-admin)")
-        self._flask(
-            "users",
-            "create-admin",
-            "--email",
-            BENCH_EMAIL,
-            "--name",
-            "Bench User",
-            extra_env={"GATEHOUSE_ADMIN_PASSWORD": self.password},
-        )
-
-    def _database(self) -> None:
-        import psycopg
-        from psycopg import sql
-
-        step(f"creating database {self.db_name} (via {redact(self.admin_url)})")
-        try:
-            with psycopg.connect(self.admin_url, autocommit=True, connect_timeout=5) as conn:
-                name = sql.Identifier(self.db_name)
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(name))
-        except psycopg.Error as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise SetupError(f"PostgreSQL at {redact(self.admin_url)}: {first}") from None
-        self._db_created = True
-
-    def _redis(self) -> None:
-        import redis
-
-        step(f"flushing Redis {self.redis_url}")
-        try:
-            redis.Redis.from_url(self.redis_url, socket_connect_timeout=2).flushdb()
-        except redis.RedisError as exc:
-            raise SetupError(f"Redis at {self.redis_url}: {exc}") from None
-        self._redis_used = True
-
-    def _flask(self, *args: str, extra_env: dict[str, str] | None = None) -> None:
-        command = [bin_script("flask"), "--app", "wsgi", *args]
-        done = subprocess.run(
-            command,
-            cwd=ROOT,
-            env={**self.env, **(extra_env or {})},
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        if done.returncode != 0:
-            lines = (done.stderr or done.stdout).strip().splitlines() or [f"exit {done.returncode}"]
-            raise SetupError(f"`flask --app wsgi {' '.join(args[:2])}` failed: {lines[-1]}")
-
-    def cleanup(self) -> None:
-        if self._db_created:
-            with contextlib.suppress(Exception):
-                import psycopg
-                from psycopg import sql
-
-                with psycopg.connect(self.admin_url, autocommit=True, connect_timeout=5) as conn:
-                    conn.execute(
-                        sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                            sql.Identifier(self.db_name)
-                        )
-                    )
-            self._db_created = False
-        if self._redis_used:
-            with contextlib.suppress(Exception):
-                import redis
-
-                redis.Redis.from_url(self.redis_url, socket_connect_timeout=2).flushdb()
-            self._redis_used = False
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
-
-def new_encryption_keys() -> str:
-    """ENCRYPTION_KEYS (kid:base64key, AES-256) that production requires, fresh for the run."""
-    try:
-        from webapp.security.encryption import new_key_entry
-    except ImportError:  # an older tree without encryption at rest: the variable is ignored
-        return "bench:" + base64.b64encode(secrets.token_bytes(32)).decode()
-    return str(new_key_entry("bench"))
-
-
-def redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
+    def prepare(self) -> None:  # type: ignore[override]
+        super().prepare({})
+        self.create_admin(BENCH_EMAIL, self.password, name="Bench User")
 
 
 # --- gunicorn -----------------------------------------------------------------------------------

