@@ -122,16 +122,8 @@ def load_principal(db: DbSession, user_id: uuid.UUID, session_id: uuid.UUID) -> 
     if not live:
         return None
 
-    if user_raw is None:
-        user = _user_from_db(db, user_id)
-        if cached is not None:
-            value = json.dumps(user) if user is not None else USER_GONE
-            redis_store.set(_user_key(user_id), value, _ttl(), only_if_absent=True)
-    elif user_raw == USER_GONE:
-        user = None
-    else:
-        user = json.loads(user_raw)
-    if user is None or not user["active"]:
+    user = _active_user(db, user_id, user_raw, redis_answered=cached is not None)
+    if user is None:
         return None
     return Principal(user_id=user_id, role=user["role"], session_id=session_id, user=user)
 
@@ -143,9 +135,17 @@ def load_user(db: DbSession, user_id: uuid.UUID) -> dict[str, Any] | None:
     raw = cached[0] if cached is not None else None
     result = ("hit" if raw is not None else "miss") if cached is not None else "unavailable"
     metrics.CACHE_REQUESTS.labels(cache="user", result=result).inc()
+    return _active_user(db, user_id, raw, redis_answered=cached is not None)
+
+
+def _active_user(
+    db: DbSession, user_id: uuid.UUID, raw: bytes | None, *, redis_answered: bool
+) -> dict[str, Any] | None:
+    """The user snapshot from its cached value, or from the database on a miss (filling an empty
+    key only); None when the account is deleted or deactivated."""
     if raw is None:
         user = _user_from_db(db, user_id)
-        if cached is not None:
+        if redis_answered:
             value = json.dumps(user) if user is not None else USER_GONE
             redis_store.set(_user_key(user_id), value, _ttl(), only_if_absent=True)
     elif raw == USER_GONE:
