@@ -1,4 +1,6 @@
-"""Correlation ids outside a Flask request (jobs, CLI): set by the worker around each job."""
+"""Correlation ids: where a request keeps its id (set by `webapp.http.request_id` before Flask
+sees the request), and the context outside a Flask request (jobs, CLI), set by the worker around
+each job."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
+REQUEST_ID_ENVIRON_KEY = "gatehouse.request_id"
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 user_id_var: ContextVar[str | None] = ContextVar("user_id", default=None)
 

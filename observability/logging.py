@@ -17,7 +17,7 @@ from flask import Flask, Response, g, has_request_context, request
 from opentelemetry import trace
 from pythonjsonlogger.json import JsonFormatter
 
-from observability.context import request_id_var, user_id_var
+from observability.context import REQUEST_ID_ENVIRON_KEY, request_id_var, user_id_var
 
 HANDLER_NAME = "gatehouse-json"
 REDACTED = "[REDACTED]"
@@ -61,7 +61,7 @@ class ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         request_id = user_id = None
         if has_request_context():
-            request_id = g.get("request_id")
+            request_id = request.environ.get(REQUEST_ID_ENVIRON_KEY)
             principal = g.get("principal")
             user_id = str(principal.user_id) if principal is not None else None
         request_id = request_id or request_id_var.get()

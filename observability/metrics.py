@@ -10,6 +10,7 @@ aggregates them (see gunicorn.conf.py for the directory's cleanup and dead-worke
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import platform
@@ -54,7 +55,8 @@ TOKEN_REFRESHES = Counter(
 )
 CACHE_REQUESTS = Counter(
     "gatehouse_cache_requests_total",
-    "Auth cache lookups by cache (user, session) and result (hit, miss, unavailable)",
+    "Auth cache lookups by cache (user, session) and result (local: the process's own copy, "
+    "hit: Redis, miss, unavailable)",
     ["cache", "result"],
 )
 RATE_LIMITED = Counter(
@@ -87,6 +89,12 @@ BUILD_INFO = Gauge(
     ["version", "python"],
     multiprocess_mode="livemax",
 )
+
+
+@functools.cache
+def cache_request(cache: str, result: str) -> Counter:
+    """The counter child of one cache and result: bound once, as it counts every request."""
+    return CACHE_REQUESTS.labels(cache=cache, result=result)
 
 
 def _version() -> str:

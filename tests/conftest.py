@@ -146,6 +146,7 @@ def _clean_state(request: pytest.FixtureRequest) -> Iterator[None]:
         with db.engine.begin() as conn:
             conn.execute(text(f"TRUNCATE {TABLES} CASCADE"))
     redis.Redis.from_url(request.getfixturevalue("redis_url")).flushdb()
+    application.extensions["gatehouse_redis"].forget_local()
 
 
 @pytest.fixture

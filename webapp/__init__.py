@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from flask import Flask
+from flask import Flask, Request
+from flask.sessions import SecureCookieSession, SessionInterface
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from webapp.config import Settings
@@ -13,6 +14,17 @@ from webapp.security.keys import KeyRing, write_new_keyfile
 
 API_TITLE = "Gatehouse"
 API_VERSION = "v1"
+
+
+class NoSessions(SessionInterface):
+    """The API is stateless (bearer tokens, API keys): no cookie is read or written, and any
+    attempt to store something in `flask.session` fails loudly (a NullSession)."""
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        return self.make_null_session(app)
+
+    def save_session(self, app: Flask, session: Any, response: Any) -> None:
+        return None
 
 
 def _engine_options(settings: Settings, url: str) -> dict[str, Any]:
@@ -105,6 +117,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask(__name__)
     app.config.update(_flask_config(settings))
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.session_interface = NoSessions()
     if settings.trusted_proxies:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app,
@@ -115,7 +128,9 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(models.MIGRATIONS_DIR))
-    app.extensions["gatehouse_redis"] = RedisStore(settings.redis_url, settings.redis_timeout)
+    app.extensions["gatehouse_redis"] = RedisStore(
+        settings.redis_url, settings.redis_timeout, settings.cache_local_ttl
+    )
     tokens.init_app(app, _load_keyring(settings))
     app.extensions["gatehouse_encryption"] = encryption.load(
         settings.encryption_keys, secret_key=settings.secret_key

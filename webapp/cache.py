@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 
 import redis
 
+from webapp.near_cache import NearCache, channel_for
+
 log = logging.getLogger(__name__)
 
 BACKOFF_SECONDS = 2.0
@@ -24,15 +26,21 @@ MAX_PENDING_WRITES = 10_000
 
 
 class RedisStore:
-    def __init__(self, url: str | None = None, timeout: float = SOCKET_TIMEOUT) -> None:
+    def __init__(
+        self, url: str | None = None, timeout: float = SOCKET_TIMEOUT, local_ttl: float = 0
+    ) -> None:
         self.timeout = timeout
+        self.local_ttl = local_ttl
         self.client: redis.Redis | None = None
+        self.near: NearCache | None = None
         self.url: str | None = None
         self._down_until = 0.0
         self._pending: dict[str, tuple[bytes | str, int]] = {}
         self.init_app(url)
 
     def init_app(self, url: str | None) -> None:
+        if self.near is not None:
+            self.near.close()
         self.url = url
         self._down_until = 0.0
         self._pending = {}
@@ -45,6 +53,12 @@ class RedisStore:
                 retry_on_timeout=False,
             )
             if url
+            else None
+        )
+        self.channel = channel_for(self.client) if self.client is not None else ""
+        self.near = (
+            NearCache(url, self.channel, ttl=self.local_ttl, timeout=self.timeout)
+            if url and self.local_ttl > 0
             else None
         )
 
@@ -64,6 +78,7 @@ class RedisStore:
         pipe = self.client.pipeline(transaction=False)
         for key, (value, ttl) in pending.items():
             pipe.set(key, value, ex=ttl)
+        pipe.publish(self.channel, "\n".join(pending))
         try:
             pipe.execute()
         except redis.RedisError:
@@ -76,17 +91,38 @@ class RedisStore:
         else:  # pragma: no cover - a very long outage: cached state expires by its TTL instead
             log.error("dropping %d cache invalidations after a long Redis outage", len(values))
 
+    def forget_local(self) -> None:
+        """Drop this process's copies (after Redis was flushed behind the writers' backs)."""
+        if self.near is not None:
+            self.near.clear()
+
     def get_many(self, keys: Sequence[str]) -> list[bytes | None] | None:
         """Values for `keys`, or None when Redis cannot answer (callers use the database)."""
+        return self.get_hot(keys, local=False)[0]
+
+    def get_hot(
+        self, keys: Sequence[str], *, local: bool = True
+    ) -> tuple[list[bytes | None] | None, str]:
+        """Like `get_many`, for keys whose every writer uses `set_many`: they may come from this
+        process's copy. Also says where the values came from: "local", "redis" or "unavailable"
+        (None: callers use the database)."""
         if not self.available or self.client is None:
-            return None
+            return None, "unavailable"
+        near = self.near if local else None
+        token = None
+        if near is not None:
+            held, token = near.lookup(keys)
+            if held is not None:
+                return list(held), "local"
         try:
             self._replay_pending()
             values: list[bytes | None] = self.client.mget(keys)  # type: ignore[assignment]
-            return values
         except redis.RedisError as exc:
             self._failed(exc)
-            return None
+            return None, "unavailable"
+        if near is not None:
+            near.keep(token, keys, values)
+        return values, "redis"
 
     def set(self, key: str, value: bytes | str, ttl: int, *, only_if_absent: bool = False) -> None:
         if not self.available or self.client is None:
@@ -99,24 +135,29 @@ class RedisStore:
     def set_many(
         self, values: Mapping[str, bytes | str], ttl: int, *, critical: bool = False
     ) -> None:
-        """Overwrite `values`. A `critical` write (an invalidation) that fails is written again
+        """Overwrite `values` and announce them on the invalidation channel, so every process
+        drops its local copy. A `critical` write (an invalidation) that fails is written again
         as soon as Redis answers, before any read."""
         if not values or self.client is None:
             return
-        if not self.available:
-            if critical:
-                self._keep(values, ttl)
-            return
         try:
+            if not self.available:
+                if critical:
+                    self._keep(values, ttl)
+                return
             self._replay_pending()
             pipe = self.client.pipeline(transaction=False)
             for key, value in values.items():
                 pipe.set(key, value, ex=ttl)
+            pipe.publish(self.channel, "\n".join(values))
             pipe.execute()
         except redis.RedisError as exc:
             if critical:
                 self._keep(values, ttl)
             self._failed(exc)
+        finally:
+            if self.near is not None:
+                self.near.invalidate(list(values))
 
     def incr(self, key: str, ttl: int) -> int | None:
         """Increment a counter that expires `ttl` seconds after its first increment."""

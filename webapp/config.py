@@ -72,6 +72,7 @@ class Settings:
     ratelimit_default: str = "300 per minute"
     ratelimit_auth: str = "20 per minute"
     cache_ttl: int = 300
+    cache_local_ttl: float = 10.0
     idempotency_ttl: int = 24 * 3600
     encryption_keys: str | None = None
     api_key_pepper: str | None = None
@@ -158,6 +159,7 @@ class Settings:
             ratelimit_default=env.str("RATELIMIT_DEFAULT", d.ratelimit_default),
             ratelimit_auth=env.str("RATELIMIT_AUTH", d.ratelimit_auth),
             cache_ttl=env.int("CACHE_TTL", d.cache_ttl),
+            cache_local_ttl=env.float("CACHE_LOCAL_TTL", d.cache_local_ttl),
             idempotency_ttl=env.int("IDEMPOTENCY_TTL", d.idempotency_ttl),
             encryption_keys=env.str("ENCRYPTION_KEYS", None) or None,
             api_key_pepper=env.str("API_KEY_PEPPER", None) or None,
@@ -208,6 +210,7 @@ class Settings:
             "db_max_overflow",
             "jobs_max_retries",
             "api_key_rotation_grace",
+            "cache_local_ttl",
         ):
             if getattr(self, attr) < 0:
                 raise ConfigError(f"{attr.upper()} must not be negative")

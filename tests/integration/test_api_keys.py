@@ -35,12 +35,13 @@ def with_key(key: str) -> dict[str, str]:
     return {"X-API-Key": key}
 
 
-def evict_key_cache(redis_url: str) -> None:
+def evict_key_cache(app: Flask, redis_url: str) -> None:
     """The cache holds the same timestamps as the rows: had time really passed, it would have
-    passed for both. After rewriting a row, drop the cached copy."""
+    passed for both. After rewriting a row, drop the cached copies (Redis and the process's)."""
     client = redis.Redis.from_url(redis_url)
     for name in client.scan_iter("gh:apikey:*"):
         client.delete(name)
+    app.extensions["gatehouse_redis"].forget_local()
 
 
 def move_key(app: Flask, redis_url: str, key_id: str, **values: Any) -> None:
@@ -48,7 +49,7 @@ def move_key(app: Flask, redis_url: str, key_id: str, **values: Any) -> None:
         db.session.execute(update(ApiKey).where(ApiKey.id == uuid.UUID(key_id)).values(**values))
         db.session.commit()
         db.session.remove()
-    evict_key_cache(redis_url)
+    evict_key_cache(app, redis_url)
 
 
 def key_row(app: Flask, key_id: str) -> ApiKey:

@@ -103,6 +103,7 @@ def test_a_value_of_the_wrong_type_names_the_variable(monkeypatch, name, value):
         ("ACCESS_TOKEN_TTL", "0"),
         ("LOCKOUT_THRESHOLD", "-1"),
         ("TRUSTED_PROXIES", "-1"),
+        ("CACHE_LOCAL_TTL", "-1"),
         ("LOG_LEVEL", "chatty"),
         ("DATABASE_URL", "mysql://db/gatehouse"),
     ],

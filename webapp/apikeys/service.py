@@ -127,7 +127,7 @@ def _publish(key: ApiKey) -> None:
 
 
 def _load_state(db: DbSession, public_id: str) -> dict[str, Any] | None:
-    cached = redis_store.get_many([_cache_key(public_id)])
+    cached, _source = redis_store.get_hot([_cache_key(public_id)])
     raw = cached[0] if cached is not None else None
     if raw is not None:
         loaded: dict[str, Any] = json.loads(raw)

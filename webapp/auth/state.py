@@ -8,6 +8,7 @@ open). Writers overwrite the cached value after they commit, and readers only fi
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from dataclasses import dataclass
@@ -92,22 +93,37 @@ def _session_live_in_db(db: DbSession, session_id: uuid.UUID, user_id: uuid.UUID
     return row is not None and row.revoked_at is None and row.expires_at > utcnow()
 
 
+@functools.lru_cache(maxsize=4096)
+def _parsed(raw: bytes) -> dict[str, Any]:
+    """A cached snapshot, parsed once per process: the same bytes come back on every request
+    of a signed-in user. The dict is shared, so callers only read it."""
+    parsed: dict[str, Any] = json.loads(raw)
+    return parsed
+
+
 def _user_from_db(db: DbSession, user_id: uuid.UUID) -> dict[str, Any] | None:
     user = db.get(User, user_id)
     return user_snapshot(user) if user is not None else None
 
 
-def _count(answered: bool, session_hit: bool, user_hit: bool) -> None:
+def _count(source: str, session_hit: bool, user_hit: bool) -> None:
     for cache, hit in (("session", session_hit), ("user", user_hit)):
-        result = ("hit" if hit else "miss") if answered else "unavailable"
-        metrics.CACHE_REQUESTS.labels(cache=cache, result=result).inc()
+        metrics.cache_request(cache, _result(source, hit)).inc()
+
+
+def _result(source: str, hit: bool) -> str:
+    if source == "unavailable":
+        return source
+    if not hit:
+        return "miss"
+    return "local" if source == "local" else "hit"
 
 
 def load_principal(db: DbSession, user_id: uuid.UUID, session_id: uuid.UUID) -> Principal | None:
     """The principal for a verified access token, or None when its session or user is gone."""
-    cached = redis_store.get_many([_session_key(session_id), _user_key(user_id)])
+    cached, source = redis_store.get_hot([_session_key(session_id), _user_key(user_id)])
     session_flag, user_raw = cached if cached is not None else (None, None)
-    _count(cached is not None, session_flag is not None, user_raw is not None)
+    _count(source, session_flag is not None, user_raw is not None)
 
     if session_flag is None:
         live = _session_live_in_db(db, session_id, user_id)
@@ -131,10 +147,9 @@ def load_principal(db: DbSession, user_id: uuid.UUID, session_id: uuid.UUID) -> 
 def load_user(db: DbSession, user_id: uuid.UUID) -> dict[str, Any] | None:
     """The user behind a credential that is not a session (an API key): from the cache, else the
     database (filling the cache); None when the account is deleted or deactivated."""
-    cached = redis_store.get_many([_user_key(user_id)])
+    cached, source = redis_store.get_hot([_user_key(user_id)])
     raw = cached[0] if cached is not None else None
-    result = ("hit" if raw is not None else "miss") if cached is not None else "unavailable"
-    metrics.CACHE_REQUESTS.labels(cache="user", result=result).inc()
+    metrics.cache_request("user", _result(source, raw is not None)).inc()
     return _active_user(db, user_id, raw, redis_answered=cached is not None)
 
 
@@ -151,7 +166,7 @@ def _active_user(
     elif raw == USER_GONE:
         user = None
     else:
-        user = json.loads(raw)
+        user = _parsed(raw)
     if user is None or not user["active"]:
         return None
     return user

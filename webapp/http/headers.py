@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from flask import Flask, Response, current_app, request
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from flask import Flask, request
 from flask_cors import CORS
 
 from webapp.errors import DomainError
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 # Swagger UI: local assets only, no inline script (the initializer is a static file); its React
@@ -37,6 +43,7 @@ ALLOWED_HEADERS = [
 ]
 BODY_METHODS = {"POST", "PUT", "PATCH"}
 CORS_PREFIXES = ("/api/", "/.well-known/")
+DOCS_PREFIX = "/api/docs"
 
 
 class UnsupportedMediaType(DomainError):
@@ -53,31 +60,66 @@ def _require_json_body() -> None:
         raise UnsupportedMediaType("Request bodies must be application/json.")
 
 
-def _security_headers(response: Response) -> Response:
-    headers = response.headers
-    is_docs = request.path.startswith("/api/docs")
-    headers.setdefault("Content-Security-Policy", DOCS_CSP if is_docs else API_CSP)
-    headers.setdefault("X-Content-Type-Options", "nosniff")
-    headers.setdefault("X-Frame-Options", "DENY")
-    headers.setdefault("Referrer-Policy", "no-referrer")
-    headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
-    headers.setdefault("Cross-Origin-Resource-Policy", "same-origin")
-    headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
-    if current_app.config["GATEHOUSE"].is_production:
-        headers.setdefault("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
-    if "Cache-Control" not in headers and not is_docs:
-        headers["Cache-Control"] = "no-store"
-    if current_app.config["GATEHOUSE"].cors_origins and request.path.startswith(CORS_PREFIXES):
-        # The CORS headers depend on Origin (present for allowed ones, absent otherwise), whatever
-        # the number of allowed origins: shared caches (JWKS is public, max-age) must key on it.
-        response.vary.add("Origin")
-    return response
+class SecurityHeadersMiddleware:
+    """The security headers, added to the header list of every response as it starts.
+
+    A WSGI middleware rather than an `after_request` hook: it covers every response (errors
+    raised outside a view too) and costs a scan of a short list instead of werkzeug `Headers`
+    calls. A header the view set itself (a CSP, a Cache-Control) is left as it is.
+    """
+
+    def __init__(self, app: WSGIApplication, *, production: bool, cors: bool) -> None:
+        self.app = app
+        self.cors = cors
+        fixed = [
+            ("X-Content-Type-Options", "nosniff"),
+            ("X-Frame-Options", "DENY"),
+            ("Referrer-Policy", "no-referrer"),
+            ("Cross-Origin-Opener-Policy", "same-origin"),
+            ("Cross-Origin-Resource-Policy", "same-origin"),
+            ("Permissions-Policy", "camera=(), microphone=(), geolocation=()"),
+        ]
+        if production:
+            fixed.append(("Strict-Transport-Security", "max-age=63072000; includeSubDomains"))
+        self.fixed = [(name.lower(), (name, value)) for name, value in fixed]
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        path: str = environ.get("PATH_INFO", "")
+        is_docs = path.startswith(DOCS_PREFIX)
+        vary_origin = self.cors and path.startswith(CORS_PREFIXES)
+
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            present = {name.lower() for name, _ in headers}
+            headers.extend(header for lower, header in self.fixed if lower not in present)
+            if "content-security-policy" not in present:
+                headers.append(("Content-Security-Policy", DOCS_CSP if is_docs else API_CSP))
+            if "cache-control" not in present and not is_docs:
+                headers.append(("Cache-Control", "no-store"))
+            if vary_origin:
+                # The CORS headers depend on Origin (present for allowed ones, absent otherwise),
+                # whatever the number of allowed origins: shared caches (JWKS is public, max-age)
+                # must key on it.
+                _add_vary_origin(headers)
+            return start_response(status, headers, exc_info)
+
+        return self.app(environ, start)
+
+
+def _add_vary_origin(headers: list[tuple[str, str]]) -> None:
+    for index, (name, value) in enumerate(headers):
+        if name.lower() == "vary":
+            if "origin" not in value.lower() and value.strip() != "*":
+                headers[index] = (name, f"{value}, Origin")
+            return
+    headers.append(("Vary", "Origin"))
 
 
 def init_app(app: Flask) -> None:
     settings = app.config["GATEHOUSE"]
     app.before_request(_require_json_body)
-    app.after_request(_security_headers)
+    app.wsgi_app = SecurityHeadersMiddleware(  # type: ignore[method-assign]
+        app.wsgi_app, production=settings.is_production, cors=bool(settings.cors_origins)
+    )
     if settings.cors_origins:
         CORS(
             app,

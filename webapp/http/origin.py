@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import g, request
 
 from webapp.context import Origin
+from webapp.http import request_id
 from webapp.http.ratelimit import client_ip
 
 
@@ -13,6 +14,6 @@ def request_origin() -> Origin:
     return Origin(
         ip=client_ip(),
         user_agent=request.user_agent.string or None,
-        request_id=g.get("request_id"),
+        request_id=request_id.current(),
         actor_id=principal.user_id if principal is not None else None,
     )

@@ -11,11 +11,12 @@ from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
-from flask import Flask, Response, current_app, g, json, request
+from flask import Flask, Response, current_app, json, request
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from webapp.errors import DomainError
+from webapp.http import request_id
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def problem_response(
         "status": status,
         "detail": detail or title,
         "instance": request.path,
-        "request_id": g.get("request_id"),
+        "request_id": request_id.current(),
     }
     if errors:
         body["errors"] = errors
@@ -144,7 +145,7 @@ def handle_unexpected(exc: Exception) -> Response:
             "The database is unavailable; retry shortly.",
             headers={"Retry-After": "5"},
         )
-    log.exception("unhandled error", extra={"request_id": g.get("request_id")})
+    log.exception("unhandled error", extra={"request_id": request_id.current()})
     return problem_response(
         500, "internal-error", "Internal server error", "An unexpected error occurred."
     )

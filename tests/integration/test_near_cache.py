@@ -1,0 +1,288 @@
+"""The per-process copy of the hot auth keys (webapp.near_cache), against a real Redis: served
+only while the invalidation channel is provably live, dropped by every write of another process,
+and never kept when a read raced an invalidation."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+from flask import Flask
+
+from webapp import near_cache
+from webapp.cache import RedisStore
+from webapp.near_cache import NearCache
+
+KEYS = ["gh:sess:a", "gh:user:b"]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def eventually(condition: Callable[[], bool], limit: float = 10.0) -> bool:
+    """Wait for something a background thread or Redis does (not a bound on how fast)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
+
+
+@pytest.fixture(autouse=True)
+def _empty_redis(redis_url: str) -> None:
+    redis.Redis.from_url(redis_url).flushdb()
+
+
+@pytest.fixture
+def store(redis_url: str) -> Iterator[RedisStore]:
+    made = RedisStore(redis_url, local_ttl=30)
+    yield made
+    made.init_app(None)
+
+
+@pytest.fixture
+def other_process(redis_url: str) -> RedisStore:
+    """Another API process: its writes reach this one through the channel only."""
+    return RedisStore(redis_url, local_ttl=30)
+
+
+def live(store: RedisStore) -> RedisStore:
+    assert store.near is not None
+    assert eventually(lambda: store.near.trusted)  # type: ignore[union-attr]
+    return store
+
+
+def test_a_value_read_from_redis_is_then_served_from_the_process(store, other_process):
+    other_process.set_many({KEYS[0]: b"1", KEYS[1]: b"{}"}, 60)
+    live(store)
+
+    assert store.get_hot(KEYS) == ([b"1", b"{}"], "redis")
+    assert store.get_hot(KEYS) == ([b"1", b"{}"], "local")
+
+
+def test_a_missing_key_is_never_kept(store):
+    live(store)
+    assert store.get_hot(KEYS) == ([None, None], "redis")
+    assert store.get_hot(KEYS) == ([None, None], "redis")
+
+
+def test_a_write_by_another_process_drops_the_copy_before_the_next_read(store, other_process):
+    other_process.set_many({KEYS[0]: b"1"}, 60)
+    live(store)
+    store.get_hot(KEYS[:1])
+    assert store.get_hot(KEYS[:1]) == ([b"1"], "local")
+
+    other_process.set_many({KEYS[0]: b"0"}, 60)
+
+    assert store.get_hot(KEYS[:1]) == ([b"0"], "redis")
+
+
+def test_the_writer_drops_its_own_copy_at_once(store):
+    store.set_many({KEYS[0]: b"1"}, 60)
+    live(store)
+    store.get_hot(KEYS[:1])
+    assert store.get_hot(KEYS[:1]) == ([b"1"], "local")
+
+    store.set_many({KEYS[0]: b"0"}, 60, critical=True)
+
+    assert store.get_hot(KEYS[:1])[0] == [b"0"]
+
+
+def test_an_invalidation_replayed_after_an_outage_is_announced_too(store, other_process, redis_url):
+    other_process.set_many({KEYS[0]: b"1"}, 60)
+    live(store)
+    store.get_hot(KEYS[:1])
+    assert store.get_hot(KEYS[:1])[1] == "local"
+    live_client = other_process.client
+    other_process.client = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_timeout=0.1)
+    other_process.set_many({KEYS[0]: b"0"}, 60, critical=True)  # Redis unreachable: kept
+    other_process.client = live_client
+    other_process._down_until = 0.0
+
+    other_process.get_many(["gh:unrelated"])  # the next call replays (and publishes) first
+
+    assert store.get_hot(KEYS[:1]) == ([b"0"], "redis")
+
+
+def test_a_read_that_raced_an_invalidation_is_not_kept(redis_url, other_process):
+    near = NearCache(redis_url, other_process.channel, ttl=30, timeout=0.5)
+    assert eventually(lambda: near.trusted)
+    values, token = near.lookup(KEYS[:1])
+    assert values is None
+    assert token is not None
+    generation = near._generation
+
+    other_process.set_many({KEYS[0]: b"0"}, 60)  # published while "our" MGET was in flight
+    assert eventually(lambda: near.trusted and near._generation != generation)
+    near.keep(token, KEYS[:1], [b"1"])  # the stale answer arrives after the invalidation
+
+    assert near.lookup(KEYS[:1])[0] is None
+    near.close()
+
+
+def test_entries_expire_after_the_local_ttl(redis_url, other_process):
+    clock = FakeClock()
+    near = NearCache(redis_url, other_process.channel, ttl=5, timeout=0.5, clock=clock)
+    assert eventually(lambda: near.trusted)
+    _, token = near.lookup(KEYS[:1])
+    near.keep(token, KEYS[:1], [b"1"])
+    assert near.lookup(KEYS[:1])[0] == [b"1"]
+
+    clock.now += 0.9
+    assert near.lookup(KEYS[:1])[0] == [b"1"]
+    clock.now += 5
+    assert near.lookup(KEYS[:1])[0] is None
+    near.close()
+
+
+def test_without_a_recent_answer_to_ping_nothing_is_served(redis_url, other_process):
+    clock = FakeClock()
+    near = NearCache(redis_url, other_process.channel, ttl=60, timeout=0.5, clock=clock)
+    assert eventually(lambda: near.trusted)
+    _, token = near.lookup(KEYS[:1])
+    near.keep(token, KEYS[:1], [b"1"])
+
+    # A worker idle for longer than the trust window: what it holds may have missed messages.
+    clock.now += near_cache.TRUST_WINDOW + 1
+    assert near.lookup(KEYS[:1]) == (None, None)
+    # The PING it sent on that lookup is answered: the copy is served again.
+    assert eventually(lambda: near.lookup(KEYS[:1])[0] == [b"1"])
+    near.close()
+
+
+def test_an_unanswered_ping_turns_the_copy_off(redis_url, other_process, monkeypatch):
+    clock = FakeClock()
+    near = NearCache(redis_url, other_process.channel, ttl=60, timeout=0.5, clock=clock)
+    assert eventually(lambda: near.trusted)
+    _, token = near.lookup(KEYS[:1])
+    near.keep(token, KEYS[:1], [b"1"])
+    monkeypatch.setattr(near._pubsub, "ping", lambda: None)  # the PING is lost on the way
+
+    clock.now += near_cache.PING_INTERVAL
+    assert near.lookup(KEYS[:1])[0] == [b"1"]  # sent, still inside the trust window
+    clock.now += near_cache.TRUST_WINDOW + 0.1
+
+    assert near.lookup(KEYS[:1]) == (None, None)
+    assert near._pubsub is None
+    assert near._entries == {}
+    near.close()
+
+
+def test_a_lost_connection_turns_the_copy_off_until_it_subscribes_again(redis_url, other_process):
+    clock = FakeClock()
+    near = NearCache(redis_url, other_process.channel, ttl=60, timeout=0.5, clock=clock)
+    assert eventually(lambda: near.trusted)
+    _, token = near.lookup(KEYS[:1])
+    near.keep(token, KEYS[:1], [b"1"])
+    admin = redis.Redis.from_url(redis_url)
+
+    assert admin.client_kill_filter(_type="pubsub", skipme=True) >= 1
+    assert eventually(lambda: near.lookup(KEYS[:1]) == (None, None))
+    assert near._entries == {}
+    assert not near.trusted  # no retry before the back-off
+
+    clock.now += near_cache.RETRY_SECONDS
+    assert eventually(lambda: near.trusted)
+    assert near.lookup(KEYS[:1])[0] is None  # it starts empty: nothing from before the gap
+    near.close()
+
+
+def test_a_reconnection_inside_the_client_counts_as_a_lost_connection(redis_url, other_process):
+    near = NearCache(redis_url, other_process.channel, ttl=60, timeout=0.5)
+    assert eventually(lambda: near.trusted)
+    _, token = near.lookup(KEYS[:1])
+    near.keep(token, KEYS[:1], [b"1"])
+    connection = near._pubsub.connection
+    # What redis-py does on its own after a socket error: reconnect and subscribe again.
+    connection.disconnect()
+    connection.connect()
+
+    assert eventually(lambda: near.lookup(KEYS[:1]) == (None, None) and near._pubsub is None)
+    assert near._entries == {}
+    near.close()
+
+
+def test_without_redis_the_copy_stays_off_and_requests_do_not_wait(other_process):
+    near = NearCache("redis://127.0.0.1:1/0", other_process.channel, ttl=60, timeout=0.2)
+
+    assert near.lookup(KEYS[:1]) == (None, None)
+    assert eventually(lambda: not near._connecting)
+    assert near.lookup(KEYS[:1]) == (None, None)
+    assert near._pubsub is None
+
+
+def test_a_local_ttl_of_zero_turns_the_copy_off(redis_url):
+    store = RedisStore(redis_url, local_ttl=0)
+    store.set_many({KEYS[0]: b"1"}, 60)
+
+    assert store.near is None
+    assert store.get_hot(KEYS[:1]) == ([b"1"], "redis")
+    assert store.get_hot(KEYS[:1]) == ([b"1"], "redis")
+
+
+# --- through the API: two apps on one database and one Redis stand for two processes ----------
+
+
+@pytest.fixture
+def second_process(app: Flask, make_app: Callable[..., Flask]) -> Iterator[Flask]:
+    other = make_app()
+    yield other
+    other.extensions["gatehouse_redis"].init_app(None)
+
+
+def warm(process: Flask, member) -> None:
+    """Serve /me from this process until it answers from its own copy."""
+    store: RedisStore = process.extensions["gatehouse_redis"]
+    client = process.test_client()
+    live(store)
+    assert client.get("/api/v1/users/me", headers=member.headers).status_code == 200
+    assert client.get("/api/v1/users/me", headers=member.headers).status_code == 200
+    sid_keys = [key for key in store.near._entries if key.startswith("gh:sess:")]  # type: ignore[union-attr]
+    assert sid_keys, "the session state is held by the process"
+
+
+def test_a_logout_in_one_process_is_seen_by_the_next_request_in_another(
+    client, second_process, member
+):
+    warm(second_process, member)
+
+    assert client.post("/api/v1/auth/logout", headers=member.headers).status_code == 204
+
+    other = second_process.test_client()
+    assert other.get("/api/v1/users/me", headers=member.headers).status_code == 401
+
+
+def test_a_role_change_in_one_process_is_seen_by_the_next_request_in_another(
+    client, second_process, member, admin
+):
+    warm(second_process, member)
+
+    changed = client.put(
+        f"/api/v1/users/{member.id}/role", json={"role": "admin"}, headers=admin.headers
+    )
+
+    assert changed.status_code == 200
+    other = second_process.test_client()
+    assert other.get("/api/v1/users/me", headers=member.headers).json["role"] == "admin"
+
+
+def test_a_deactivation_in_one_process_is_seen_by_the_next_request_in_another(
+    client, second_process, member, admin
+):
+    warm(second_process, member)
+
+    response = client.patch(
+        f"/api/v1/users/{member.id}", json={"active": False}, headers=admin.headers
+    )
+
+    assert response.status_code == 200
+    other = second_process.test_client()
+    assert other.get("/api/v1/users/me", headers=member.headers).status_code == 401
