@@ -20,7 +20,7 @@ from __future__ import annotations
 from gunicorn.workers.gthread import ThreadWorker
 
 
-class FairThreadWorker(ThreadWorker):  # type: ignore[misc]
+class FairThreadWorker(ThreadWorker):
     @property
     def worker_connections(self) -> int:
         idle = len(self.keepalived_conns) + len(self.pending_conns)
