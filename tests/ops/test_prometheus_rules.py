@@ -96,7 +96,6 @@ def exposed_series_names() -> set[str]:
         "gatehouse_http_request_duration_seconds_bucket",
         "gatehouse_http_request_duration_seconds_count",
         "gatehouse_http_request_duration_seconds_sum",
-        "gatehouse_http_request_total",
         "gatehouse_http_request_exceptions_total",
         "gatehouse_queue_depth",
         "gatehouse_dead_letter_jobs",
