@@ -107,22 +107,27 @@ class NearCache:
     def invalidate(self, keys: Sequence[str]) -> None:
         """This process's own writes: dropped at once, before the published message returns."""
         with self._lock:
-            self._generation += 1
-            for key in keys:
-                self._entries.pop(key, None)
+            self._forget(keys)
 
     def clear(self) -> None:
         """Drop every entry (the next lookups read Redis)."""
         with self._lock:
-            self._generation += 1
-            self._entries.clear()
+            self._forget()
 
     @property
     def trusted(self) -> bool:
         with self._lock:
             return self._drain(self._clock())
 
-    # --- the subscription (called with the lock held) -------------------------------------
+    # --- called with the lock held -----------------------------------------------------------
+
+    def _forget(self, keys: Sequence[str] | None = None) -> None:
+        """Drop `keys` (all when None); a read in flight since then is not kept."""
+        self._generation += 1
+        if keys is None:
+            self._entries.clear()
+        for key in keys or ():
+            self._entries.pop(key, None)
 
     def _drain(self, now: float) -> bool:
         """Apply every pending invalidation; True when the copy may be served."""
@@ -136,9 +141,7 @@ class NearCache:
                     break
                 kind = message["type"]
                 if kind == "message":
-                    self._generation += 1
-                    for key in message["data"].decode().split("\n"):
-                        self._entries.pop(key, None)
+                    self._forget(message["data"].decode().split("\n"))
                 elif kind == "pong" and self._ping_sent_at is not None:
                     self._acked_at, self._ping_sent_at = self._ping_sent_at, None
                 elif kind == "subscribe":  # a reconnection inside the client: messages were lost
@@ -156,8 +159,7 @@ class NearCache:
 
     def _reset(self, now: float) -> None:
         pubsub, self._pubsub, self._client = self._pubsub, None, None
-        self._entries.clear()
-        self._generation += 1
+        self._forget()
         self._ping_sent_at = None
         self._retry_at = now + RETRY_SECONDS
         if pubsub is not None and self._pid == os.getpid():
@@ -167,8 +169,7 @@ class NearCache:
     def _subscribe_later(self, now: float) -> None:
         if self._pid != os.getpid():  # new, or a forked child: the parent's socket is not ours
             self._pubsub, self._client, self._pid = None, None, os.getpid()
-            self._entries.clear()
-            self._generation += 1
+            self._forget()
             self._connecting, self._retry_at = False, 0.0
         if self._connecting or now < self._retry_at:
             return
@@ -200,8 +201,7 @@ class NearCache:
             log.warning("invalidation channel unavailable: %s", exc.__class__.__name__)
             return
         with self._lock:
-            self._entries.clear()
-            self._generation += 1
+            self._forget()
             self._pubsub, self._client, self._pid = pubsub, client, os.getpid()
             self._acked_at, self._ping_sent_at = sent_at, None
             self._connecting = False

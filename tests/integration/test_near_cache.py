@@ -54,6 +54,24 @@ def other_process(redis_url: str) -> RedisStore:
     return RedisStore(redis_url, local_ttl=30)
 
 
+@pytest.fixture
+def holding(redis_url: str, other_process: RedisStore) -> Iterator[Callable[..., NearCache]]:
+    """A live copy that holds KEYS[0] = b"1" (its clock is `clock`, when given)."""
+    made: list[NearCache] = []
+
+    def build(ttl: float = 60, clock: Callable[[], float] = time.monotonic) -> NearCache:
+        near = NearCache(redis_url, other_process.channel, ttl=ttl, timeout=0.5, clock=clock)
+        made.append(near)
+        assert eventually(lambda: near.trusted)
+        _, token = near.lookup(KEYS[:1])
+        near.keep(token, KEYS[:1], [b"1"])
+        return near
+
+    yield build
+    for near in made:
+        near.close()
+
+
 def live(store: RedisStore) -> RedisStore:
     assert store.near is not None
     assert eventually(lambda: store.near.trusted)  # type: ignore[union-attr]
@@ -128,42 +146,31 @@ def test_a_read_that_raced_an_invalidation_is_not_kept(redis_url, other_process)
     near.close()
 
 
-def test_entries_expire_after_the_local_ttl(redis_url, other_process):
+def test_entries_expire_after_the_local_ttl(holding):
     clock = FakeClock()
-    near = NearCache(redis_url, other_process.channel, ttl=5, timeout=0.5, clock=clock)
-    assert eventually(lambda: near.trusted)
-    _, token = near.lookup(KEYS[:1])
-    near.keep(token, KEYS[:1], [b"1"])
+    near = holding(ttl=5, clock=clock)
     assert near.lookup(KEYS[:1])[0] == [b"1"]
 
     clock.now += 0.9
     assert near.lookup(KEYS[:1])[0] == [b"1"]
     clock.now += 5
     assert near.lookup(KEYS[:1])[0] is None
-    near.close()
 
 
-def test_without_a_recent_answer_to_ping_nothing_is_served(redis_url, other_process):
+def test_without_a_recent_answer_to_ping_nothing_is_served(holding):
     clock = FakeClock()
-    near = NearCache(redis_url, other_process.channel, ttl=60, timeout=0.5, clock=clock)
-    assert eventually(lambda: near.trusted)
-    _, token = near.lookup(KEYS[:1])
-    near.keep(token, KEYS[:1], [b"1"])
+    near = holding(clock=clock)
 
     # A worker idle for longer than the trust window: what it holds may have missed messages.
     clock.now += near_cache.TRUST_WINDOW + 1
     assert near.lookup(KEYS[:1]) == (None, None)
     # The PING it sent on that lookup is answered: the copy is served again.
     assert eventually(lambda: near.lookup(KEYS[:1])[0] == [b"1"])
-    near.close()
 
 
-def test_an_unanswered_ping_turns_the_copy_off(redis_url, other_process, monkeypatch):
+def test_an_unanswered_ping_turns_the_copy_off(holding, monkeypatch):
     clock = FakeClock()
-    near = NearCache(redis_url, other_process.channel, ttl=60, timeout=0.5, clock=clock)
-    assert eventually(lambda: near.trusted)
-    _, token = near.lookup(KEYS[:1])
-    near.keep(token, KEYS[:1], [b"1"])
+    near = holding(clock=clock)
     monkeypatch.setattr(near._pubsub, "ping", lambda: None)  # the PING is lost on the way
 
     clock.now += near_cache.PING_INTERVAL
@@ -173,15 +180,11 @@ def test_an_unanswered_ping_turns_the_copy_off(redis_url, other_process, monkeyp
     assert near.lookup(KEYS[:1]) == (None, None)
     assert near._pubsub is None
     assert near._entries == {}
-    near.close()
 
 
-def test_a_lost_connection_turns_the_copy_off_until_it_subscribes_again(redis_url, other_process):
+def test_a_lost_connection_turns_the_copy_off_until_it_subscribes_again(holding, redis_url):
     clock = FakeClock()
-    near = NearCache(redis_url, other_process.channel, ttl=60, timeout=0.5, clock=clock)
-    assert eventually(lambda: near.trusted)
-    _, token = near.lookup(KEYS[:1])
-    near.keep(token, KEYS[:1], [b"1"])
+    near = holding(clock=clock)
     admin = redis.Redis.from_url(redis_url)
 
     assert admin.client_kill_filter(_type="pubsub", skipme=True) >= 1
@@ -192,14 +195,10 @@ def test_a_lost_connection_turns_the_copy_off_until_it_subscribes_again(redis_ur
     clock.now += near_cache.RETRY_SECONDS
     assert eventually(lambda: near.trusted)
     assert near.lookup(KEYS[:1])[0] is None  # it starts empty: nothing from before the gap
-    near.close()
 
 
-def test_a_reconnection_inside_the_client_counts_as_a_lost_connection(redis_url, other_process):
-    near = NearCache(redis_url, other_process.channel, ttl=60, timeout=0.5)
-    assert eventually(lambda: near.trusted)
-    _, token = near.lookup(KEYS[:1])
-    near.keep(token, KEYS[:1], [b"1"])
+def test_a_reconnection_inside_the_client_counts_as_a_lost_connection(holding):
+    near = holding()
     connection = near._pubsub.connection
     # What redis-py does on its own after a socket error: reconnect and subscribe again.
     connection.disconnect()
@@ -207,7 +206,6 @@ def test_a_reconnection_inside_the_client_counts_as_a_lost_connection(redis_url,
 
     assert eventually(lambda: near.lookup(KEYS[:1]) == (None, None) and near._pubsub is None)
     assert near._entries == {}
-    near.close()
 
 
 def test_without_redis_the_copy_stays_off_and_requests_do_not_wait(other_process):
