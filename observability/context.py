@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 REQUEST_ID_ENVIRON_KEY = "gatehouse.request_id"
+STARTED_KEY = "gatehouse.started"  # when Flask began the request (timeit.default_timer)
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 user_id_var: ContextVar[str | None] = ContextVar("user_id", default=None)
 

@@ -10,14 +10,19 @@ from __future__ import annotations
 import logging
 import re
 import sys
-import time
+from timeit import default_timer
 from typing import Any
 
 from flask import Flask, Response, g, has_request_context, request
 from opentelemetry import trace
 from pythonjsonlogger.json import JsonFormatter
 
-from observability.context import REQUEST_ID_ENVIRON_KEY, request_id_var, user_id_var
+from observability.context import (
+    REQUEST_ID_ENVIRON_KEY,
+    STARTED_KEY,
+    request_id_var,
+    user_id_var,
+)
 
 HANDLER_NAME = "gatehouse-json"
 REDACTED = "[REDACTED]"
@@ -133,16 +138,12 @@ QUIET_PATHS = frozenset({"/health", "/ready", "/metrics"})
 
 
 def init_access_log(app: Flask) -> None:
-    @app.before_request
-    def _start_timer() -> None:
-        g.request_started = time.perf_counter()
-
     @app.after_request
     def _log_request(response: Response) -> Response:
-        if request.path in QUIET_PATHS:
+        if request.path in QUIET_PATHS or not access_log.isEnabledFor(logging.INFO):
             return response
-        started = g.get("request_started")
-        duration_ms = (time.perf_counter() - started) * 1000 if started else None
+        started = request.environ.get(STARTED_KEY)  # set by observability.metrics.HttpMetrics
+        duration_ms = (default_timer() - started) * 1000 if started else None
         access_log.info(
             "request",
             extra={

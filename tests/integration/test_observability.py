@@ -376,7 +376,7 @@ def test_metrics_use_route_templates_and_expose_the_scrape_time_gauges(
     assert {s.labels["status"] for s in http} >= {"200", "201", "404"}
     buckets = {s.labels["le"] for s in http if s.name.endswith("_bucket")}
     assert {"0.005", "0.1", "0.5", "5.0", "+Inf"} <= buckets
-    assert any(s.name == "gatehouse_http_request_total" for s in samples)
+    assert any(s.name == "gatehouse_http_request_duration_seconds_count" for s in samples)
 
     def value(name: str, **labels: str) -> float:
         [found] = [s.value for s in samples if s.name == name and s.labels == labels]

@@ -86,8 +86,8 @@ def metric_names(expr: str) -> set[str]:
 
 def exposed_series_names() -> set[str]:
     """Every series name Gatehouse can expose: the metric objects of observability.metrics (with
-    their sample suffixes), the HTTP metrics of prometheus-flask-exporter and the scrape-time
-    gauges of StateCollector."""
+    their sample suffixes), the HTTP metrics of HttpMetrics and the scrape-time gauges of
+    StateCollector."""
     from prometheus_client import REGISTRY
 
     import observability.metrics as metrics
@@ -96,9 +96,7 @@ def exposed_series_names() -> set[str]:
         "gatehouse_http_request_duration_seconds_bucket",
         "gatehouse_http_request_duration_seconds_count",
         "gatehouse_http_request_duration_seconds_sum",
-        "gatehouse_http_request_total",
         "gatehouse_http_request_exceptions_total",
-        "gatehouse_exporter_info",
         "gatehouse_queue_depth",
         "gatehouse_dead_letter_jobs",
         "gatehouse_redis_up",
