@@ -129,17 +129,17 @@ def _pair(user: User | dict[str, str], session_id: uuid.UUID, refresh_id: uuid.U
 
 def _is_new_device(db: DbSession, user: User, origin: Origin) -> bool:
     """A login from an IP and client this user has not signed in from before."""
-    # Two indexed existence checks, however many sessions the account has had.
+    # Two indexed existence checks in one round trip, however many sessions the account has had.
     mine = select(AuthSession.id).where(AuthSession.user_id == user.id)
-    if db.scalar(mine.limit(1)) is None:
-        return False  # the first sign-in of an account is not news to its owner
     # Compare with the stored (truncated) form, or a long User-Agent would look new every time.
     agent = sessions.stored_user_agent(origin)
     seen = mine.where(
         AuthSession.ip.is_(None) if origin.ip is None else AuthSession.ip == origin.ip,
         AuthSession.user_agent.is_(None) if agent is None else AuthSession.user_agent == agent,
     )
-    return db.scalar(seen.limit(1)) is None
+    signed_in_before, seen_here = db.execute(select(mine.exists(), seen.exists())).one()
+    # The first sign-in of an account is not news to its owner.
+    return bool(signed_in_before) and not seen_here
 
 
 def login(db: DbSession, origin: Origin, *, email: str, password: str) -> TokenPair | MfaChallenge:
