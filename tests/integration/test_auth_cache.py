@@ -7,12 +7,16 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+import bcrypt
 import jwt
 import pytest
 import redis
 from flask import Flask
+from sqlalchemy import update
 
 from tests.conftest import STRONG_PASSWORD
+from webapp.extensions import db
+from webapp.users.models import User
 
 DEAD_REDIS = "redis://127.0.0.1:1/0"
 USERS = "/api/v1/users/"
@@ -211,3 +215,39 @@ def test_with_redis_down_the_account_lockout_still_holds(redis_down, make_user):
 
     assert locked.status_code == 429
     assert int(locked.headers["Retry-After"]) > 0
+
+
+def test_a_login_that_resets_the_failure_count_publishes_the_new_version(client, member):
+    assert me(client, member.access_token).status_code == 200  # the snapshot is cached
+    assert login(client, member.email, "not-the-password-at-all").status_code == 401
+
+    token = login(client, member.email).json["access_token"]
+
+    cached = me(client, token).headers["ETag"]
+    stored = client.get(f"{USERS}{member.id}", headers={"Authorization": f"Bearer {token}"})
+    assert cached == stored.headers["ETag"]
+
+
+def test_a_login_that_upgrades_a_bcrypt_hash_publishes_the_new_version(client, app, member):
+    legacy = bcrypt.hashpw(STRONG_PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
+    with app.app_context():
+        db.session.execute(update(User).where(User.id == member.id).values(password_hash=legacy))
+        db.session.commit()
+        db.session.remove()
+    assert me(client, member.access_token).status_code == 200  # the snapshot is cached
+
+    token = login(client, member.email).json["access_token"]
+
+    cached = me(client, token).headers["ETag"]
+    stored = client.get(f"{USERS}{member.id}", headers={"Authorization": f"Bearer {token}"})
+    assert cached == stored.headers["ETag"]
+
+
+def test_a_plain_login_leaves_the_cached_user_as_it_is(client, live_redis, member):
+    assert me(client, member.access_token).status_code == 200
+    before = live_redis.get(f"gh:user:{member.id}")
+    live_redis.set(f"gh:user:{member.id}", before, keepttl=True)  # unchanged, just read back
+
+    assert login(client, member.email).status_code == 200
+
+    assert live_redis.get(f"gh:user:{member.id}") == before

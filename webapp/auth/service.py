@@ -168,6 +168,7 @@ def login(db: DbSession, origin: Origin, *, email: str, password: str) -> TokenP
         metrics.LOGINS.labels(result="unverified").inc()
         raise EmailUnverified("Verify your email address before signing in.")
 
+    loaded_version = user.version
     if check.upgraded_hash:
         user.password_hash = check.upgraded_hash
     if mfa.is_enabled(db, user.id):
@@ -177,11 +178,14 @@ def login(db: DbSession, origin: Origin, *, email: str, password: str) -> TokenP
         db.commit()
         metrics.LOGINS.labels(result="mfa_required").inc()
         return MfaChallenge(mfa_token=token, expires_in=settings.mfa_token_ttl)
-    return _complete_login(db, origin, user)
+    return _complete_login(db, origin, user, loaded_version)
 
 
-def _complete_login(db: DbSession, origin: Origin, user: User, **details: str) -> TokenPair:
-    """Both kinds of login end here: a session, the new-device email, the audit event."""
+def _complete_login(
+    db: DbSession, origin: Origin, user: User, loaded_version: int, **details: str
+) -> TokenPair:
+    """Both kinds of login end here: a session, the new-device email, the audit event.
+    `loaded_version` is the user's version as read, before this login changed anything."""
     settings = current_settings()
     lockout.register_success(user)
     new_device = _is_new_device(db, user, origin)
@@ -210,7 +214,11 @@ def _complete_login(db: DbSession, origin: Origin, user: User, **details: str) -
         **details,
     )
     db.commit()
-    state.publish_user(user)
+    # Only a reset lockout counter or an upgraded hash changes the row (and its version):
+    # otherwise the cached snapshot is still right, and overwriting it would drop every
+    # process's local copy.
+    if user.version != loaded_version:
+        state.publish_user(user)
     metrics.LOGINS.labels(result="success").inc()
     return _pair(user, session.id, refresh.id)
 
@@ -240,6 +248,7 @@ def complete_mfa_login(
     user = db.get(User, row.user_id)
     if user is None or not user.active:
         raise _invalid_mfa_token()
+    loaded_version = user.version
     try:
         lockout.ensure_not_locked(user, origin)
     except AccountLocked:
@@ -263,7 +272,7 @@ def complete_mfa_login(
             target_id=user.id,
             remaining=mfa.status(db, user.id)["recovery_codes_remaining"],
         )
-    return _complete_login(db, origin, user, mfa=method)
+    return _complete_login(db, origin, user, loaded_version, mfa=method)
 
 
 def _invalid_refresh() -> Unauthorized:
