@@ -25,6 +25,7 @@ import contextlib
 import ctypes
 import http.client
 import json
+import math
 import multiprocessing
 import os
 import re
@@ -83,6 +84,13 @@ class Result:
 
     def spread_text(self) -> str:
         return "/".join(str(n) for n in self.spread) if self.spread else "n/a"
+
+    @property
+    def balanced(self) -> bool:
+        """No worker held more than 3/4 of the connections (unknown counts as balanced). With
+        32/0 one core serves everything, and the figure says more about gthread's accept race
+        than about the endpoint."""
+        return not self.spread or max(self.spread) <= math.ceil(self.connections * 0.75)
 
     @property
     def rps(self) -> float:
@@ -627,7 +635,10 @@ def measure(
     token: str | None = None,
     quiet_wait: float = 0.0,
     repeat: int = 1,
+    rebalance: int = 0,
 ) -> Result:
+    """The best of `repeat` runs, balanced ones first: while none was, up to `rebalance` more
+    runs are made (the connections are spread anew at each wrk start)."""
     url = server.base + path
     wait_quiet(quiet_wait)
     if warmup:
@@ -642,7 +653,9 @@ def measure(
             token=token,
         )
     best: Result | None = None
-    for attempt in range(1, repeat + 1):
+    attempt, planned = 0, repeat
+    while attempt < planned:
+        attempt += 1
         cpu_before = server.cpu_seconds()
         meter = CpuMeter()
         spread: list[int] = []
@@ -681,15 +694,18 @@ def measure(
             spread=spread,
         )
         step(
-            f"{scenario}{f' (run {attempt}/{repeat})' if repeat > 1 else ''}: "
+            f"{scenario}{f' (run {attempt}/{planned})' if planned > 1 else ''}: "
             f"{result.rps:,.0f} req/s, p50 {result.p50_ms:.1f} ms, "
             f"p99 {result.p99_ms:.1f} ms, errors {result.errors_text()}; "
             f"{CPU_COLUMNS} {share.text()}; connections per worker "
             f"{result.spread_text()}"
         )
         # Other work on the machine only ever lowers throughput: keep the best run whole.
-        if best is None or result.rps > best.rps:
+        if best is None or (result.balanced, result.rps) > (best.balanced, best.rps):
             best = result
+        if attempt == planned and not best.balanced and planned < repeat + rebalance:
+            planned += 1
+            step(f"{scenario}: one worker held most connections; measuring again")
     assert best is not None
     return best
 
@@ -725,6 +741,7 @@ def run_combo(
         "threads": args.wrk_threads,
         "quiet_wait": args.quiet_wait,
         "repeat": args.repeat,
+        "rebalance": args.rebalance,
     }
     step(f"gunicorn {workers} workers x {threads} threads (gthread): bare app")
     bare = Server(
@@ -852,7 +869,9 @@ def print_report(run: Run, hashes: HashRate | None, context: list[str]) -> None:
                 f"users/me ÷ bare (req/s) = {me.rps:,.1f} / {bare.rps:,.1f}",
                 f"{ratio:.1%}",
                 f"≥ {TARGET_ME_RATIO:.0%}",
-                mark(ratio >= TARGET_ME_RATIO and me.error_count == 0),
+                mark(ratio >= TARGET_ME_RATIO and me.error_count == 0)
+                if bare.balanced and me.balanced
+                else "n/a: one worker held most connections",
             )
         )
         checks.append(
@@ -1035,6 +1054,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(a shared machine only ever slows a run down; default 1)",
     )
     parser.add_argument(
+        "--rebalance",
+        type=int,
+        default=4,
+        metavar="N",
+        help="when every run of a scenario had one worker holding more than 3/4 of the "
+        "connections, measure it up to N more times (default 4; 0: never)",
+    )
+    parser.add_argument(
         "--nice",
         type=int,
         default=0,
@@ -1054,7 +1081,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     counts = (args.connections, args.login_clients, args.workers, args.threads, args.wrk_threads)
-    if min(*counts, args.repeat) < 1:
+    if min(*counts, args.repeat) < 1 or args.rebalance < 0:
         print("benchmark setup failed: counts must be at least 1", file=sys.stderr)
         return 2
     sys.path.insert(0, str(ROOT))
