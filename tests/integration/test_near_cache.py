@@ -4,6 +4,7 @@ and never kept when a read raced an invalidation."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -144,6 +145,33 @@ def test_a_read_that_raced_an_invalidation_is_not_kept(redis_url, other_process)
 
     assert near.lookup(KEYS[:1])[0] is None
     near.close()
+
+
+def test_a_quiet_channel_is_not_drained_through_the_client(holding, monkeypatch):
+    near = holding()
+    near.lookup(KEYS[:1])  # the first drain after subscribing makes the socket pollable
+
+    def drained(**_: object) -> None:
+        raise AssertionError("drained a channel with nothing to read")
+
+    monkeypatch.setattr(near._pubsub, "get_message", drained)
+    assert near.lookup(KEYS[:1]) == ([b"1"], None)
+
+
+def test_a_lookup_during_another_threads_drain_waits_for_it(holding):
+    """A drain may hold messages it has read from the socket but not applied yet."""
+    near = holding()
+    near.lookup(KEYS[:1])
+    answers: list[object] = []
+    with near._lock:  # another thread, draining
+        reader = threading.Thread(target=lambda: answers.append(near.lookup(KEYS[:1])))
+        reader.start()
+        reader.join(0.2)
+        assert answers == []
+        near._forget(KEYS[:1])  # what the drain applies
+    reader.join(10)
+
+    assert answers == [(None, near._generation)]
 
 
 def test_entries_expire_after_the_local_ttl(holding):
