@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Exists, func, select
 from sqlalchemy.exc import IntegrityError
 
 from observability import metrics
@@ -127,25 +128,53 @@ def _pair(user: User | dict[str, str], session_id: uuid.UUID, refresh_id: uuid.U
     )
 
 
-def _is_new_device(db: DbSession, user: User, origin: Origin) -> bool:
-    """A login from an IP and client this user has not signed in from before."""
-    # Two indexed existence checks in one round trip, however many sessions the account has had.
-    mine = select(AuthSession.id).where(AuthSession.user_id == user.id)
+def _device_checks(user_id: Any, origin: Origin) -> tuple[Exists, Exists]:
+    """(has signed in before, has signed in from this IP and client before) for `user_id`, a
+    value or a correlated column: two indexed existence checks however many sessions it has."""
+    mine = select(AuthSession.id).where(AuthSession.user_id == user_id)
     # Compare with the stored (truncated) form, or a long User-Agent would look new every time.
     agent = sessions.stored_user_agent(origin)
     seen = mine.where(
         AuthSession.ip.is_(None) if origin.ip is None else AuthSession.ip == origin.ip,
         AuthSession.user_agent.is_(None) if agent is None else AuthSession.user_agent == agent,
     )
-    signed_in_before, seen_here = db.execute(select(mine.exists(), seen.exists())).one()
+    return mine.exists(), seen.exists()
+
+
+def _is_new_device(db: DbSession, user: User, origin: Origin) -> bool:
+    """A login from an IP and client this user has not signed in from before."""
+    signed_in_before, seen_here = db.execute(select(*_device_checks(user.id, origin))).one()
     # The first sign-in of an account is not news to its owner.
     return bool(signed_in_before) and not seen_here
+
+
+@dataclass(frozen=True)
+class _LoginCandidate:
+    user: User | None
+    mfa_enabled: bool = False
+    new_device: bool = False
+
+
+def _find_login_candidate(db: DbSession, email: str, origin: Origin) -> _LoginCandidate:
+    """The account, whether it has a second factor, whether this device is new to it: one round
+    trip, read before the hash (the checks cost next to nothing beside it)."""
+    signed_in_before, seen_here = _device_checks(User.id, origin)
+    row = db.execute(
+        select(User, mfa.enabled_check(User.id), signed_in_before, seen_here).where(
+            func.lower(User.email) == email.strip().lower()
+        )
+    ).one_or_none()
+    if row is None:
+        return _LoginCandidate(user=None)
+    user, mfa_enabled, before, here = row
+    return _LoginCandidate(user, bool(mfa_enabled), bool(before) and not here)
 
 
 def login(db: DbSession, origin: Origin, *, email: str, password: str) -> TokenPair | MfaChallenge:
     """Lockout (429), then credentials (401), then verified email (403), then tokens — or, with
     TOTP active, a short-lived single-use `mfa_token` for the second step."""
-    user = find_user_by_email(db, email)
+    candidate = _find_login_candidate(db, email, origin)
+    user = candidate.user
     try:
         lockout.ensure_not_locked(user, origin)
     except AccountLocked:
@@ -171,24 +200,28 @@ def login(db: DbSession, origin: Origin, *, email: str, password: str) -> TokenP
     loaded_version = user.version
     if check.upgraded_hash:
         user.password_hash = check.upgraded_hash
-    if mfa.is_enabled(db, user.id):
+    if candidate.mfa_enabled:
         # The failure counter is not reset here: a known password must not buy an attacker a
         # fresh round of second-factor guesses.
         token, _ = email_tokens.issue(db, user, email_tokens.MFA_LOGIN, settings.mfa_token_ttl)
         db.commit()
         metrics.LOGINS.labels(result="mfa_required").inc()
         return MfaChallenge(mfa_token=token, expires_in=settings.mfa_token_ttl)
-    return _complete_login(db, origin, user, loaded_version)
+    return _complete_login(db, origin, user, loaded_version, candidate.new_device)
 
 
 def _complete_login(
-    db: DbSession, origin: Origin, user: User, loaded_version: int, **details: str
+    db: DbSession,
+    origin: Origin,
+    user: User,
+    loaded_version: int,
+    new_device: bool,
+    **details: str,
 ) -> TokenPair:
     """Both kinds of login end here: a session, the new-device email, the audit event.
     `loaded_version` is the user's version as read, before this login changed anything."""
     settings = current_settings()
     lockout.register_success(user)
-    new_device = _is_new_device(db, user, origin)
     session, refresh = sessions.start_session(db, origin, user)
     if new_device:
         outbox.enqueue(
@@ -272,7 +305,8 @@ def complete_mfa_login(
             target_id=user.id,
             remaining=mfa.status(db, user.id)["recovery_codes_remaining"],
         )
-    return _complete_login(db, origin, user, loaded_version, mfa=method)
+    new_device = _is_new_device(db, user, origin)
+    return _complete_login(db, origin, user, loaded_version, new_device, mfa=method)
 
 
 def _invalid_refresh() -> Unauthorized:

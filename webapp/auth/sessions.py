@@ -13,7 +13,7 @@ from webapp.auth import state
 from webapp.auth.models import AuthSession, RefreshToken
 from webapp.config import current_settings
 from webapp.context import Origin
-from webapp.db import DbSession, utcnow
+from webapp.db import DbSession, new_id, utcnow
 from webapp.users.models import User
 
 
@@ -23,18 +23,21 @@ def stored_user_agent(origin: Origin) -> str | None:
 
 
 def start_session(db: DbSession, origin: Origin, user: User) -> tuple[AuthSession, RefreshToken]:
+    """Both rows are inserted by the caller's commit: ids and times are set here, not at a flush
+    (each flush is a round trip and a pass of the unit of work)."""
     settings = current_settings()
+    now = utcnow()
     session = AuthSession(
+        id=new_id(),
         user_id=user.id,
-        expires_at=utcnow() + timedelta(seconds=settings.refresh_token_ttl),
+        created_at=now,
+        last_used_at=now,
+        expires_at=now + timedelta(seconds=settings.refresh_token_ttl),
         ip=origin.ip,
         user_agent=stored_user_agent(origin),
     )
-    db.add(session)
-    db.flush()
-    refresh = RefreshToken(session_id=session.id)
-    db.add(refresh)
-    db.flush()
+    refresh = RefreshToken(id=new_id(), session_id=session.id, created_at=now)
+    db.add_all([session, refresh])
     return session, refresh
 
 

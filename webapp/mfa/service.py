@@ -17,9 +17,10 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import pyotp
-from sqlalchemy import delete, func, select
+from sqlalchemy import Exists, delete, func, select
 
 from webapp.audit import service as audit
 from webapp.auth import lockout, state
@@ -93,9 +94,18 @@ def _factor(db: DbSession, user_id: uuid.UUID, *, lock: bool = False) -> TotpFac
     return db.scalar(query.with_for_update() if lock else query)
 
 
+def enabled_check(user_id: Any) -> Exists:
+    """Whether `user_id` (a value or a correlated column) has a confirmed second factor, to be
+    read in the same query as the user."""
+    return (
+        select(TotpFactor.user_id)
+        .where(TotpFactor.user_id == user_id, TotpFactor.confirmed_at.is_not(None))
+        .exists()
+    )
+
+
 def is_enabled(db: DbSession, user_id: uuid.UUID) -> bool:
-    confirmed = db.scalar(select(TotpFactor.confirmed_at).where(TotpFactor.user_id == user_id))
-    return confirmed is not None
+    return bool(db.scalar(select(enabled_check(user_id))))
 
 
 def status(db: DbSession, user_id: uuid.UUID) -> dict[str, object]:
