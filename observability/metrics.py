@@ -36,7 +36,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from observability.context import STARTED_KEY
+from observability.context import STARTED_KEY, UNEXPECTED_KEY
 
 # Scrapes, probes and static assets: they would drown the API's own latency.
 UNMEASURED_PATHS = ("/metrics", "/health", "/api/docs/assets/")
@@ -163,13 +163,17 @@ class HttpMetrics:
         request.environ[STARTED_KEY] = default_timer()
 
     def _record(self, response: Response) -> Response:
-        started = request.environ.get(STARTED_KEY)
+        environ = request.environ
+        started = environ.get(STARTED_KEY)
         if started is not None and not request.path.startswith(UNMEASURED_PATHS):
             elapsed = max(default_timer() - started, 0.0)
             self.observe(request.method, route(), response.status_code, elapsed)
+            if UNEXPECTED_KEY in environ:  # answered by the catch-all handler (500 or 503)
+                self.exceptions.labels(method=request.method, status=response.status_code).inc()
         return response
 
     def _exception(self, exc: BaseException | None) -> None:
+        """An exception that escaped every handler (teardown sees no other kind)."""
         if exc is not None and not request.path.startswith(UNMEASURED_PATHS):
             self.exceptions.labels(method=request.method, status=500).inc()
 

@@ -395,6 +395,43 @@ def test_metrics_use_route_templates_and_expose_the_scrape_time_gauges(
     assert value("gatehouse_registrations_total") >= 0
 
 
+def test_requests_answered_by_the_catch_all_handler_count_as_exceptions(
+    make_app: Callable[..., Flask],
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    app = make_app()
+
+    @app.get("/bug-for-test")
+    def bug() -> None:
+        raise RuntimeError("a bug")
+
+    @app.get("/outage-for-test")
+    def outage() -> None:
+        raise OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+    client = app.test_client()
+
+    def exceptions() -> dict[str, float]:
+        samples = _samples(client.get("/metrics").get_data(as_text=True))
+        return {
+            s.labels["status"]: s.value
+            for s in samples
+            if s.name == "gatehouse_http_request_exceptions_total" and s.labels["method"] == "GET"
+        }
+
+    before = exceptions()
+    assert client.get("/bug-for-test").status_code == 500
+    assert client.get("/outage-for-test").status_code == 503
+    assert client.get("/outage-for-test").status_code == 503
+    assert client.get("/no/such/path").status_code == 404  # an answer, not an exception
+    after = exceptions()
+
+    assert after.get("500", 0) - before.get("500", 0) == 1
+    assert after.get("503", 0) - before.get("503", 0) == 2
+    assert after.get("404", 0) == before.get("404", 0) == 0
+
+
 # --- multiprocess files and the worker's endpoint ------------------------------------------------
 
 

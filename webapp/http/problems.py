@@ -15,6 +15,7 @@ from flask import Flask, Response, current_app, json, request
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
+from observability.context import UNEXPECTED_KEY
 from webapp.errors import DomainError
 from webapp.http import request_id
 
@@ -136,6 +137,8 @@ def handle_http_exception(exc: HTTPException) -> Response:
 
 
 def handle_unexpected(exc: Exception) -> Response:
+    # Flask hands teardown no exception once a handler answered: mark it for the metrics.
+    request.environ[UNEXPECTED_KEY] = exc.__class__.__name__
     if _database_unavailable(exc):
         log.error("database unavailable: %s", exc.__class__.__name__)
         return problem_response(
