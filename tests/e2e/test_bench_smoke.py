@@ -1,0 +1,132 @@
+"""The HTTP benchmark (`make bench`, `python -m tests.bench`) end to end, as briefly as its options
+allow: real wrk against real gunicorn servers on the suite's PostgreSQL and Redis, the raw Argon2
+rate, and the report read back.
+
+Only the shape of the report is checked (every scenario measured, no request failed, the four
+targets of issue 2 judged), never PASS or MISS: speed depends on the machine and on the tests
+running beside this one. A missing wrk fails the test (`make ops-deps` installs it).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+
+from tests.conftest import BASE_DATABASE_URL, DB_NAME_PREFIX, drop_database
+from tests.load.runner import with_redis_db
+
+ROOT = Path(__file__).resolve().parents[2]
+# The suite's Redis databases are 1, 2, ... by default (one per xdist worker), the load smoke
+# test's 13 and `make bench`'s own 15: this one is the benchmark's alone, even beside `make bench`.
+BENCH_REDIS_DB = 14
+# Generous: alone the run takes about 15 s, but `make test` runs other tests beside it.
+TIMEOUT_S = 300
+SHORTEST = [
+    "--duration", "1s", "--warmup", "1s",  # the parser's minimum: a duration is at least 1s
+    "--hash-seconds", "1", "--hash-processes", "1",
+    "--repeat", "1", "--rebalance", "0",
+    "--connections", "2", "--login-clients", "1",
+    "--workers", "1", "--threads", "2",
+    "--skip-install",
+]  # fmt: skip
+SCENARIOS = ("GET /bare (bare Flask)", "GET /api/v1/users/me", "POST /api/v1/auth/login")
+TARGETS = {  # the start of each measure of "## Targets (issue 2)" -> its target
+    "users/me ÷ bare (req/s)": "≥ 60%",
+    "users/me p99 at 2 connections": "≤ 20 ms",
+    "login ÷ raw hash rate": "≥ 90%",
+    "login p95 at 1 clients": "< 100 ms",
+}
+
+
+def run_bench(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`python -m tests.bench` with the shortest settings; on a timeout the runner is sent
+    SIGTERM first, so that it stops its servers and drops its database as after a Ctrl-C."""
+    command = [sys.executable, "-m", "tests.bench", *SHORTEST]
+    with subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                stdout, stderr = proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                stdout, stderr = proc.communicate()
+            pytest.fail(f"the benchmark took over {TIMEOUT_S}s:\n{stdout}\n{stderr}")
+    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
+
+
+def table_after(text: str, heading: str) -> list[dict[str, str]]:
+    """The rows of the first Markdown table after `heading`, as {column: cell}."""
+    lines = text.split(heading, 1)[1].splitlines()
+    rows: list[list[str]] = []
+    for line in lines:
+        if not line.startswith("|"):
+            if rows:
+                break
+            continue
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    header, _rule, *body = rows
+    return [dict(zip(header, row, strict=True)) for row in body]
+
+
+def requests_per_second(cell: str) -> float:
+    return float(cell.replace(",", ""))
+
+
+def database_exists(name: str) -> bool:
+    with psycopg.connect(BASE_DATABASE_URL, autocommit=True) as conn:
+        found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+    return found is not None
+
+
+def test_bench_measures_every_scenario_and_reports_the_targets(redis_url: str) -> None:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or "0"
+    db_name = f"{DB_NAME_PREFIX}_bench_{worker}"
+    bench_redis_url = with_redis_db(redis_url, BENCH_REDIS_DB)
+    env = {
+        **os.environ,
+        "BENCH_DATABASE_URL": BASE_DATABASE_URL,
+        "BENCH_DB_NAME": db_name,
+        "BENCH_REDIS_URL": bench_redis_url,
+    }
+    try:
+        done = run_bench(env)
+        database_left = database_exists(db_name)
+        redis_keys_left = redis.Redis.from_url(bench_redis_url).dbsize()
+    finally:  # only ever needed when the runner did not clean up
+        drop_database(db_name)
+        redis.Redis.from_url(bench_redis_url).flushdb()
+    text = f"{done.stdout}\n{done.stderr}"
+    assert done.returncode == 0, text
+
+    results = {row["scenario"]: row for row in table_after(done.stdout, "## Results")}
+    for scenario in SCENARIOS:
+        assert scenario in results, text
+        assert requests_per_second(results[scenario]["req/s"]) > 0, f"{scenario}: no request"
+        assert results[scenario]["errors"] == "0", f"{scenario}: errors\n{text}"
+    raw = [row for scenario, row in results.items() if re.fullmatch(r"Argon2 .+ \(raw\)", scenario)]
+    assert len(raw) == 1, text
+    assert requests_per_second(raw[0]["req/s"]) > 0, "no Argon2 hash"
+
+    targets = table_after(done.stdout, "## Targets (issue 2)")
+    assert len(targets) == len(TARGETS), text
+    for row, (measure, target) in zip(targets, TARGETS.items(), strict=True):
+        assert row["measure"].startswith(measure), text
+        assert re.fullmatch(r"\d+\.\d%|\d+\.\d\d ms", row["value"]), row
+        assert row["target"] == target, row
+        assert row[""] in ("PASS", "MISS") or row[""].startswith("n/a"), row
+
+    # Nothing left behind: the runner dropped its database and emptied its Redis db itself.
+    assert not database_left, f"{db_name} was not dropped"
+    assert redis_keys_left == 0, f"{bench_redis_url} was not emptied"
