@@ -216,8 +216,9 @@ def main(argv: list[str] | None = None) -> int:
             f"load generator: {wrk_version(wrk)}, {args.wrk_threads} thread(s), "
             f"{args.duration}s per scenario after a {args.warmup}s warm-up"
             + (f", best of {args.repeat} runs" if args.repeat > 1 else ""),
-            f"server: gunicorn -c gunicorn.conf.py (gthread), {args.workers} workers x "
-            f"{args.threads} threads, GATEHOUSE_ENV=production, RATELIMIT_ENABLED=false, "
+            "server: gunicorn -c gunicorn.conf.py (webapp.gunicorn_worker.FairThreadWorker), "
+            f"{args.workers} workers x {args.threads} threads, GATEHOUSE_ENV=production, "
+            "RATELIMIT_ENABLED=false, "
             "LOG_LEVEL=WARNING" + (f", niceness {args.nice}" if args.nice else ""),
         ]
         with contextlib.suppress(Exception):

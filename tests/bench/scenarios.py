@@ -156,7 +156,7 @@ def run_combo(
         "repeat": args.repeat,
         "rebalance": args.rebalance,
     }
-    step(f"gunicorn {workers} workers x {threads} threads (gthread): bare app")
+    step(f"gunicorn {workers} workers x {threads} threads: bare app")
     bare = Server(
         "bare", "tests.bench.bare_app:app", target.env, workers, threads, "/bare", target.workdir
     )
@@ -164,7 +164,7 @@ def run_combo(
         run.results["bare"] = measure(
             wrk, bare, "GET /bare (bare Flask)", "/bare", connections=args.connections, **common
         )
-    step(f"gunicorn {workers} workers x {threads} threads (gthread): Gatehouse (wsgi:app)")
+    step(f"gunicorn {workers} workers x {threads} threads: Gatehouse (wsgi:app)")
     app = Server("gatehouse", "wsgi:app", target.env, workers, threads, "/health", target.workdir)
     with serving(app):
         token = login(app.base, target.password)
