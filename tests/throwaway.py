@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ctypes
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -74,6 +77,33 @@ def bin_script(name: str) -> str:
     if found is None:
         raise SetupError(f"{name} is not installed in {Path(sys.executable).parent} (make install)")
     return found
+
+
+def die_with_parent() -> None:
+    """In a child before exec: SIGTERM it if the runner itself dies (Linux)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def start_gunicorn(
+    app: str,
+    env: dict[str, str],
+    log_path: Path,
+    child_setup: Callable[[], None] = die_with_parent,
+) -> subprocess.Popen[bytes]:
+    """`gunicorn -c gunicorn.conf.py APP` from the project root, in a session (and so a process
+    group) of its own, its output in `log_path`; `child_setup` runs in it before exec."""
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [bin_script("gunicorn"), "-c", "gunicorn.conf.py", app],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=child_setup,
+        )
 
 
 class ThrowawayTarget:

@@ -6,9 +6,9 @@ work the benchmark's processes keep the CPU they need and the figures stay compa
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
-import signal
+
+from tests.throwaway import die_with_parent
 
 # Niceness for the measured processes (--nice). Linux with autogroup scheduling shares the CPU
 # between sessions first and applies niceness only inside a session, so each measured process
@@ -29,6 +29,5 @@ def prioritize_self() -> None:
 
 def child_setup() -> None:
     """In the child before exec (new session already): die with the benchmark, take priority."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    die_with_parent()
     prioritize_self()

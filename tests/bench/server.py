@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from tests.bench.cpu import process_cpu_ticks
 from tests.bench.priority import child_setup
-from tests.throwaway import ROOT, SetupError, bin_script, free_port, tail
+from tests.throwaway import SetupError, free_port, start_gunicorn, tail
 
 
 def startup_failure(log: Path) -> str:
@@ -59,17 +59,7 @@ class Server:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60.0) -> None:
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [bin_script("gunicorn"), "-c", "gunicorn.conf.py", self.app],
-                cwd=ROOT,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                preexec_fn=child_setup,
-            )
+        self.proc = start_gunicorn(self.app, self.env, self.log_path, child_setup)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             startup_log = self.log_path.read_text(errors="replace")

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import http.client
 import json
 import os
@@ -47,8 +46,8 @@ from urllib.parse import urlsplit, urlunsplit
 from tests.throwaway import (
     SetupError,
     ThrowawayTarget,
-    bin_script,
     free_port,
+    start_gunicorn,
     step,
     tail,
 )
@@ -115,12 +114,6 @@ def http_status(base: str, path: str, timeout: float = 2.0) -> int:
 # --- the throwaway service ------------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM it if the runner itself dies (Linux)."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 class LocalService:
     """The throwaway target (see tests/throwaway.py) and a gunicorn serving `wsgi:app` on it."""
 
@@ -166,17 +159,7 @@ class LocalService:
             f"serving wsgi:app with gunicorn -c gunicorn.conf.py on {self.base_url} "
             f"({self.workers} workers x {self.threads} threads)"
         )
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [bin_script("gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"],
-                cwd=ROOT,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
+        self.proc = start_gunicorn("wsgi:app", self.env, self.log_path)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
