@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Exists, func, select
+from sqlalchemy import ColumnElement, Exists, func, select
 from sqlalchemy.exc import IntegrityError
 
 from observability import metrics
@@ -55,8 +55,13 @@ class MfaChallenge:
     mfa_required: bool = True
 
 
+def _email_is(email: str) -> ColumnElement[bool]:
+    """The account with this address, whatever its case (the unique index is on lower(email))."""
+    return func.lower(User.email) == email.strip().lower()
+
+
 def find_user_by_email(db: DbSession, email: str) -> User | None:
-    return db.scalar(select(User).where(func.lower(User.email) == email.strip().lower()))
+    return db.scalar(select(User).where(_email_is(email)))
 
 
 def check_password_policy(
@@ -161,7 +166,7 @@ def _find_login_candidate(db: DbSession, email: str, origin: Origin) -> _LoginCa
     signed_in_before, seen_here = _device_checks(User.id, origin)
     row = db.execute(
         select(User, mfa.enabled_check(User.id), signed_in_before, seen_here).where(
-            func.lower(User.email) == email.strip().lower()
+            _email_is(email)
         )
     ).one_or_none()
     if row is None:
@@ -170,16 +175,21 @@ def _find_login_candidate(db: DbSession, email: str, origin: Origin) -> _LoginCa
     return _LoginCandidate(user, bool(mfa_enabled), bool(before) and not here)
 
 
-def login(db: DbSession, origin: Origin, *, email: str, password: str) -> TokenPair | MfaChallenge:
-    """Lockout (429), then credentials (401), then verified email (403), then tokens — or, with
-    TOTP active, a short-lived single-use `mfa_token` for the second step."""
-    candidate = _find_login_candidate(db, email, origin)
-    user = candidate.user
+def _ensure_login_not_locked(user: User | None, origin: Origin) -> None:
+    """Either step of a login: 429 while the account or IP is locked out, counted as such."""
     try:
         lockout.ensure_not_locked(user, origin)
     except AccountLocked:
         metrics.LOGINS.labels(result="locked").inc()
         raise
+
+
+def login(db: DbSession, origin: Origin, *, email: str, password: str) -> TokenPair | MfaChallenge:
+    """Lockout (429), then credentials (401), then verified email (403), then tokens — or, with
+    TOTP active, a short-lived single-use `mfa_token` for the second step."""
+    candidate = _find_login_candidate(db, email, origin)
+    user = candidate.user
+    _ensure_login_not_locked(user, origin)
 
     if user is None or user.password_hash is None or not user.active:
         passwords.equalize_timing(password)
@@ -282,11 +292,7 @@ def complete_mfa_login(
     if user is None or not user.active:
         raise _invalid_mfa_token()
     loaded_version = user.version
-    try:
-        lockout.ensure_not_locked(user, origin)
-    except AccountLocked:
-        metrics.LOGINS.labels(result="locked").inc()
-        raise
+    _ensure_login_not_locked(user, origin)
     if code is not None:
         method, ok = "totp", mfa.accept_code(db, user.id, code)
     else:
