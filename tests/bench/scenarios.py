@@ -7,6 +7,7 @@ the raw Argon2 hash rate and `POST /api/v1/auth/login` on Gatehouse.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import secrets
 from typing import Any
@@ -54,17 +55,18 @@ def measure(
     runs are made (the connections are spread anew at each wrk start)."""
     url = server.base + path
     wait_quiet(quiet_wait)
+    load = functools.partial(
+        run_wrk,
+        wrk,
+        url,
+        connections=connections,
+        threads=threads,
+        method=method,
+        body=body,
+        token=token,
+    )
     if warmup:
-        run_wrk(
-            wrk,
-            url,
-            connections=connections,
-            seconds=warmup,
-            threads=threads,
-            method=method,
-            body=body,
-            token=token,
-        )
+        load(seconds=warmup)
     best: Result | None = None
     attempt, planned = 0, repeat
     while attempt < planned:
@@ -76,17 +78,7 @@ def measure(
         def sample_spread(into: list[int] = spread) -> None:
             into.extend(server.connections_per_worker())
 
-        report = run_wrk(
-            wrk,
-            url,
-            connections=connections,
-            seconds=seconds,
-            threads=threads,
-            method=method,
-            body=body,
-            token=token,
-            during=sample_spread,
-        )
+        report = load(seconds=seconds, during=sample_spread)
         cpu_after = server.cpu_seconds()
         server_cpu = (
             cpu_after - cpu_before if cpu_before is not None and cpu_after is not None else None
