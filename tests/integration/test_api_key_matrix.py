@@ -93,6 +93,9 @@ def test_every_permission_usable_by_keys_is_held_by_some_role():
     assert rbac.permissions() >= rbac.API_KEY_PERMISSIONS
     assert "users:role" not in rbac.API_KEY_PERMISSIONS
     assert "users:mfa-reset" not in rbac.API_KEY_PERMISSIONS
+    # Attribute writes (role, email, password, reactivation) are refused to keys inside the
+    # services: tests/security/test_api_key_privilege.py covers them per route and field.
+    assert not rbac.HUMAN_ONLY & rbac.API_KEY_PERMISSIONS
 
 
 def test_the_explicit_table_agrees_with_the_grants_and_key_permissions(app):

@@ -21,9 +21,17 @@ def _items(response) -> list[dict]:
     return response.json["items"]
 
 
-def _add_event(app, action: str, *, actor=None, target=None, at: datetime | None = None):
+def _add_event(
+    app, action: str, *, actor=None, target=None, api_key=None, at: datetime | None = None
+):
     with app.app_context():
-        event = AuditEvent(action=action, actor_id=actor, target_id=target, target_type="user")
+        event = AuditEvent(
+            action=action,
+            actor_id=actor,
+            api_key_id=api_key,
+            target_id=target,
+            target_type="user",
+        )
         if at is not None:
             event.created_at = at
         db.session.add(event)
@@ -69,11 +77,13 @@ def test_an_admin_action_is_recorded_with_actor_target_ip_agent_and_request_id(
     assert event["user_agent"] == "audit-test/1.0"
     assert event["request_id"] == "req-audit-0001"
     assert event["details"] == {"fields": ["name"]}
+    assert event["api_key_id"] is None  # a signed-in human, no key
     assert datetime.fromisoformat(event["created_at"]).tzinfo is not None
     assert set(event) == {
         "id",
         "action",
         "actor_id",
+        "api_key_id",
         "target_type",
         "target_id",
         "ip",
@@ -145,7 +155,18 @@ def test_filter_by_actor_and_by_target(client, admin, app):
     assert both == []
 
 
-@pytest.mark.parametrize("field", ["actor_id", "target_id"])
+def test_filter_by_api_key(client, admin, app):
+    owner, key, other_key = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    through_key = _add_event(app, "user.updated", actor=owner, api_key=key)
+    _add_event(app, "user.updated", actor=owner, api_key=other_key)
+    _add_event(app, "user.updated", actor=owner)
+
+    items = _items(client.get(EVENTS, query_string={"api_key_id": str(key)}, headers=admin.headers))
+
+    assert [(e["id"], e["api_key_id"]) for e in items] == [(str(through_key), str(key))]
+
+
+@pytest.mark.parametrize("field", ["actor_id", "api_key_id", "target_id"])
 def test_a_malformed_id_filter_is_422(client, admin, field):
     response = client.get(EVENTS, query_string={field: "not-a-uuid"}, headers=admin.headers)
 

@@ -110,8 +110,28 @@ def test_creating_a_user_with_an_unknown_field_or_role_is_422(client, admin, app
     assert bad_role.status_code == 422
     assert "role" in bad_role.json["errors"]
     assert missing.status_code == 422
-    assert {"name", "password"} <= set(missing.json["errors"])
+    # Without a password the account is an invitation, so only `name` is missing here.
+    assert "name" in missing.json["errors"]
     assert _user_count(app) == before
+
+
+def test_a_user_created_without_a_password_is_an_unverified_invitation(client, admin, app, outbox):
+    body = {"email": "invitee@example.com", "name": "Invitee"}
+    response = client.post(USERS, json=body, headers=admin.headers)
+
+    assert response.status_code == 201, response.json
+    assert response.json["role"] == "user"
+    assert response.json["email_verified"] is False
+    with app.app_context():
+        user = db.session.get(User, uuid.UUID(response.json["id"]))
+        assert user.password_hash is None
+        db.session.remove()
+    assert len(outbox("verify_email", "invitee@example.com")) == 1
+    assert len(outbox("password_reset", "invitee@example.com")) == 1
+    assert outbox("welcome", "invitee@example.com") == []
+    created = uuid.UUID(response.json["id"])
+    [event] = [e for e in audit_events(app, "user.created") if e.target_id == created]
+    assert event.details == {"role": "user", "invited": True}
 
 
 def test_a_member_cannot_create_users(client, member, app):

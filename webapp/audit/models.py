@@ -19,12 +19,15 @@ class AuditEvent(Base):
         Index("ix_audit_events_action_created_at", "action", "created_at"),
         Index("ix_audit_events_actor_id_created_at", "actor_id", "created_at"),
         Index("ix_audit_events_target_id_created_at", "target_id", "created_at"),
+        Index("ix_audit_events_api_key_id_created_at", "api_key_id", "created_at"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     action: Mapped[str] = mapped_column(String(64))
     # Plain ids, no foreign keys: deleting a user must not delete or rewrite its history.
     actor_id: Mapped[uuid.UUID | None]
+    # The API key the actor used, if any (the actor is then the key's owner).
+    api_key_id: Mapped[uuid.UUID | None]
     target_type: Mapped[str | None] = mapped_column(String(32))
     target_id: Mapped[uuid.UUID | None]
     ip: Mapped[str | None] = mapped_column(String(64))

@@ -24,7 +24,8 @@ class AuditEvents(MethodView):
     @blp.arguments(AuditListArgs, location="query", as_kwargs=True)
     @blp.response(200, AuditEventPageOut)
     def get(self, **args: Any) -> tuple[dict[str, Any], int, dict[str, str]]:
-        """Audit events, newest first; filters `action`, `actor_id`, `target_id`, time range."""
+        """Audit events, newest first; filters `action`, `actor_id`, `api_key_id`, `target_id`,
+        time range."""
         with read_only_session() as db:
             page = service.list_events(db, **args)
             body = page.body()

@@ -12,6 +12,9 @@ class AuditEventOut(Schema):
     id = fields.UUID(required=True)
     action = fields.String(required=True)
     actor_id = fields.UUID(allow_none=True)
+    api_key_id = fields.UUID(
+        allow_none=True, metadata={"description": "The API key the actor used, if any."}
+    )
     target_type = fields.String(allow_none=True)
     target_id = fields.UUID(allow_none=True)
     ip = fields.String(allow_none=True)
@@ -27,6 +30,7 @@ AuditEventPageOut = page_schema(AuditEventOut, "AuditEventPage")
 class AuditListArgs(ListArgs):
     action = fields.String(validate=validate.OneOf(ACTIONS))
     actor_id = fields.UUID()
+    api_key_id = fields.UUID(metadata={"description": "events caused through this API key"})
     target_id = fields.UUID()
     created_after = fields.AwareDateTime(default_timezone=None)
     created_before = fields.AwareDateTime(default_timezone=None)

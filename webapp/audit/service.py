@@ -55,6 +55,7 @@ def record(
     event = AuditEvent(
         action=action,
         actor_id=origin.actor_id,
+        api_key_id=origin.api_key_id,
         target_type=target_type,
         target_id=target_id,
         ip=origin.ip,
@@ -75,6 +76,7 @@ def list_events(
     sort: str | None = None,
     action: str | None = None,
     actor_id: uuid.UUID | None = None,
+    api_key_id: uuid.UUID | None = None,
     target_id: uuid.UUID | None = None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
@@ -84,6 +86,8 @@ def list_events(
         query = query.where(AuditEvent.action == action)
     if actor_id:
         query = query.where(AuditEvent.actor_id == actor_id)
+    if api_key_id:
+        query = query.where(AuditEvent.api_key_id == api_key_id)
     if target_id:
         query = query.where(AuditEvent.target_id == target_id)
     if created_after:

@@ -16,4 +16,5 @@ def request_origin() -> Origin:
         user_agent=request.user_agent.string or None,
         request_id=request_id.current(),
         actor_id=principal.user_id if principal is not None else None,
+        api_key_id=principal.api_key_id if principal is not None else None,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from typing import Protocol
 
 from webapp.errors import Forbidden
 
@@ -55,6 +56,26 @@ API_KEY_PERMISSIONS = frozenset(
     }
 )
 
+# Writes that grant privilege or hand an account to someone else. No API key holds them, whatever
+# its scopes: a leaked key must not be able to mint an administrator, point a victim's account at
+# the attacker's mailbox (then reset its password), or create credentials that outlive the key.
+# Services name the ones a write touches and call `require_human`; a human caller still needs the
+# route's own permission (e.g. `users:replace`), which these do not replace.
+USERS_ROLE = "users:role"  # any role on create, or a role change (POST, PUT, the role endpoint)
+USERS_EMAIL = "users:email"  # changing an account's address
+# setting a password (POST /users with `password`)
+USERS_PASSWORD = "users:password"  # noqa: S105 - a permission name, not a secret
+USERS_REACTIVATE = "users:reactivate"  # re-enabling a disabled account (restores its credentials)
+HUMAN_ONLY = frozenset({USERS_ROLE, USERS_EMAIL, USERS_PASSWORD, USERS_REACTIVATE})
+
+
+class Credential(Protocol):
+    """What a call was authenticated with: `api_key_id` is set when an API key made it
+    (`Principal` and `webapp.context.Origin` both qualify)."""
+
+    @property
+    def api_key_id(self) -> uuid.UUID | None: ...
+
 
 def permissions() -> set[str]:
     """Every permission some role can hold, without its scope (for docs and tests)."""
@@ -86,6 +107,17 @@ def require_scope(scopes: Iterable[str], permission: str) -> None:
     if permission not in API_KEY_PERMISSIONS or permission not in scopes:
         raise Forbidden(
             f"This API key's scopes do not include {permission}.", slug="insufficient-scope"
+        )
+
+
+def require_human(credential: Credential, touched: Iterable[str]) -> None:
+    """The one rule for privilege- and takeover-relevant writes: refused (403
+    `insufficient-scope`) when an API key makes them. Signed-in humans and the CLI pass."""
+    refused = sorted(HUMAN_ONLY.intersection(touched))
+    if refused and credential.api_key_id is not None:
+        raise Forbidden(
+            f"API keys can never hold {', '.join(refused)}; sign in to do this.",
+            slug="insufficient-scope",
         )
 
 

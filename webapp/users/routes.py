@@ -96,7 +96,8 @@ class Users(MethodView):
     @blp.arguments(UserCreateIn)
     @blp.response(201, UserOut)
     def post(self, body: dict[str, Any]) -> Result:
-        """Create a user (starts verified). Honours Idempotency-Key."""
+        """Create a user: with a password it starts verified; without one it is an invitation
+        (the only kind an API key may create). Honours Idempotency-Key."""
         user = service.create_user(db.session, request_origin(), **body)
         return (
             user,

@@ -36,8 +36,17 @@ class UserListArgs(ListArgs):
 class UserCreateIn(StrictSchema):
     email = fields.Email(required=True, validate=validate.Length(max=320))
     name = fields.String(required=True, validate=validate.Length(min=1, max=200))
-    password = fields.String(required=True, validate=validate.Length(min=1, max=1024))
-    role = fields.String(load_default="user", validate=validate.OneOf(ROLES))
+    password = fields.String(
+        validate=validate.Length(min=1, max=1024),
+        metadata={
+            "description": "Omitted: an invitation (no password, unconfirmed address; the owner "
+            "gets the links to confirm it and set a password). Never with an API key."
+        },
+    )
+    role = fields.String(
+        validate=validate.OneOf(ROLES),
+        metadata={"description": "Default `user`. Never with an API key (403)."},
+    )
 
 
 class MePatchIn(StrictSchema):

@@ -79,22 +79,49 @@ def list_users(
 
 
 def create_user(
-    db: DbSession, origin: Origin, *, email: str, name: str, password: str, role: str
+    db: DbSession,
+    origin: Origin,
+    *,
+    email: str,
+    name: str,
+    password: str | None = None,
+    role: str | None = None,
 ) -> User:
-    """An account made by an administrator starts verified."""
-    auth_service.check_password_policy(password, email=email, name=name)
+    """With a password, the account starts verified (the administrator vouches for it). Without
+    one it is an invitation: no password and an unconfirmed address; its owner confirms the
+    address and sets a password through the links emailed now. API keys may only invite, with
+    the default role: a role or a password is human-only (`rbac.require_human`)."""
+    touched = ([rbac.USERS_ROLE] if role is not None else []) + (
+        [rbac.USERS_PASSWORD] if password is not None else []
+    )
+    rbac.require_human(origin, touched)
+    role = role or rbac.USER
+    if password is not None:
+        auth_service.check_password_policy(password, email=email, name=name)
     auth_service.ensure_email_free(db, email)
     user = User(
         email=email.strip(),
         name=name.strip(),
         role=role,
-        password_hash=passwords.hash_password(password),
-        email_verified_at=utcnow(),
+        password_hash=passwords.hash_password(password) if password is not None else None,
+        email_verified_at=utcnow() if password is not None else None,
     )
     db.add(user)
     db.flush()
-    email_tokens.queue_welcome_email(db, origin, user)
-    audit.record(db, origin, "user.created", target_type="user", target_id=user.id, role=role)
+    if password is not None:
+        email_tokens.queue_welcome_email(db, origin, user)
+    else:
+        email_tokens.queue_verification_email(db, origin, user)
+        email_tokens.queue_password_reset_email(db, origin, user)
+    audit.record(
+        db,
+        origin,
+        "user.created",
+        target_type="user",
+        target_id=user.id,
+        role=role,
+        invited=True if password is None else None,
+    )
     auth_service.commit_unique(db)
     return user
 
@@ -145,10 +172,13 @@ def update_user(
     *,
     if_match: str | None = None,
 ) -> User:
-    """PATCH: the owner may change their name; `active` needs the admin-level permission."""
+    """PATCH: the owner may change their name; `active` needs the admin-level permission, and
+    re-enabling a disabled account is human-only."""
     if "active" in changes:
         rbac.require(principal.role, principal.user_id, "users:update", owner_id=None)
     user = _locked_for_write(db, user_id, if_match)
+    if changes.get("active") is True and not user.active:
+        rbac.require_human(origin, [rbac.USERS_REACTIVATE])
     if "active" in changes and changes["active"] is False and user.active:
         _ensure_admin_remains(db, user, new_role=user.role, active=False)
         _deactivated(db, origin, user)
@@ -178,14 +208,25 @@ def replace_user(
     *,
     if_match: str | None = None,
 ) -> User:
-    """PUT (administrators): the full editable representation."""
+    """PUT (administrators): the full editable representation. Through an API key only the
+    name and deactivation: role, email and reactivation are human-only."""
     user = _locked_for_write(db, user_id, if_match)
+    new_email = body["email"].strip()
+    touched = [
+        permission
+        for permission, changed in (
+            (rbac.USERS_ROLE, body["role"] != user.role),
+            (rbac.USERS_EMAIL, new_email != user.email),
+            (rbac.USERS_REACTIVATE, body["active"] and not user.active),
+        )
+        if changed
+    ]
+    rbac.require_human(origin, touched)
     auth_service.ensure_email_free(db, body["email"], except_id=user.id)
     _ensure_admin_remains(db, user, new_role=body["role"], active=body["active"])
     if user.active and not body["active"]:
         _deactivated(db, origin, user)
     old_role = user.role
-    new_email = body["email"].strip()
     email_changed = new_email.lower() != user.email.lower()
     user.email, user.name = new_email, body["name"].strip()
     user.role, user.active = body["role"], body["active"]
@@ -215,6 +256,8 @@ def replace_user(
 def change_role(
     db: DbSession, origin: Origin, user_id: uuid.UUID, role: str, *, if_match: str | None = None
 ) -> User:
+    # The route is bearer-only already; the policy is asked anyway, so no other path can lose it.
+    rbac.require_human(origin, [rbac.USERS_ROLE])
     user = _locked_for_write(db, user_id, if_match)
     if user.role != role:
         _ensure_admin_remains(db, user, new_role=role, active=user.active)
