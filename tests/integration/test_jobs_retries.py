@@ -223,6 +223,7 @@ def test_a_send_interrupted_before_it_was_recorded_is_sent_again_with_the_same_m
     """The crash window (SMTP said 250, the worker died before recording it): the claim expired,
     so the email goes out again — recognisably the same email, by its Message-ID."""
     message_id = queue_email("verify_email")
+    queued_payload = _message(jobs_app, message_id).payload  # secrets still sealed in it
     assert deliver_now(jobs_app, message_id).result is Result.SENT
     with jobs_app.app_context():
         # Roll the records back to how a crash right after the send leaves them.
@@ -231,7 +232,9 @@ def test_a_send_interrupted_before_it_was_recorded_is_sent_again_with_the_same_m
                 status=SENDING, claimed_until=utcnow() - timedelta(seconds=1), sent_at=None
             )
         )
-        db.session.execute(OutboxMessage.__table__.update().values(status=ENQUEUED))
+        db.session.execute(
+            OutboxMessage.__table__.update().values(status=ENQUEUED, payload=queued_payload)
+        )
         db.session.commit()
         db.session.remove()
 

@@ -1,20 +1,23 @@
 """Putting messages in the outbox, inside the caller's transaction.
 
 The message body holds everything a worker needs to render and send it (links with their
-tokens included): delivery never reads other tables. The idempotency key makes a message unique,
-so a retried request cannot queue the same email twice.
+tokens included): delivery never reads other tables. Its secret fields are stored encrypted
+(webapp.outbox.sealing) and opened only by the worker, in memory. The idempotency key makes a
+message unique, so a retried request cannot queue the same email twice.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import select
 
 from observability.tracing import inject_context
 from webapp.context import Origin
-from webapp.db import DbSession
+from webapp.db import DbSession, new_id
 from webapp.outbox.models import PENDING, OutboxMessage
+from webapp.outbox.sealing import seal
 
 TEMPLATES = {
     "verify_email": "high",
@@ -32,14 +35,19 @@ def enqueue(
     recipient: str,
     idempotency_key: str,
     payload: dict[str, Any],
+    secret_fields: Collection[str] | None = None,
 ) -> OutboxMessage:
+    """Queue an email. `secret_fields` names the payload fields stored encrypted (default:
+    `token`, `link` and names ending in `_token` / `_link`)."""
     if template not in TEMPLATES:
         raise ValueError(f"unknown email template {template!r}")
+    message_id = new_id()  # known before the insert: the sealed fields are bound to it
     message = OutboxMessage(
+        id=message_id,
         template=template,
         recipient=recipient,
         idempotency_key=idempotency_key,
-        payload=payload,
+        payload=seal(payload, message_id, secret_fields),
         queue=TEMPLATES[template],
         status=PENDING,
         request_id=origin.request_id,
