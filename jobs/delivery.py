@@ -53,6 +53,7 @@ from webapp.outbox.models import (
     OutboxMessage,
 )
 from webapp.outbox.sealing import open_payload, scrubbed
+from webapp.outbox.service import dead_letter_payload
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +193,8 @@ class Deliverer:
             email = compose(envelope, self.settings)
         except Exception as exc:  # noqa: BLE001 - a template or payload error spends a try
             self.db.rollback()
-            return self._failed_try(message_id, template, attempts, f"cannot render: {exc!r}")
+            reason = f"cannot render: {exc!r}"
+            return self._failed_try(message_id, template, attempts, reason, stored_payload)
 
         now = self.clock()
         claim = self._claim(message, email["Message-ID"], now)
@@ -211,10 +213,12 @@ class Deliverer:
             return Outcome(message_id, Result.POSTPONED, template, str(exc))
         except Refused as exc:
             self._release(envelope.idempotency_key, str(exc))
-            return self._failed_try(message_id, template, attempts, f"refused: {exc}")
+            reason = f"refused: {exc}"
+            return self._failed_try(message_id, template, attempts, reason, stored_payload)
         except Exception as exc:  # noqa: BLE001 - e.g. the job timeout: a failed try
             self._release(envelope.idempotency_key, repr(exc))
-            return self._failed_try(message_id, template, attempts, f"send failed: {exc!r}")
+            reason = f"send failed: {exc!r}"
+            return self._failed_try(message_id, template, attempts, reason, stored_payload)
 
         self._record_sent(message_id, envelope.idempotency_key, scrubbed(stored_payload), reply)
         return Outcome(message_id, Result.SENT, template, reply)
@@ -343,7 +347,12 @@ class Deliverer:
         return [Outcome(mid, Result.POSTPONED, None, reason) for mid in message_ids]
 
     def _failed_try(
-        self, message_id: uuid.UUID, template: str, attempts: int, reason: str
+        self,
+        message_id: uuid.UUID,
+        template: str,
+        attempts: int,
+        reason: str,
+        payload: dict[str, Any],
     ) -> Outcome:
         now = self.clock()
         tries = attempts + 1
@@ -352,7 +361,13 @@ class Deliverer:
             self.db.execute(
                 update(OutboxMessage)
                 .where(OutboxMessage.id == message_id, OutboxMessage.status != SENT)
-                .values(status=DEAD, attempts=tries, dead_at=now, last_error=reason)
+                .values(
+                    status=DEAD,
+                    attempts=tries,
+                    dead_at=now,
+                    last_error=reason,
+                    payload=dead_letter_payload(template, payload),
+                )
             )
             self.db.commit()
             return Outcome(message_id, Result.DEAD, template, reason)

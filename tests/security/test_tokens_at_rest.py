@@ -138,6 +138,8 @@ def test_a_dead_letter_holds_no_working_token_in_the_database_or_in_redis(
     dead = [r for r in stored_rows(jobs_app) if r.template in ("verify_email", "password_reset")]
     assert sorted(r.template for r in dead) == ["password_reset", "verify_email"]
     assert {r.status for r in dead} == {DEAD}
+    # Not even sealed: a dead token email keeps no token at all (a replay mints a new one).
+    assert all("sealed" not in r.payload and "token" not in r.payload for r in dead)
     assert smtp_sink.received == []
     dump = pg_dump(database_url)
     assert_no_candidate_works(client, dump)
@@ -163,3 +165,36 @@ def test_a_dead_letter_holds_no_working_token_in_the_database_or_in_redis(
     assert client.post(VERIFY, json={"token": verify_token}).status_code == 204
     confirmed = client.post(CONFIRM, json={"token": reset_token, "password": NEW_PASSWORD})
     assert confirmed.status_code == 204
+
+
+def test_a_dead_verification_email_whose_address_was_verified_meanwhile_is_not_replayed(
+    jobs_app, smtp_sink, work_jobs, rq_connection, outbox
+):
+    from jobs import dead_letters
+    from webapp.db import utcnow
+    from webapp.errors import Conflict
+    from webapp.users.models import User
+
+    smtp_sink.reply = "550 5.7.1 Mailbox unavailable"
+    client = jobs_app.test_client()
+    registered = client.post(
+        "/api/v1/auth/register",
+        json={"email": "grace@example.com", "password": STRONG_PASSWORD, "name": "Grace"},
+    )
+    assert registered.status_code == 201
+    work_jobs(jobs_app)
+    [message] = outbox("verify_email")
+    assert message.status == DEAD
+    with jobs_app.app_context():  # verified another way (an administrator, a later email)
+        db.session.scalar(select(User)).email_verified_at = utcnow()
+        db.session.commit()
+        settings = jobs_app.config["GATEHOUSE"]
+        with pytest.raises(Conflict) as refused:
+            dead_letters.requeue(db.session, rq_connection, settings, message.id)
+        assert refused.value.slug == "job-not-replayable"
+        assert dead_letters.requeue_all(db.session, rq_connection, settings) == 0
+        db.session.remove()
+
+    [kept] = outbox("verify_email")
+    assert kept.status == DEAD
+    assert kept.last_error == "not replayed: the address is verified already"
