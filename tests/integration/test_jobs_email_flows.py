@@ -3,13 +3,17 @@ their links work."""
 
 from __future__ import annotations
 
+import uuid
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
 from sqlalchemy import select
 
 from tests.conftest import STRONG_PASSWORD
 from webapp.extensions import db
 from webapp.outbox.models import SENT, EmailDelivery, OutboxMessage
+from webapp.outbox.sealing import open_payload, seal
+from webapp.security.encryption import DecryptionError
 
 
 def _token(link: str) -> str:
@@ -170,3 +174,18 @@ def test_the_secret_fields_of_a_queued_message_are_stored_sealed(jobs_app, queue
     assert set(stored) == {"name", "ip", "user_agent", "at", "sealed"}
     assert stored["sealed"].startswith("v1.test.")
     assert "gatehouse.test/sessions" not in str(stored)
+
+
+def test_explicit_secret_fields_are_sealed_and_bound_to_their_message(app_ctx):
+    message_id = uuid.uuid4()
+    payload = {"name": "Ada", "code": "123456", "link": "https://gatehouse.test/x?token=t"}
+
+    stored = seal(payload, message_id, secret_fields={"code"})
+
+    assert set(stored) == {"name", "link", "sealed"}  # only what was named
+    assert "123456" not in str(stored)
+    assert open_payload(stored, message_id) == payload
+    with pytest.raises(DecryptionError):  # copied onto another message, it does not open
+        open_payload(stored, uuid.uuid4())
+    with pytest.raises(ValueError, match="reserved"):
+        seal({"sealed": "x"}, message_id)
