@@ -5,8 +5,9 @@ and it waits in `outbox_messages` (and so in every backup) until it is sent — 
 mail server is down, indefinitely as a dead letter. So the secret fields are taken out of the
 payload when the message is written and stored as one AES-256-GCM value (the `ENCRYPTION_KEYS`
 keyring, bound to the message's row) under the payload key `sealed`; the worker opens it in
-memory just before rendering, and the sent message drops it. A dump holds no usable token without
-the keys, which are never in the database.
+memory just before rendering, and the sent message drops it (so does a dead one whose template
+re-issues its token at replay: webapp.outbox.service). A dump holds no usable token without the
+keys, which are never in the database.
 
 Secret by default: fields named `token` or `link`, or ending in `_token` or `_link` (every link
 may carry a token, so links are sealed whatever they point to). `enqueue(secret_fields=...)`
