@@ -6,6 +6,9 @@ database, so it still works after Redis lost the registry; it clears the job fro
 when Redis still has it. A replayed message starts over with a full set of tries and is
 enqueued at once when Redis is reachable (otherwise the dispatcher enqueues it when it is back).
 Its delivery record still guards it: a message is never sent twice, replayed or not.
+
+A dead verification or reset email keeps no token (see docs/jobs.md): its replay mints a fresh
+one (`webapp.outbox.service.prepare_replay`), or refuses when the email has no point any more.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from webapp.config import Settings
 from webapp.db import DbSession, utcnow
 from webapp.errors import Conflict, NotFound
 from webapp.http.pagination import Page, paginate
+from webapp.outbox import service as outbox
 from webapp.outbox.models import DEAD, PENDING, OutboxMessage
 
 REPLAY_CHUNK = 200
@@ -129,30 +133,49 @@ def requeue(
             f"This job has not failed (its message is {status}); only dead letters are requeued.",
             slug="job-not-failed",
         )
+    try:
+        outbox.prepare_replay(db, message)
+    except outbox.NotReplayable as exc:
+        db.rollback()
+        raise Conflict(
+            f"This failed job cannot be replayed: {exc}.", slug="job-not-replayable"
+        ) from None
     _revive(db, [message_id])
     db.commit()
     return Requeued(message_id, _enqueue_now(db, connection, settings, [message_id]))
 
 
 def requeue_all(db: DbSession, connection: redis.Redis | None, settings: Settings) -> int:
-    """Replay every dead letter, chunk by chunk; returns how many."""
+    """Replay every dead letter, chunk by chunk; returns how many. Those that cannot be
+    replayed stay dead, the reason in `last_error`."""
     total = 0
+    kept: list[uuid.UUID] = []
     while True:
-        ids = list(
+        messages = list(
             db.scalars(
-                select(OutboxMessage.id)
-                .where(OutboxMessage.status == DEAD)
+                select(OutboxMessage)
+                .where(OutboxMessage.status == DEAD, OutboxMessage.id.not_in(kept))
                 .order_by(OutboxMessage.dead_at, OutboxMessage.id)
                 .limit(REPLAY_CHUNK)
                 .with_for_update(skip_locked=True)
             )
         )
-        if not ids:
+        if not messages:
             db.rollback()
             return total
+        ids = []
+        for message in messages:
+            try:
+                outbox.prepare_replay(db, message)
+            except outbox.NotReplayable as exc:
+                message.last_error = f"not replayed: {exc}"
+                kept.append(message.id)
+            else:
+                ids.append(message.id)
         _revive(db, ids)
         db.commit()
-        _enqueue_now(db, connection, settings, ids)
+        if ids:
+            _enqueue_now(db, connection, settings, ids)
         total += len(ids)
 
 

@@ -52,6 +52,8 @@ from webapp.outbox.models import (
     EmailDelivery,
     OutboxMessage,
 )
+from webapp.outbox.sealing import open_payload, scrubbed
+from webapp.outbox.service import dead_letter_payload
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +61,6 @@ log = logging.getLogger(__name__)
 # MAIL, RCPT, DATA, end of data), each bounded by SMTP_TIMEOUT.
 SEND_ROUND_TRIPS = 10
 RECORD_RETRY_DELAYS = (0.2, 1.0, 3.0)
-SCRUBBED = "[removed after sending]"
 
 
 def claim_ttl(settings: Settings) -> float:
@@ -180,17 +181,20 @@ class Deliverer:
         if message.status == DEAD:
             self.db.rollback()
             return Outcome(message_id, Result.SKIPPED, template, "dead letter")
-        envelope = Envelope(
-            template=template,
-            recipient=message.recipient,
-            idempotency_key=message.idempotency_key,
-            payload=dict(message.payload),
-        )
+        stored_payload = dict(message.payload)
         try:
+            # Secrets are opened here, in memory, and live only as long as this send.
+            envelope = Envelope(
+                template=template,
+                recipient=message.recipient,
+                idempotency_key=message.idempotency_key,
+                payload=open_payload(stored_payload, message_id),
+            )
             email = compose(envelope, self.settings)
         except Exception as exc:  # noqa: BLE001 - a template or payload error spends a try
             self.db.rollback()
-            return self._failed_try(message_id, template, attempts, f"cannot render: {exc!r}")
+            reason = f"cannot render: {exc!r}"
+            return self._failed_try(message_id, template, attempts, reason, stored_payload)
 
         now = self.clock()
         claim = self._claim(message, email["Message-ID"], now)
@@ -209,12 +213,14 @@ class Deliverer:
             return Outcome(message_id, Result.POSTPONED, template, str(exc))
         except Refused as exc:
             self._release(envelope.idempotency_key, str(exc))
-            return self._failed_try(message_id, template, attempts, f"refused: {exc}")
+            reason = f"refused: {exc}"
+            return self._failed_try(message_id, template, attempts, reason, stored_payload)
         except Exception as exc:  # noqa: BLE001 - e.g. the job timeout: a failed try
             self._release(envelope.idempotency_key, repr(exc))
-            return self._failed_try(message_id, template, attempts, f"send failed: {exc!r}")
+            reason = f"send failed: {exc!r}"
+            return self._failed_try(message_id, template, attempts, reason, stored_payload)
 
-        self._record_sent(message_id, envelope, reply)
+        self._record_sent(message_id, envelope.idempotency_key, scrubbed(stored_payload), reply)
         return Outcome(message_id, Result.SENT, template, reply)
 
     # --- the delivery record ---------------------------------------------------------------
@@ -245,7 +251,12 @@ class Deliverer:
             self.db.execute(
                 update(OutboxMessage)
                 .where(OutboxMessage.id == message.id)
-                .values(status=SENT, sent_at=existing.sent_at or now, last_error=None)
+                .values(
+                    status=SENT,
+                    sent_at=existing.sent_at or now,
+                    last_error=None,
+                    payload=scrubbed(message.payload),
+                )
             )
             self.db.commit()
             return "sent"
@@ -287,16 +298,18 @@ class Deliverer:
         )
         # committed together with the outbox row's new state by the caller
 
-    def _record_sent(self, message_id: uuid.UUID, envelope: Envelope, reply: str) -> None:
+    def _record_sent(
+        self, message_id: uuid.UUID, key: str, payload: dict[str, Any], reply: str
+    ) -> None:
         """Sent: record it, retrying briefly through a database blip (the send cannot be undone;
-        if recording fails for good, the claim expires and the email is sent again)."""
-        payload = _scrubbed(envelope.payload)
+        if recording fails for good, the claim expires and the email is sent again). The stored
+        payload loses its secrets: the outbox table (and its backups) need not keep them."""
         for delay in (*RECORD_RETRY_DELAYS, None):
             now = self.clock()
             try:
                 self.db.execute(
                     update(EmailDelivery)
-                    .where(EmailDelivery.idempotency_key == envelope.idempotency_key)
+                    .where(EmailDelivery.idempotency_key == key)
                     .values(status=DELIVERED, sent_at=now, claimed_until=None, smtp_response=reply)
                 )
                 self.db.execute(
@@ -334,7 +347,12 @@ class Deliverer:
         return [Outcome(mid, Result.POSTPONED, None, reason) for mid in message_ids]
 
     def _failed_try(
-        self, message_id: uuid.UUID, template: str, attempts: int, reason: str
+        self,
+        message_id: uuid.UUID,
+        template: str,
+        attempts: int,
+        reason: str,
+        payload: dict[str, Any],
     ) -> Outcome:
         now = self.clock()
         tries = attempts + 1
@@ -343,7 +361,13 @@ class Deliverer:
             self.db.execute(
                 update(OutboxMessage)
                 .where(OutboxMessage.id == message_id, OutboxMessage.status != SENT)
-                .values(status=DEAD, attempts=tries, dead_at=now, last_error=reason)
+                .values(
+                    status=DEAD,
+                    attempts=tries,
+                    dead_at=now,
+                    last_error=reason,
+                    payload=dead_letter_payload(template, payload),
+                )
             )
             self.db.commit()
             return Outcome(message_id, Result.DEAD, template, reason)
@@ -362,15 +386,3 @@ class Deliverer:
         )
         self.db.commit()
         return Outcome(message_id, Result.RETRY, template, f"{reason}; next try in {delay:.1f}s")
-
-
-def _scrubbed(payload: dict[str, Any]) -> dict[str, Any]:
-    """The payload without its one-time token once the email is out: the outbox table (and its
-    backups) need not keep live credentials."""
-    if "token" not in payload:
-        return payload
-    cleaned = dict(payload)
-    cleaned["token"] = SCRUBBED
-    if isinstance(cleaned.get("link"), str):
-        cleaned["link"] = cleaned["link"].split("?", 1)[0]
-    return cleaned

@@ -222,7 +222,9 @@ def member(make_user: Callable[..., Account]) -> Account:
 
 @pytest.fixture
 def outbox(app: Flask) -> Callable[..., list[OutboxMessage]]:
-    """The outbox messages written so far (optionally of one template), oldest first."""
+    """The outbox messages written so far (optionally of one template), oldest first, their
+    payloads opened (secret fields decrypted, as a worker sees them; the rows stay untouched)."""
+    from webapp.outbox.sealing import open_payload
 
     def read(template: str | None = None, recipient: str | None = None) -> list[OutboxMessage]:
         with app.app_context():
@@ -233,6 +235,8 @@ def outbox(app: Flask) -> Callable[..., list[OutboxMessage]]:
                 query = query.where(OutboxMessage.recipient == recipient)
             rows = list(db.session.scalars(query))
             db.session.expunge_all()
+            for row in rows:
+                row.payload = open_payload(row.payload, row.id)
             db.session.remove()
             return rows
 

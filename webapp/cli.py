@@ -127,6 +127,7 @@ def print_outbox(follow: bool, interval: float) -> None:
     """Development only: print pending outbox emails (with their links) and mark them sent."""
     from webapp.db import utcnow
     from webapp.outbox import service
+    from webapp.outbox.sealing import open_payload, scrubbed
 
     if current_settings().is_production:
         raise click.ClickException("outbox print is a development mail sink; not in production")
@@ -134,10 +135,11 @@ def print_outbox(follow: bool, interval: float) -> None:
         for message in service.pending(db.session):
             click.echo(
                 f"--- email {message.template} to {message.recipient}\n"
-                + json.dumps(message.payload, indent=2)
+                + json.dumps(open_payload(message.payload, message.id), indent=2)
             )
             message.status = SENT
             message.sent_at = utcnow()
+            message.payload = scrubbed(message.payload)
         db.session.commit()
         if not follow:
             return

@@ -8,17 +8,25 @@ import pytest
 from rq.registry import FailedJobRegistry
 
 from jobs import cli as jobs_cli_module
+from tests.conftest import STRONG_PASSWORD
 from webapp.outbox.models import DEAD, PENDING, SENT
 
 FAILED = "/api/v1/admin/jobs/failed"
 
 
 @pytest.fixture
-def dead_letters(jobs_app, smtp_sink, work_jobs, queue_email):
+def dead_letters(jobs_app, smtp_sink, work_jobs, queue_email, outbox):
     """Three dead messages (the server refused them), then a server that accepts again."""
     smtp_sink.reply = "550 5.7.1 Rejected by policy"
+    # A real registration: a replayed verification email gets a fresh token for its account.
+    registered = jobs_app.test_client().post(
+        "/api/v1/auth/register",
+        json={"email": "dead@example.com", "password": STRONG_PASSWORD, "name": "Dee"},
+        headers={"X-Request-ID": "req-dead-0001"},
+    )
+    assert registered.status_code == 201, registered.json
     ids = [
-        queue_email("verify_email", request_id="req-dead-0001"),
+        outbox("verify_email")[0].id,
         queue_email("new_login"),
         queue_email("welcome"),
     ]

@@ -64,6 +64,8 @@ def start_worker(
             "REDIS_URL": redis_url,
             "SMTP_URL": smtp_sink.url,
             "JWT_KEYS": keys,
+            # The test app's keyring: the worker opens the secrets the app sealed in the outbox.
+            "ENCRYPTION_KEYS": app.config["GATEHOUSE"].encryption_keys,
             "SMTP_TIMEOUT": "0.5",
             "JOBS_RETRY_BACKOFF": "0.05",
             "JOBS_DISPATCH_INTERVAL": "0.05",

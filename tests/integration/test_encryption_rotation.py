@@ -11,18 +11,41 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pyotp
+import pytest
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from tests.conftest import Account
 from webapp.extensions import db
 from webapp.http.idempotency import IdempotencyRecord
 from webapp.mfa.models import TotpFactor
+from webapp.outbox.models import OutboxMessage
 from webapp.security.encryption import EncryptionKeyRing
 
 K1 = "k1:" + base64.b64encode(os.urandom(32)).decode()
 K2 = "k2:" + base64.b64encode(os.urandom(32)).decode()
 MFA = "/api/v1/auth/mfa"
+
+
+def forget_queued_emails(app: Flask) -> None:
+    """Emails queued through the test app are sealed under its own key, which the keyrings of
+    this module do not hold: they would stop every rotation."""
+    with app.app_context():
+        db.session.execute(delete(OutboxMessage))
+        db.session.commit()
+        db.session.remove()
+
+
+@pytest.fixture
+def make_user(app: Flask, make_user: Callable[..., Account]) -> Callable[..., Account]:
+    """conftest's accounts, without the emails they queued (see `forget_queued_emails`)."""
+
+    def build(*args: object, **kwargs: object) -> Account:
+        account = make_user(*args, **kwargs)
+        forget_queued_emails(app)
+        return account
+
+    return build
 
 
 def enable_totp(app: Flask, account: Account, *, idempotency_key: str | None = None) -> str:
@@ -109,6 +132,7 @@ def test_plain_idempotency_bodies_are_left_alone(make_app, make_user, admin, cli
         headers=headers,
     )
     assert created.status_code == 201
+    forget_queued_emails(client.application)
 
     result = (
         make_app(encryption_keys=K2).test_cli_runner().invoke(args=["keys", "rotate-encryption"])
@@ -158,3 +182,34 @@ def test_new_encryption_key_prints_an_entry_for_the_variable(app):
     assert result.exit_code == 0
     assert EncryptionKeyRing.parse(result.output.strip()).primary_kid == "2027-01"
     assert bad.exit_code != 0
+
+
+def test_rotation_covers_the_sealed_secrets_of_queued_emails(
+    make_app: Callable[..., Flask], smtp_sink, work_jobs
+):
+    old_app = make_app(encryption_keys=K1, smtp_url=smtp_sink.url)
+    registered = old_app.test_client().post(
+        "/api/v1/auth/register",
+        json={"email": "ada@example.com", "password": "pale-Orbit-93-lantern", "name": "Ada"},
+    )
+    assert registered.status_code == 201
+
+    def sealed() -> str:
+        with old_app.app_context():
+            [payload] = db.session.scalars(select(OutboxMessage.payload))
+            db.session.remove()
+        return str(payload["sealed"])
+
+    assert sealed().startswith("v1.k1.")
+    result = (
+        make_app(encryption_keys=f"{K2},{K1}")
+        .test_cli_runner()
+        .invoke(args=["keys", "rotate-encryption"])
+    )
+    assert result.exit_code == 0, result.output
+    assert "outbox_messages.payload.sealed: 1 re-encrypted" in result.output
+    assert sealed().startswith("v1.k2.")
+
+    work_jobs(make_app(encryption_keys=K2, smtp_url=smtp_sink.url))  # the old key is gone
+    [email] = smtp_sink.wait_for(1)
+    assert email.link.startswith("https://gatehouse.test/verify-email?token=")

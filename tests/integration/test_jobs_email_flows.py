@@ -3,13 +3,17 @@ their links work."""
 
 from __future__ import annotations
 
+import uuid
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
 from sqlalchemy import select
 
 from tests.conftest import STRONG_PASSWORD
 from webapp.extensions import db
 from webapp.outbox.models import SENT, EmailDelivery, OutboxMessage
+from webapp.outbox.sealing import open_payload, seal
+from webapp.security.encryption import DecryptionError
 
 
 def _token(link: str) -> str:
@@ -116,3 +120,72 @@ def test_a_sent_message_is_recorded_and_loses_its_token(jobs_app, smtp_sink, wor
         assert delivery.smtp_message_id == email.message_id
         assert delivery.smtp_response.startswith("250")
         db.session.remove()
+
+
+def test_a_message_queued_before_sealing_existed_still_sends_and_then_loses_its_token(
+    jobs_app, smtp_sink, work_jobs
+):
+    """Rows written by an older release hold their token in the clear: they still go out."""
+    link = "https://gatehouse.test/verify-email?token=legacy-token"
+    with jobs_app.app_context():
+        message = OutboxMessage(
+            template="verify_email",
+            recipient="old@example.com",
+            idempotency_key="verify_email:legacy",
+            payload={
+                "name": "Old",
+                "token": "legacy-token",
+                "link": link,
+                "expires_at": "2030-01-01",
+            },
+            queue="high",
+        )
+        db.session.add(message)
+        db.session.commit()
+        message_id = message.id
+        db.session.remove()
+
+    work_jobs(jobs_app)
+
+    [email] = smtp_sink.wait_for(1)
+    assert email.link == link
+    with jobs_app.app_context():
+        stored = db.session.get(OutboxMessage, message_id)
+        assert stored.status == SENT
+        assert "legacy-token" not in str(stored.payload)
+        assert stored.payload["link"] == "https://gatehouse.test/verify-email"
+        db.session.remove()
+
+
+def test_the_secret_fields_of_a_queued_message_are_stored_sealed(jobs_app, queue_email):
+    message_id = queue_email(
+        "new_login",
+        payload={
+            "name": "Ada",
+            "ip": "203.0.113.7",
+            "user_agent": "Test Browser",
+            "at": "2030-01-01T00:00:00+00:00",
+            "link": "https://gatehouse.test/sessions",
+        },
+    )
+    with jobs_app.app_context():
+        stored = db.session.get(OutboxMessage, message_id).payload
+        db.session.remove()
+    assert set(stored) == {"name", "ip", "user_agent", "at", "sealed"}
+    assert stored["sealed"].startswith("v1.test.")
+    assert "gatehouse.test/sessions" not in str(stored)
+
+
+def test_explicit_secret_fields_are_sealed_and_bound_to_their_message(app_ctx):
+    message_id = uuid.uuid4()
+    payload = {"name": "Ada", "code": "123456", "link": "https://gatehouse.test/x?token=t"}
+
+    stored = seal(payload, message_id, secret_fields={"code"})
+
+    assert set(stored) == {"name", "link", "sealed"}  # only what was named
+    assert "123456" not in str(stored)
+    assert open_payload(stored, message_id) == payload
+    with pytest.raises(DecryptionError):  # copied onto another message, it does not open
+        open_payload(stored, uuid.uuid4())
+    with pytest.raises(ValueError, match="reserved"):
+        seal({"sealed": "x"}, message_id)

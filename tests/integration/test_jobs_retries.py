@@ -108,7 +108,8 @@ def test_replaying_a_dead_letter_delivers_exactly_one_email(
     jobs_app, smtp_sink, work_jobs, queue_email, rq_connection, deliver_now
 ):
     smtp_sink.reply = "550 5.1.1 No such user"
-    message_id = queue_email("password_reset", request_id="req-replay-0001")
+    # (token emails are replayed with a fresh token: tests/security/test_tokens_at_rest.py)
+    message_id = queue_email("new_login", request_id="req-replay-0001")
     work_jobs(jobs_app)
     assert _message(jobs_app, message_id).status == DEAD
 
@@ -122,7 +123,7 @@ def test_replaying_a_dead_letter_delivers_exactly_one_email(
     work_jobs(jobs_app)
 
     [email] = smtp_sink.wait_for(1)
-    assert email.subject == "Reset your Gatehouse password"
+    assert email.subject == "New sign-in to your Gatehouse account"
     message = _message(jobs_app, message_id)
     assert message.status == SENT
     # A job run again for the same message (a duplicate in transit) sends nothing.
@@ -223,6 +224,7 @@ def test_a_send_interrupted_before_it_was_recorded_is_sent_again_with_the_same_m
     """The crash window (SMTP said 250, the worker died before recording it): the claim expired,
     so the email goes out again — recognisably the same email, by its Message-ID."""
     message_id = queue_email("verify_email")
+    queued_payload = _message(jobs_app, message_id).payload  # secrets still sealed in it
     assert deliver_now(jobs_app, message_id).result is Result.SENT
     with jobs_app.app_context():
         # Roll the records back to how a crash right after the send leaves them.
@@ -231,7 +233,9 @@ def test_a_send_interrupted_before_it_was_recorded_is_sent_again_with_the_same_m
                 status=SENDING, claimed_until=utcnow() - timedelta(seconds=1), sent_at=None
             )
         )
-        db.session.execute(OutboxMessage.__table__.update().values(status=ENQUEUED))
+        db.session.execute(
+            OutboxMessage.__table__.update().values(status=ENQUEUED, payload=queued_payload)
+        )
         db.session.commit()
         db.session.remove()
 

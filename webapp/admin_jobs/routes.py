@@ -53,7 +53,8 @@ class RequeueFailedJob(MethodView):
     @blp.response(202, RequeuedOut)
     def post(self, job_id: uuid.UUID) -> dead_letters.Requeued:
         """Put one failed job back on its queue with a fresh set of tries (404 if there is no
-        such failed job, 409 if it has not failed)."""
+        such failed job, 409 `job-not-failed` if it has not failed, 409 `job-not-replayable` if
+        its email has no point any more; a token email is replayed with a fresh token)."""
         return dead_letters.requeue(db.session, _redis(), current_settings(), job_id)
 
 

@@ -17,10 +17,18 @@ from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from webapp.db import Base, new_id, utcnow
+from webapp.security import encryption
 
 PENDING, ENQUEUED, SENT, DEAD = "pending", "enqueued", "sent", "dead"
 # Delivery records: a claim while an SMTP send is in flight, then proof that it was sent.
 SENDING, DELIVERED, FAILED = "sending", "sent", "failed"
+
+
+# A payload's secret fields (one-time links, tokens) live encrypted under this member of the JSON
+# until the message is sent (webapp.outbox.sealing); `keys rotate-encryption` covers it.
+SEALED_PAYLOAD = encryption.register(
+    encryption.EncryptedColumn("outbox_messages", "payload", json_key="sealed")
+)
 
 
 class OutboxMessage(Base):

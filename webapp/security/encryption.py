@@ -182,13 +182,22 @@ def new_key_entry(kid: str) -> str:
 
 @dataclass(frozen=True)
 class EncryptedColumn:
-    """A column holding `v1.` values; `id_column` is the row id bound into the associated data."""
+    """A column holding `v1.` values; `id_column` is the row id bound into the associated data.
+
+    With `json_key`, the column is a JSON object and only its `json_key` member (when present)
+    is encrypted; the associated data then names `column.json_key` (see `label`)."""
 
     table: str
     column: str
     id_column: str = "id"
     # Columns that may also hold plaintext rows (only some rows are sensitive) skip those.
     mixed: bool = False
+    json_key: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The column name bound into the associated data."""
+        return f"{self.column}.{self.json_key}" if self.json_key else self.column
 
 
 ENCRYPTED_COLUMNS: list[EncryptedColumn] = []
@@ -216,30 +225,39 @@ def rotate_all(batch_size: int = 500) -> dict[str, int]:
     for spec in ENCRYPTED_COLUMNS:
         table = db.metadata.tables[spec.table]
         id_col, value_col = table.c[spec.id_column], table.c[spec.column]
+        present = (
+            value_col[spec.json_key].as_string().is_not(None)
+            if spec.json_key
+            else value_col.is_not(None)
+        )
         count, after = 0, None
         while True:
-            query = select(id_col, value_col).where(value_col.is_not(None)).order_by(id_col)
+            query = select(id_col, value_col).where(present).order_by(id_col)
             if after is not None:
                 query = query.where(id_col > after)
             with db.engine.begin() as conn:
                 if conn.dialect.name == "postgresql":
                     query = query.with_for_update()
                 rows = conn.execute(query.limit(batch_size)).all()
-                for row_id, stored in rows:
+                for row_id, value in rows:
+                    stored = value[spec.json_key] if spec.json_key else value
                     if ring.is_current(stored) or (spec.mixed and ring.kid_of(stored) is None):
                         continue
                     try:
                         fresh = ring.reencrypt(
-                            stored, table=spec.table, column=spec.column, row_id=row_id
+                            stored, table=spec.table, column=spec.label, row_id=row_id
                         )
                     except DecryptionError as exc:  # name the row; nothing of this batch is kept
                         raise DecryptionError(
-                            f"{spec.table}.{spec.column} {row_id}: {exc}"
+                            f"{spec.table}.{spec.label} {row_id}: {exc}"
                         ) from None
-                    conn.execute(update(table).where(id_col == row_id).values({value_col: fresh}))
+                    replacement = {**value, spec.json_key: fresh} if spec.json_key else fresh
+                    conn.execute(
+                        update(table).where(id_col == row_id).values({value_col: replacement})
+                    )
                     count += 1
             if len(rows) < batch_size:
                 break
             after = rows[-1][0]
-        done[f"{spec.table}.{spec.column}"] = count
+        done[f"{spec.table}.{spec.label}"] = count
     return done
