@@ -216,6 +216,8 @@ def gunicorn(
         DATABASE_URL=database_url,
         REDIS_URL=redis_url,
         RATELIMIT_ENABLED="false",
+        UNSAFE_PRODUCTION_WITHOUT_RATELIMIT="true",
+        PUBLIC_BASE_URL="https://gatehouse.test",
         LOG_LEVEL="WARNING",
         BIND=f"127.0.0.1:{port}",
         WEB_CONCURRENCY="2",
