@@ -95,6 +95,7 @@ class Settings:
     log_level: str = "INFO"
     otel_exporter_otlp_endpoint: str | None = None
     web_concurrency: int = 2
+    metrics_port: int | None = None
 
     @property
     def is_production(self) -> bool:
@@ -187,6 +188,8 @@ class Settings:
             log_level=env.str("LOG_LEVEL", d.log_level).upper(),
             otel_exporter_otlp_endpoint=env.str("OTEL_EXPORTER_OTLP_ENDPOINT", None) or None,
             web_concurrency=env.int("WEB_CONCURRENCY", d.web_concurrency),
+            # Empty counts as unset, as for the job worker's --metrics-port.
+            metrics_port=env.int("METRICS_PORT", None) if env.str("METRICS_PORT", "") else None,
         )
 
     def validate(self) -> None:
@@ -240,6 +243,8 @@ class Settings:
         if smtp.scheme not in ("smtp", "smtps") or not smtp.hostname:
             # The URL may hold credentials: name the variable, never echo its value.
             raise ConfigError("SMTP_URL must look like smtp://host:port or smtps://host:port")
+        if self.metrics_port is not None and not 0 < self.metrics_port < 65536:
+            raise ConfigError("METRICS_PORT must be between 1 and 65535")
         if self.jwt_keys and self.jwt_keys_file:
             raise ConfigError("set JWT_KEYS or JWT_KEYS_FILE, not both")
         if self.is_production:

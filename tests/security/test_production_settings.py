@@ -15,17 +15,24 @@ cannot be turned off in production without an opt-out named for its risk).
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
 import secrets
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
+from flask import Flask
 
+from tests.throwaway import free_port, start_gunicorn
 from webapp.config import ConfigError, Settings
 from webapp.security.entropy import key_weakness, secret_weakness
 from webapp.security.keys import generate_jwk
@@ -243,3 +250,79 @@ def test_the_generated_env_file_satisfies_production(tmp_path: Path) -> None:
         check=True,
     )
     assert env_file.read_text() == before
+
+
+# --- /metrics off the public port ("Also" of the finding; ASVS V1.14.1, V14.3) -----------------
+
+
+@pytest.fixture
+def production_gunicorn(
+    app: Flask, database_url: str, redis_url: str, tmp_path: Path
+) -> Iterator[tuple[str, str]]:
+    """The production command with METRICS_PORT set, on the migrated test database: (API base
+    URL, metrics base URL)."""
+    api_port, metrics_port = free_port(), free_port()
+    (tmp_path / "metrics").mkdir()
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        **production_env(),
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "BIND": f"127.0.0.1:{api_port}",
+        "METRICS_PORT": str(metrics_port),
+        "METRICS_ADDR": "127.0.0.1",
+        "WEB_CONCURRENCY": "1",
+        "GUNICORN_GRACEFUL_TIMEOUT": "2",
+        "LOG_LEVEL": "WARNING",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+    }
+    log = tmp_path / "gunicorn.log"
+    proc = start_gunicorn("wsgi:app", env, log)
+    api, metrics = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{metrics_port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, log.read_text()
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(f"{api}/health", timeout=10).ok:
+                    break
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        yield api, metrics
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def test_metrics_are_not_served_on_the_api_port_in_production(
+    production_gunicorn: tuple[str, str],
+) -> None:
+    api, metrics = production_gunicorn
+    assert requests.get(f"{api}/api/openapi.json", timeout=15).ok  # the API port works
+    public = requests.get(f"{api}/metrics", timeout=15)
+    assert public.status_code == 404
+    assert "gatehouse_" not in public.text
+    # The listener is told by the connection's own socket, not by a header a client could forge.
+    port = metrics.rsplit(":", 1)[1]
+    forged = requests.get(f"{api}/metrics", headers={"Host": f"127.0.0.1:{port}"}, timeout=15)
+    assert forged.status_code == 404
+    scraped = requests.get(f"{metrics}/metrics", timeout=15)
+    assert scraped.status_code == 200
+    assert "gatehouse_build_info" in scraped.text
+
+
+def test_the_metrics_port_is_not_a_second_way_into_the_api(
+    production_gunicorn: tuple[str, str],
+) -> None:
+    _, metrics = production_gunicorn
+    for path in ("/api/openapi.json", "/api/v1/users/me", "/health", "/metrics/"):
+        assert requests.get(f"{metrics}{path}", timeout=15).status_code == 404, path
+
+
+def test_the_api_port_answers_metrics_only_outside_production_without_a_metrics_port(
+    make_app: Callable[..., Flask],
+) -> None:
+    assert make_app().test_client().get("/metrics").status_code == 200  # `make run`, tests
+    production = make_app(env="production", ratelimit_enabled=True)
+    assert production.test_client().get("/metrics").status_code == 404
+    assert make_app(metrics_port=9100).test_client().get("/metrics").status_code == 404

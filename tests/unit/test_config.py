@@ -92,6 +92,7 @@ def test_variables_are_parsed_into_typed_settings(monkeypatch):
         ("TRUSTED_PROXIES", "1.5"),
         ("RATELIMIT_ENABLED", "maybe"),
         ("DB_POOL_TIMEOUT", "fast"),
+        ("METRICS_PORT", "http"),
     ],
 )
 def test_a_value_of_the_wrong_type_names_the_variable(monkeypatch, name, value):
@@ -109,6 +110,8 @@ def test_a_value_of_the_wrong_type_names_the_variable(monkeypatch, name, value):
         ("CACHE_LOCAL_TTL", "-1"),
         ("LOG_LEVEL", "chatty"),
         ("DATABASE_URL", "mysql://db/gatehouse"),
+        ("METRICS_PORT", "70000"),
+        ("METRICS_PORT", "0"),
     ],
 )
 def test_a_value_out_of_range_names_the_variable(monkeypatch, name, value):
