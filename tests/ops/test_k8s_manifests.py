@@ -274,6 +274,9 @@ def test_api_probes_and_graceful_termination_match_gunicorn(
     worker = find(objects, "Deployment", "gatehouse-worker")["spec"]["template"]["spec"]
     assert worker["containers"][0]["args"] == ["flask", "--app", "wsgi", "jobs", "worker"]
     assert worker["containers"][0]["ports"][0]["containerPort"] == int(config["METRICS_PORT"])
+    # gunicorn serves /metrics on a second listener (METRICS_PORT), never on the API's port.
+    api_ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert api_ports == {"http": 8000, "metrics": int(config["METRICS_PORT"])}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -314,6 +317,8 @@ def test_references_resolve(rendered: dict[str, Objects], overlay: str) -> None:
     for monitor in of_kind(objects, "ServiceMonitor"):
         ports = {p["name"] for s in services.values() for p in s["spec"]["ports"]}
         assert {e["port"] for e in monitor["spec"]["endpoints"]} <= ports
+        # /metrics is answered on the metrics port only (observability/exposure.py).
+        assert {e["port"] for e in monitor["spec"]["endpoints"]} == {"metrics"}
         # job labels come from the Service names, as in docker-compose.yml's scrape jobs
         assert {"gatehouse-api", "gatehouse-worker"} <= set(services)
 
@@ -346,6 +351,16 @@ def test_network_policy_denies_by_default_and_opens_only_what_is_needed(
         for port in rule.get("ports", [])
     }
     assert ingress_ports == {8000, 9100}
+    # The ingress controller reaches the API port only; Prometheus the metrics port only.
+    api_rules = {
+        port["port"]: {
+            peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+            for peer in rule["from"]
+        }
+        for rule in policies["gatehouse-api-ingress"]["ingress"]
+        for port in rule["ports"]
+    }
+    assert api_rules == {8000: {"ingress-nginx"}, 9100: {"monitoring"}}
     egress_ports = {
         port["port"]
         for spec in policies.values()
