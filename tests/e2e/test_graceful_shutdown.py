@@ -21,6 +21,7 @@ import base64
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -210,7 +211,7 @@ def gunicorn(
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     env.update(
         GATEHOUSE_ENV="production",
-        SECRET_KEY="graceful-shutdown-test-" + "s" * 32,
+        SECRET_KEY=secrets.token_urlsafe(48),  # production refuses non-random values
         ENCRYPTION_KEYS="t1:" + base64.b64encode(os.urandom(32)).decode(),
         JWT_KEYS=conftest.test_keys_json(),
         DATABASE_URL=database_url,
