@@ -424,3 +424,31 @@ def test_secret_example_holds_every_key_and_no_value(rendered: dict[str, Objects
         # what the pods cannot start without is a placeholder to replace; the rest may stay empty
         assert {k for k, v in values.items() if v == "REPLACE_ME"} == required - optional
     assert {"SECRET_KEY", "DATABASE_URL", "REDIS_URL", "ENCRYPTION_KEYS"} <= set(values)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_configmap_passes_the_production_checks(
+    rendered: dict[str, Objects], overlay: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shipped settings start in production (https PUBLIC_BASE_URL, rate limits on, CORS
+    exact, a short reuse grace) once the Secret holds random values."""
+    import base64
+    import os
+    import secrets
+
+    from webapp.config import Settings
+
+    config = find(rendered[overlay], "ConfigMap", "gatehouse-config")["data"]
+    for name in list(os.environ):
+        if name not in ("PATH", "HOME"):
+            monkeypatch.delenv(name)
+    for name, value in config.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("SECRET_KEY", secrets.token_urlsafe(48))
+    monkeypatch.setenv("ENCRYPTION_KEYS", "k1:" + base64.b64encode(os.urandom(32)).decode())
+    monkeypatch.setenv("DATABASE_URL", "postgresql://gatehouse@db:5432/gatehouse")
+    monkeypatch.setenv("REDIS_URL", "redis://cache:6379/0")
+    settings = Settings.from_env()
+    assert settings.is_production
+    assert settings.ratelimit_enabled
+    assert settings.public_base_url.startswith("https://")
