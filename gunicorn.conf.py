@@ -8,7 +8,12 @@ terminationGracePeriodSeconds must exceed it, with the preStop sleep on top).
 import os
 import tempfile
 
-bind = os.environ.get("BIND") or f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+bind = [os.environ.get("BIND") or f"0.0.0.0:{os.environ.get('PORT', '8000')}"]
+# /metrics is served on a listener of its own, never on the API's port in production: Prometheus
+# reaches METRICS_PORT, the Ingress and published ports only the API (observability/exposure.py).
+if os.environ.get("METRICS_PORT", "").strip():
+    metrics_addr = os.environ.get("METRICS_ADDR", "0.0.0.0")  # noqa: S104 - scraped from other pods
+    bind.append(f"{metrics_addr}:{os.environ['METRICS_PORT'].strip()}")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # gthread that accepts only with a free thread, so keep-alive clients spread over the workers.
 worker_class = "webapp.gunicorn_worker.FairThreadWorker"

@@ -9,11 +9,12 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
+    from observability import exposure, metrics, tracing
     from observability import logging as log_setup
-    from observability import metrics, tracing
 
     settings = app.config["GATEHOUSE"]
     log_setup.configure(settings.log_level)
     log_setup.init_access_log(app)
     metrics.init_app(app)
+    exposure.init_app(app)
     tracing.init_app(app, settings.otel_exporter_otlp_endpoint)

@@ -20,7 +20,7 @@ from importlib.metadata import PackageNotFoundError, version
 from timeit import default_timer
 from typing import Any
 
-from flask import Flask, Request, Response, request
+from flask import Flask, Request, Response, abort, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -316,7 +316,13 @@ def init_app(app: Flask) -> None:
         for engine in db.engines.values():
             _track_pool(engine)
 
+    from observability.exposure import served_here
+
+    settings = app.config["GATEHOUSE"]
+
     @app.get("/metrics")
     @limiter.exempt
     def metrics_endpoint() -> Response:
+        if not served_here(settings):
+            abort(404)  # off the public port: observability/exposure.py
         return Response(render(app), mimetype=CONTENT_TYPE_LATEST)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import secrets
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -103,7 +104,8 @@ def redis_url() -> str:
 def base_settings(database_url: str, redis_url: str) -> Settings:
     return Settings().with_overrides(
         env="test",
-        secret_key="test-secret-" + "x" * 32,
+        # Random: apps built with env="production" must pass its randomness checks.
+        secret_key=secrets.token_urlsafe(48),
         database_url=database_url,
         redis_url=redis_url,
         jwt_keys=test_keys_json(),

@@ -137,7 +137,11 @@ class ThrowawayTarget:
             JWT_KEYS_FILE=str(keys),
             DATABASE_URL=self.database_url,
             REDIS_URL=self.redis_url,
+            # Capacity, not abuse protection, is measured; production refuses limits off
+            # without this explicit opt-out (and logs a warning at every start).
             RATELIMIT_ENABLED="false",
+            UNSAFE_PRODUCTION_WITHOUT_RATELIMIT="true",
+            PUBLIC_BASE_URL="https://gatehouse.invalid",  # production requires https://
             LOG_LEVEL="WARNING",
             # Our own: two gunicorns on one host must not share (and empty) one directory.
             PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),

@@ -162,6 +162,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     api.init_app(app)
     problems.init_app(app)  # after flask-smorest, so that its error handler is replaced
     observability.init_app(app)
+    ratelimit.warn_if_off_in_production(app)  # once logging is set up
     register_blueprints(app, api)
     cli.init_app(app)
     return app

@@ -7,6 +7,7 @@ Production refuses the development defaults of every secret.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields, replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,6 +18,15 @@ ENVIRONMENTS = ("development", "test", "production")
 DEV_SECRET = "dev-insecure-secret-change-me"  # noqa: S105 - the default production refuses
 DEV_DATABASE_URL = "sqlite:///instance/gatehouse.db"
 DEV_KEYS_FILE = "instance/jwt-keys.json"
+
+
+# Values that were published (defaults in this repository, now or in the past): production refuses
+# them even where they would pass the randomness checks.
+PUBLISHED_SECRETS = frozenset({DEV_SECRET, "compose-local-only-not-a-real-secret-0123456789"})
+# Refresh-token reuse inside the grace window is not detected; keep that window to a client's
+# concurrent-refresh race, not hours of replay.
+MAX_PRODUCTION_REUSE_GRACE = 60
+_ORIGIN = re.compile(r"https://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
 
 
 class ConfigError(Exception):
@@ -69,6 +79,7 @@ class Settings:
     lockout_window: int = 900
     lockout_duration: int = 900
     ratelimit_enabled: bool = True
+    unsafe_production_without_ratelimit: bool = False
     ratelimit_default: str = "300 per minute"
     ratelimit_auth: str = "20 per minute"
     cache_ttl: int = 300
@@ -84,6 +95,7 @@ class Settings:
     log_level: str = "INFO"
     otel_exporter_otlp_endpoint: str | None = None
     web_concurrency: int = 2
+    metrics_port: int | None = None
 
     @property
     def is_production(self) -> bool:
@@ -156,6 +168,9 @@ class Settings:
             lockout_window=env.int("LOCKOUT_WINDOW", d.lockout_window),
             lockout_duration=env.int("LOCKOUT_DURATION", d.lockout_duration),
             ratelimit_enabled=env.bool("RATELIMIT_ENABLED", d.ratelimit_enabled),
+            unsafe_production_without_ratelimit=env.bool(
+                "UNSAFE_PRODUCTION_WITHOUT_RATELIMIT", d.unsafe_production_without_ratelimit
+            ),
             ratelimit_default=env.str("RATELIMIT_DEFAULT", d.ratelimit_default),
             ratelimit_auth=env.str("RATELIMIT_AUTH", d.ratelimit_auth),
             cache_ttl=env.int("CACHE_TTL", d.cache_ttl),
@@ -173,6 +188,8 @@ class Settings:
             log_level=env.str("LOG_LEVEL", d.log_level).upper(),
             otel_exporter_otlp_endpoint=env.str("OTEL_EXPORTER_OTLP_ENDPOINT", None) or None,
             web_concurrency=env.int("WEB_CONCURRENCY", d.web_concurrency),
+            # Empty counts as unset, as for the job worker's --metrics-port.
+            metrics_port=env.int("METRICS_PORT", None) if env.str("METRICS_PORT", "") else None,
         )
 
     def validate(self) -> None:
@@ -226,6 +243,8 @@ class Settings:
         if smtp.scheme not in ("smtp", "smtps") or not smtp.hostname:
             # The URL may hold credentials: name the variable, never echo its value.
             raise ConfigError("SMTP_URL must look like smtp://host:port or smtps://host:port")
+        if self.metrics_port is not None and not 0 < self.metrics_port < 65536:
+            raise ConfigError("METRICS_PORT must be between 1 and 65535")
         if self.jwt_keys and self.jwt_keys_file:
             raise ConfigError("set JWT_KEYS or JWT_KEYS_FILE, not both")
         if self.is_production:
@@ -250,8 +269,11 @@ class Settings:
                 raise ConfigError(
                     "ENCRYPTION_KEYS must be set in production (kid:base64key, 32-byte keys)"
                 )
-            if self.api_key_pepper is not None and len(self.api_key_pepper) < 32:
-                raise ConfigError("API_KEY_PEPPER must be 32+ random characters in production")
+            if self.api_key_pepper is not None:
+                if len(self.api_key_pepper) < 32:
+                    raise ConfigError("API_KEY_PEPPER must be 32+ random characters in production")
+                _refuse_weak_secret("API_KEY_PEPPER", self.api_key_pepper)
+            _refuse_weak_keys(self.encryption_keys)
 
     @property
     def effective_api_key_pepper(self) -> bytes:
@@ -267,10 +289,11 @@ class Settings:
         ).digest()
 
     def _validate_production(self) -> None:
-        if self.secret_key == DEV_SECRET or len(self.secret_key) < 32:
+        if self.secret_key in PUBLISHED_SECRETS or len(self.secret_key) < 32:
             raise ConfigError(
                 "SECRET_KEY must be set to a random value of 32+ characters in production"
             )
+        _refuse_weak_secret("SECRET_KEY", self.secret_key)
         if not (self.jwt_keys or self.jwt_keys_file):
             raise ConfigError("JWT_KEYS or JWT_KEYS_FILE must be set in production")
         if self.jwt_keys_file == DEV_KEYS_FILE:
@@ -279,6 +302,27 @@ class Settings:
             raise ConfigError("DATABASE_URL must point to PostgreSQL in production")
         if not self.redis_url:
             raise ConfigError("REDIS_URL must be set in production")
+        public = urlsplit(self.public_base_url)
+        if public.scheme != "https" or not public.hostname:
+            # Emailed reset and verification links carry single-use tokens: never in clear text.
+            raise ConfigError("PUBLIC_BASE_URL must be an https:// URL in production")
+        for origin in self.cors_origins:
+            if not _is_exact_https_origin(origin):
+                raise ConfigError(
+                    "CORS_ORIGINS must list exact https:// origins in production "
+                    "(no '*', no patterns, no paths)"
+                )
+        if self.refresh_reuse_grace > MAX_PRODUCTION_REUSE_GRACE:
+            # A stolen refresh token replayed inside the grace window is not detected as reuse.
+            raise ConfigError(
+                f"REFRESH_REUSE_GRACE must be at most {MAX_PRODUCTION_REUSE_GRACE} seconds "
+                "in production"
+            )
+        if not self.ratelimit_enabled and not self.unsafe_production_without_ratelimit:
+            raise ConfigError(
+                "RATELIMIT_ENABLED must be true in production (capacity benchmarks may set "
+                "UNSAFE_PRODUCTION_WITHOUT_RATELIMIT=true)"
+            )
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some values replaced (tests); validated like the original."""
@@ -293,6 +337,32 @@ class Settings:
     @property
     def sqlalchemy_url(self) -> str:
         return sqlalchemy_url(self.database_url)
+
+
+def _refuse_weak_secret(name: str, value: str) -> None:
+    from webapp.security.entropy import secret_weakness
+
+    reason = secret_weakness(value.encode())
+    if reason is not None:  # names the defect, never the value
+        raise ConfigError(f"{name} {reason}: use a random value in production")
+
+
+def _refuse_weak_keys(encryption_keys: str) -> None:
+    from webapp.security.encryption import EncryptionKeyRing
+    from webapp.security.entropy import key_weakness
+
+    for kid, key in EncryptionKeyRing.parse(encryption_keys).keys:
+        reason = key_weakness(key)
+        if reason is not None:
+            raise ConfigError(
+                f"ENCRYPTION_KEYS: key {kid!r} {reason}: use 32 random bytes in production"
+            )
+
+
+def _is_exact_https_origin(origin: str) -> bool:
+    """flask-cors reads '*' and other regex characters as patterns; production wants exact
+    `https://host[:port]` origins only."""
+    return _ORIGIN.fullmatch(origin) is not None
 
 
 def sqlalchemy_url(url: str) -> str:

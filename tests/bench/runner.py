@@ -5,7 +5,8 @@ What one run does (each step prints one line; `docs/benchmarks.md` explains the 
 1. finds `wrk` (Debian package `wrk`; installed with apt-get when missing and running as root);
 2. sets up a throwaway target: database `gatehouse_bench` (dropped and created), Redis db 15
    (flushed), a fresh JWT key file, a random `SECRET_KEY`, `GATEHOUSE_ENV=production`,
-   `RATELIMIT_ENABLED=false`; runs the migrations and creates the benchmark user with the CLI;
+   `RATELIMIT_ENABLED=false` (with the opt-out `UNSAFE_PRODUCTION_WITHOUT_RATELIMIT=true` that
+   production requires for it); runs the migrations and creates the benchmark user with the CLI;
 3. serves `tests.bench.bare_app:app`, then `wsgi:app`, each with `gunicorn -c gunicorn.conf.py`
    (the production command) and measures, after a warm-up, `GET /bare` and
    `GET /api/v1/users/me` at `--connections`, and `POST /api/v1/auth/login` at `--login-clients`;

@@ -21,6 +21,7 @@ import base64
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -210,12 +211,14 @@ def gunicorn(
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     env.update(
         GATEHOUSE_ENV="production",
-        SECRET_KEY="graceful-shutdown-test-" + "s" * 32,
+        SECRET_KEY=secrets.token_urlsafe(48),  # production refuses non-random values
         ENCRYPTION_KEYS="t1:" + base64.b64encode(os.urandom(32)).decode(),
         JWT_KEYS=conftest.test_keys_json(),
         DATABASE_URL=database_url,
         REDIS_URL=redis_url,
         RATELIMIT_ENABLED="false",
+        UNSAFE_PRODUCTION_WITHOUT_RATELIMIT="true",
+        PUBLIC_BASE_URL="https://gatehouse.test",
         LOG_LEVEL="WARNING",
         BIND=f"127.0.0.1:{port}",
         WEB_CONCURRENCY="2",

@@ -250,6 +250,7 @@ class Stack:
     api: str
     prometheus: str
     alertmanager: str
+    api_metrics: str
     worker_metrics: str
     gunicorn: Process
     processes: list[Process]
@@ -310,7 +311,9 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     smtp.url = f"smtp://127.0.0.1:{smtp_port}"
     webhook = start_webhook()
     try:
-        api_port, worker_port, prom_port, am_port = (free_port() for _ in range(4))
+        api_port, api_metrics_port, worker_port, prom_port, am_port = (
+            free_port() for _ in range(5)
+        )
         base_env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
         # GATEHOUSE_ENV=test: the production checks (secrets, encryption keys ...) have their own
         # tests; nothing observable differs. Auth limits and lockouts are small, and clients are
@@ -349,6 +352,9 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             {
                 **base_env,
                 "BIND": f"127.0.0.1:{api_port}",
+                # /metrics on a listener of its own, as in production (not on the API's port).
+                "METRICS_PORT": str(api_metrics_port),
+                "METRICS_ADDR": "127.0.0.1",
                 "WEB_CONCURRENCY": "2",
                 "PROMETHEUS_MULTIPROC_DIR": str(api_metrics_dir),
             },
@@ -389,7 +395,7 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
                         {"targets": [f"127.0.0.1:{port}"], "labels": {"namespace": NAMESPACE}}
                     ],
                 }
-                for job, port in ((API_JOB, api_port), (WORKER_JOB, worker_port))
+                for job, port in ((API_JOB, api_metrics_port), (WORKER_JOB, worker_port))
             ],
         }
         (work / "prometheus.yml").write_text(yaml.safe_dump(prometheus_config))
@@ -428,6 +434,7 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             api=api,
             prometheus=f"http://127.0.0.1:{prom_port}",
             alertmanager=f"http://127.0.0.1:{am_port}",
+            api_metrics=f"http://127.0.0.1:{api_metrics_port}/metrics",
             worker_metrics=f"http://127.0.0.1:{worker_port}/metrics",
             gunicorn=gunicorn,
             processes=processes,
@@ -699,7 +706,7 @@ def test_multiprocess_metrics_aggregate_across_gunicorn_workers(
 
     # Whichever worker answers the scrape, /metrics shows the sum of every process's samples.
     for _ in range(6):
-        body = requests.get(f"{stack.api}/metrics", timeout=REQUEST).text
+        body = requests.get(stack.api_metrics, timeout=REQUEST).text
         assert _jwks_count(body) == stack.jwks_requests
         assert _metric(body, "gatehouse_db_pool_capacity") == 2 * (POOL_SIZE + MAX_OVERFLOW)
     expr = f'sum(gatehouse_http_request_duration_seconds_count{{job="{API_JOB}", route="{JWKS}"}})'
@@ -720,7 +727,7 @@ def test_multiprocess_metrics_aggregate_across_gunicorn_workers(
     wait_for(
         lambda: (
             _metric(
-                requests.get(f"{stack.api}/metrics", timeout=REQUEST).text,
+                requests.get(stack.api_metrics, timeout=REQUEST).text,
                 "gatehouse_db_pool_capacity",
             )
             == 2 * (POOL_SIZE + MAX_OVERFLOW)
@@ -729,7 +736,7 @@ def test_multiprocess_metrics_aggregate_across_gunicorn_workers(
         STARTUP,
         stack.processes,
     )
-    body = requests.get(f"{stack.api}/metrics", timeout=REQUEST).text
+    body = requests.get(stack.api_metrics, timeout=REQUEST).text
     assert _jwks_count(body) == stack.jwks_requests
 
 
@@ -737,12 +744,14 @@ def test_real_expositions_pass_promtool_check_metrics(
     stack: Stack, traffic: dict[str, Any]
 ) -> None:
     promtool = require_tool("promtool")
-    for url in (f"{stack.api}/metrics", stack.worker_metrics):
+    for url in (stack.api_metrics, stack.worker_metrics):
         body = requests.get(url, timeout=REQUEST).text
         assert "gatehouse_" in body, url
         done = run([promtool, "check", "metrics"], input=body)
         assert done.returncode == 0, f"{url}\n{output(done)}"
-    api_body = requests.get(f"{stack.api}/metrics", timeout=REQUEST).text
+    # Not on the API's own port: that one is public.
+    assert requests.get(f"{stack.api}/metrics", timeout=REQUEST).status_code == 404
+    api_body = requests.get(stack.api_metrics, timeout=REQUEST).text
     names = {family.name for family in text_string_to_metric_families(api_body)}
     assert {"gatehouse_queue_depth", "gatehouse_outbox_messages", "gatehouse_database_up"} <= names
     routes = {

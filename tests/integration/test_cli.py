@@ -180,7 +180,7 @@ def test_outbox_print_shows_pending_links_and_marks_them_sent(app, client, outbo
 
 
 def test_outbox_print_refuses_to_run_in_production(make_app):
-    app = make_app(env="production")
+    app = make_app(env="production", ratelimit_enabled=True)  # production requires it
     result = app.test_cli_runner().invoke(args=["outbox", "print"])
     assert result.exit_code != 0
     assert "production" in result.output

@@ -110,7 +110,7 @@ def test_hsts_is_not_sent_outside_production(client):
 
 
 def test_hsts_is_sent_in_production(make_app):
-    app = make_app(env="production")
+    app = make_app(env="production", ratelimit_enabled=True)  # production requires it
     headers = app.test_client().get("/health").headers
     hsts = headers["Strict-Transport-Security"]
     max_age = int(re.search(r"max-age=(\d+)", hsts).group(1))

@@ -75,7 +75,8 @@ def test_ready_is_503_with_details_when_the_database_is_unreachable(other_app):
 
 
 def test_ready_is_503_when_redis_is_down_in_production(other_app):
-    app = other_app(env="production", redis_url=DEAD_REDIS)
+    # Production requires rate limits on.
+    app = other_app(env="production", redis_url=DEAD_REDIS, ratelimit_enabled=True)
     response = app.test_client().get("/ready")
     assert response.status_code == 503
     assert response.json["status"] == "unavailable"

@@ -8,7 +8,9 @@ What one run does:
 2. with `--start-server`, sets up a throwaway target the way production runs: database
    `--db-name` (dropped and created on the server of `TEST_DATABASE_URL`), a flushed Redis database,
    a fresh JWT key file, random `SECRET_KEY` and `ENCRYPTION_KEYS`, `GATEHOUSE_ENV=production`,
-   `RATELIMIT_ENABLED=false` (capacity, not abuse protection, is measured); migrates with
+   `RATELIMIT_ENABLED=false` (capacity, not abuse protection, is measured; production accepts it
+   only with `UNSAFE_PRODUCTION_WITHOUT_RATELIMIT=true`), `PUBLIC_BASE_URL=https://gatehouse.invalid`;
+   migrates with
    `flask --app wsgi db upgrade`, creates the administrator with `flask --app wsgi users
    create-admin`, and serves `gunicorn -c gunicorn.conf.py wsgi:app` on a free port. Without it,
    `--base-url` names a running service and `LOAD_ADMIN_PASSWORD` its administrator's password;

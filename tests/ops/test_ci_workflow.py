@@ -98,4 +98,9 @@ def test_k6_stage_starts_the_stack_and_runs_smoke_and_load(ci: dict[str, Any]) -
         (command,) = [r for r in runs if f"python -m tests.load {scenario} " in r]
         assert "--thresholds errors" not in command  # CI gates on the SLO thresholds
     assert job["env"]["RATELIMIT_ENABLED"] == "false"
+    # Production settings accept limits off only with the explicit opt-out.
+    assert job["env"]["UNSAFE_PRODUCTION_WITHOUT_RATELIMIT"] == "true"
+    # compose ships no secret: they are generated before the stack starts.
+    generate = next(i for i, r in enumerate(runs) if "scripts/gen_env.py" in r)
+    assert generate < next(i for i, r in enumerate(runs) if "docker compose up" in r)
     assert any("docker compose down" in r for r in runs)

@@ -148,7 +148,8 @@ def test_scrape_jobs_reach_the_services_and_match_kubernetes(
         for j in prometheus_config["scrape_configs"]
     }
     worker_port = compose["services"]["worker"]["environment"]["METRICS_PORT"]
-    assert jobs["gatehouse-api"] == ["api:8000"]
+    api_port = compose["services"]["api"]["environment"]["METRICS_PORT"]
+    assert jobs["gatehouse-api"] == [f"api:{api_port}"]  # /metrics is not on the API's port
     assert jobs["gatehouse-worker"] == [f"worker:{worker_port}"]
     assert prometheus_config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == [
         "alertmanager:9093"

@@ -274,6 +274,9 @@ def test_api_probes_and_graceful_termination_match_gunicorn(
     worker = find(objects, "Deployment", "gatehouse-worker")["spec"]["template"]["spec"]
     assert worker["containers"][0]["args"] == ["flask", "--app", "wsgi", "jobs", "worker"]
     assert worker["containers"][0]["ports"][0]["containerPort"] == int(config["METRICS_PORT"])
+    # gunicorn serves /metrics on a second listener (METRICS_PORT), never on the API's port.
+    api_ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert api_ports == {"http": 8000, "metrics": int(config["METRICS_PORT"])}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -314,6 +317,8 @@ def test_references_resolve(rendered: dict[str, Objects], overlay: str) -> None:
     for monitor in of_kind(objects, "ServiceMonitor"):
         ports = {p["name"] for s in services.values() for p in s["spec"]["ports"]}
         assert {e["port"] for e in monitor["spec"]["endpoints"]} <= ports
+        # /metrics is answered on the metrics port only (observability/exposure.py).
+        assert {e["port"] for e in monitor["spec"]["endpoints"]} == {"metrics"}
         # job labels come from the Service names, as in docker-compose.yml's scrape jobs
         assert {"gatehouse-api", "gatehouse-worker"} <= set(services)
 
@@ -346,6 +351,16 @@ def test_network_policy_denies_by_default_and_opens_only_what_is_needed(
         for port in rule.get("ports", [])
     }
     assert ingress_ports == {8000, 9100}
+    # The ingress controller reaches the API port only; Prometheus the metrics port only.
+    api_rules = {
+        port["port"]: {
+            peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+            for peer in rule["from"]
+        }
+        for rule in policies["gatehouse-api-ingress"]["ingress"]
+        for port in rule["ports"]
+    }
+    assert api_rules == {8000: {"ingress-nginx"}, 9100: {"monitoring"}}
     egress_ports = {
         port["port"]
         for spec in policies.values()
@@ -409,3 +424,31 @@ def test_secret_example_holds_every_key_and_no_value(rendered: dict[str, Objects
         # what the pods cannot start without is a placeholder to replace; the rest may stay empty
         assert {k for k, v in values.items() if v == "REPLACE_ME"} == required - optional
     assert {"SECRET_KEY", "DATABASE_URL", "REDIS_URL", "ENCRYPTION_KEYS"} <= set(values)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_configmap_passes_the_production_checks(
+    rendered: dict[str, Objects], overlay: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shipped settings start in production (https PUBLIC_BASE_URL, rate limits on, CORS
+    exact, a short reuse grace) once the Secret holds random values."""
+    import base64
+    import os
+    import secrets
+
+    from webapp.config import Settings
+
+    config = find(rendered[overlay], "ConfigMap", "gatehouse-config")["data"]
+    for name in list(os.environ):
+        if name not in ("PATH", "HOME"):
+            monkeypatch.delenv(name)
+    for name, value in config.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("SECRET_KEY", secrets.token_urlsafe(48))
+    monkeypatch.setenv("ENCRYPTION_KEYS", "k1:" + base64.b64encode(os.urandom(32)).decode())
+    monkeypatch.setenv("DATABASE_URL", "postgresql://gatehouse@db:5432/gatehouse")
+    monkeypatch.setenv("REDIS_URL", "redis://cache:6379/0")
+    settings = Settings.from_env()
+    assert settings.is_production
+    assert settings.ratelimit_enabled
+    assert settings.public_base_url.startswith("https://")

@@ -3,10 +3,12 @@ bad variable, and production refuses the development defaults."""
 
 from __future__ import annotations
 
+import base64
 import inspect
 import json
 import os
 import re
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +21,7 @@ from webapp.security.keys import generate_jwk
 ROOT = Path(__file__).resolve().parents[2]
 # Every variable Settings reads, taken from its parser so that a new one is covered too.
 VARIABLES = sorted(set(re.findall(r'env\.\w+\(\s*"([A-Z_]+)"', inspect.getsource(Settings._parse))))
-STRONG_SECRET = "s" * 48
+STRONG_SECRET = secrets.token_urlsafe(48)
 
 
 @pytest.fixture(autouse=True)
@@ -37,7 +39,8 @@ def production(monkeypatch):
         "DATABASE_URL": "postgresql://gatehouse@db.internal:5432/gatehouse",
         "REDIS_URL": "redis://cache.internal:6379/0",
         "JWT_KEYS": json.dumps({"keys": [generate_jwk("EdDSA")]}),
-        "ENCRYPTION_KEYS": "k1:" + "A" * 43 + "=",
+        "ENCRYPTION_KEYS": "k1:" + base64.b64encode(os.urandom(32)).decode(),
+        "PUBLIC_BASE_URL": "https://id.example",
     }
     for name, value in values.items():
         monkeypatch.setenv(name, value)
@@ -89,6 +92,7 @@ def test_variables_are_parsed_into_typed_settings(monkeypatch):
         ("TRUSTED_PROXIES", "1.5"),
         ("RATELIMIT_ENABLED", "maybe"),
         ("DB_POOL_TIMEOUT", "fast"),
+        ("METRICS_PORT", "http"),
     ],
 )
 def test_a_value_of_the_wrong_type_names_the_variable(monkeypatch, name, value):
@@ -106,6 +110,8 @@ def test_a_value_of_the_wrong_type_names_the_variable(monkeypatch, name, value):
         ("CACHE_LOCAL_TTL", "-1"),
         ("LOG_LEVEL", "chatty"),
         ("DATABASE_URL", "mysql://db/gatehouse"),
+        ("METRICS_PORT", "70000"),
+        ("METRICS_PORT", "0"),
     ],
 )
 def test_a_value_out_of_range_names_the_variable(monkeypatch, name, value):

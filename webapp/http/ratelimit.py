@@ -7,12 +7,15 @@ seconds, and a 429 also carries `Retry-After`.
 
 from __future__ import annotations
 
+import logging
 import time
 
 from flask import Flask, Response, current_app, request
 
 from observability import metrics
 from observability.metrics import route
+
+log = logging.getLogger(__name__)
 
 
 def client_ip() -> str:
@@ -93,6 +96,17 @@ def limits_storage_uri(redis_url: str | None) -> str:
     if redis_url.startswith("unix://"):
         return "redis+unix://" + redis_url.removeprefix("unix://")
     return redis_url
+
+
+def warn_if_off_in_production(app: Flask) -> None:
+    """Production runs without limits only through UNSAFE_PRODUCTION_WITHOUT_RATELIMIT (capacity
+    benchmarks): every process start says so in its log."""
+    settings = app.config["GATEHOUSE"]
+    if settings.is_production and not settings.ratelimit_enabled:
+        log.warning(
+            "rate limiting is OFF in production (UNSAFE_PRODUCTION_WITHOUT_RATELIMIT=true): "
+            "nothing slows down credential stuffing or abuse"
+        )
 
 
 def init_app(app: Flask) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import os
+import secrets
 import uuid
 
 import pytest
@@ -143,7 +144,8 @@ def test_a_malformed_encryption_keys_variable_stops_start_up_naming_it():
 def test_production_refuses_to_start_without_encryption_keys():
     production = Settings(
         env="production",
-        secret_key="s" * 48,
+        secret_key=secrets.token_urlsafe(48),
+        public_base_url="https://id.example",
         database_url="postgresql://gatehouse@db:5432/gatehouse",
         redis_url="redis://cache:6379/0",
         jwt_keys="{}",
@@ -156,7 +158,8 @@ def test_production_refuses_to_start_without_encryption_keys():
 def test_production_refuses_a_short_api_key_pepper():
     production = Settings(
         env="production",
-        secret_key="s" * 48,
+        secret_key=secrets.token_urlsafe(48),
+        public_base_url="https://id.example",
         database_url="postgresql://gatehouse@db:5432/gatehouse",
         redis_url="redis://cache:6379/0",
         jwt_keys="{}",
