@@ -1,11 +1,13 @@
-"""Single-use tokens (email verification, password reset, the MFA login step), stored only as
-hashes, and the outbox emails that carry them."""
+"""Single-use tokens (email verification, password reset, email change, the MFA login step),
+stored only as hashes, and the outbox emails that carry them."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import uuid
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 
 from webapp.auth.models import OneTimeToken
 from webapp.config import current_settings
@@ -17,10 +19,13 @@ from webapp.security.secrets import hash_token, new_token
 from webapp.users.models import User
 
 VERIFY_EMAIL, PASSWORD_RESET = "verify_email", "password_reset"
+EMAIL_CHANGE = "email_change"
 MFA_LOGIN = "mfa_login"
 
 
-def issue(db: DbSession, user: User, purpose: str, ttl: int) -> tuple[str, OneTimeToken]:
+def issue(
+    db: DbSession, user: User, purpose: str, ttl: int, *, new_email: str | None = None
+) -> tuple[str, OneTimeToken]:
     """A new token for `user`: its plaintext (to send) and its row (which keeps only a hash)."""
     plaintext, digest = new_token()
     row = OneTimeToken(
@@ -28,17 +33,23 @@ def issue(db: DbSession, user: User, purpose: str, ttl: int) -> tuple[str, OneTi
         purpose=purpose,
         token_hash=digest,
         expires_at=utcnow() + timedelta(seconds=ttl),
+        new_email=new_email,
     )
     db.add(row)
     db.flush()
     return plaintext, row
 
 
-def find_live(db: DbSession, plaintext: str, purpose: str) -> OneTimeToken | None:
-    """The unused, unexpired token row for `plaintext`, locked for this transaction."""
+def find_live(db: DbSession, plaintext: str, purpose: str | Iterable[str]) -> OneTimeToken | None:
+    """The unused, unexpired token row for `plaintext` (of one of the purposes), locked for this
+    transaction."""
+    purposes = [purpose] if isinstance(purpose, str) else list(purpose)
     row = db.scalar(
         select(OneTimeToken)
-        .where(OneTimeToken.token_hash == hash_token(plaintext), OneTimeToken.purpose == purpose)
+        .where(
+            OneTimeToken.token_hash == hash_token(plaintext),
+            OneTimeToken.purpose.in_(purposes),
+        )
         .with_for_update()
     )
     if row is None or row.used_at is not None or row.expires_at <= utcnow():
@@ -46,17 +57,49 @@ def find_live(db: DbSession, plaintext: str, purpose: str) -> OneTimeToken | Non
     return row
 
 
-def consume(db: DbSession, plaintext: str, purpose: str) -> OneTimeToken:
+def invalid_token() -> ValidationFailed:
+    return ValidationFailed(
+        "The token is invalid, expired or already used.",
+        slug="invalid-token",
+        errors={"token": ["invalid, expired or already used"]},
+    )
+
+
+def consume(db: DbSession, plaintext: str, purpose: str | Iterable[str]) -> OneTimeToken:
     """Mark an emailed token used; 422 `invalid-token` when it is unknown, used or expired."""
     row = find_live(db, plaintext, purpose)
     if row is None:
-        raise ValidationFailed(
-            "The token is invalid, expired or already used.",
-            slug="invalid-token",
-            errors={"token": ["invalid, expired or already used"]},
-        )
+        raise invalid_token()
     row.used_at = utcnow()
     return row
+
+
+def invalidate(db: DbSession, user_id: uuid.UUID, *purposes: str) -> None:
+    """Use up every outstanding token of these purposes: only a newer link works."""
+    db.execute(
+        update(OneTimeToken)
+        .where(
+            OneTimeToken.user_id == user_id,
+            OneTimeToken.purpose.in_(purposes),
+            OneTimeToken.used_at.is_(None),
+        )
+        .values(used_at=utcnow())
+    )
+
+
+def recent(
+    db: DbSession, user_id: uuid.UUID, purpose: str, window: int
+) -> tuple[int, datetime | None]:
+    """How many tokens of `purpose` the user was sent in the last `window` seconds, and when
+    the newest was: what limits how often a mailbox can be sent links."""
+    count, newest = db.execute(
+        select(func.count(), func.max(OneTimeToken.created_at)).where(
+            OneTimeToken.user_id == user_id,
+            OneTimeToken.purpose == purpose,
+            OneTimeToken.created_at > utcnow() - timedelta(seconds=window),
+        )
+    ).one()
+    return int(count), newest
 
 
 def _link(path: str, token: str) -> str:
@@ -64,14 +107,21 @@ def _link(path: str, token: str) -> str:
 
 
 def _queue_token_email(
-    db: DbSession, origin: Origin, user: User, *, purpose: str, path: str, ttl: int
+    db: DbSession,
+    origin: Origin,
+    user: User,
+    *,
+    purpose: str,
+    path: str,
+    ttl: int,
+    new_email: str | None = None,
 ) -> None:
-    token, row = issue(db, user, purpose, ttl)
+    token, row = issue(db, user, purpose, ttl, new_email=new_email)
     outbox.enqueue(
         db,
         origin,
         template=purpose,
-        recipient=user.email,
+        recipient=new_email or user.email,
         idempotency_key=f"{purpose}:{row.id}",
         payload={
             "name": user.name,
@@ -92,12 +142,46 @@ def queue_password_reset_email(db: DbSession, origin: Origin, user: User) -> Non
     _queue_token_email(db, origin, user, purpose=PASSWORD_RESET, path="/reset-password", ttl=ttl)
 
 
+def queue_email_change_email(db: DbSession, origin: Origin, user: User, new_email: str) -> None:
+    """The confirmation link, to the new address; confirmed through POST /auth/verify-email."""
+    ttl = current_settings().email_token_ttl
+    _queue_token_email(
+        db,
+        origin,
+        user,
+        purpose=EMAIL_CHANGE,
+        path="/verify-email",
+        ttl=ttl,
+        new_email=new_email,
+    )
+
+
+def queue_email_changed_notice(
+    db: DbSession, origin: Origin, user: User, *, old_email: str, token_id: uuid.UUID
+) -> None:
+    """To the address that stopped being the login: no link in it, so a mailbox that was not
+    the account's any more cannot be used to sign in."""
+    outbox.enqueue(
+        db,
+        origin,
+        template="email_changed",
+        recipient=old_email,
+        idempotency_key=f"email_changed:{token_id}",
+        payload={"name": user.name, "new_email": user.email, "at": utcnow().isoformat()},
+    )
+
+
 def queue_welcome_email(db: DbSession, origin: Origin, user: User) -> None:
+    """Once per account, whatever verifies it and however often (a key that exists would abort
+    the whole transaction with a unique violation)."""
+    key = f"welcome:{user.id}"
+    if outbox.exists(db, key):
+        return
     outbox.enqueue(
         db,
         origin,
         template="welcome",
         recipient=user.email,
-        idempotency_key=f"welcome:{user.id}",
+        idempotency_key=key,
         payload={"name": user.name, "link": current_settings().public_base_url},
     )
