@@ -79,3 +79,23 @@ def ensure_email_free(
         # A concurrent request deleted it first and is taking the address.
         db.rollback()
         raise email_taken() from None
+
+
+def purge_expired(db: DbSession, origin: Origin = SYSTEM, *, batch_size: int = 500) -> int:
+    """Delete expired sign-ups (audited), `batch_size` per transaction; returns how many. Not
+    needed for correctness — a claim deletes the one in its way — it only keeps the table tidy."""
+    signed_in = select(AuthSession.id).where(AuthSession.user_id == User.id).exists()
+    query = (
+        select(User)
+        .where(User.email_verified_at.is_(None), User.created_at <= _cutoff(), ~signed_in)
+        .limit(batch_size)
+        .with_for_update(skip_locked=True)
+    )
+    total = 0
+    while batch := list(db.scalars(query)):
+        for user in batch:
+            audit.record(db, origin, "user.signup_expired", target_type="user", target_id=user.id)
+            db.delete(user)
+        db.commit()
+        total += len(batch)
+    return total
