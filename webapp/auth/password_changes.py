@@ -53,6 +53,9 @@ def confirm_password_reset(db: DbSession, origin: Origin, token: str, password: 
     if not user.active:
         raise email_tokens.invalid_token()
     if user.password_hash and passwords.verify_password(user.password_hash, password).ok:
+        # The link is used up all the same: otherwise it would answer "is this the current
+        # password?" for as long as it lives. Whoever knows it can simply sign in.
+        db.commit()
         raise _same_password()
     set_password(user, password)
     actor = origin.acting_as(user.id)
