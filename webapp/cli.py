@@ -50,6 +50,16 @@ def create_admin(email: str, name: str) -> None:
     click.echo(f"created administrator {user.email} ({user.id})")
 
 
+@users_cli.command("purge-expired-signups")
+def purge_expired_signups() -> None:
+    """Delete sign-ups never verified within UNVERIFIED_ACCOUNT_TTL (and never signed in).
+    Optional: registering an address already frees it from an expired sign-up."""
+    from webapp.auth import signups
+
+    count = signups.purge_expired(db.session)
+    click.echo(f"deleted {count} expired sign-up(s)")
+
+
 @keys_cli.command("rotate-signing")
 @click.option("--alg", type=click.Choice(["RS256", "EdDSA"]), default=None)
 def rotate_signing(alg: str | None) -> None:

@@ -74,6 +74,7 @@ class Settings:
     require_email_verification: bool = True
     email_token_ttl: int = 24 * 3600
     password_reset_ttl: int = 3600
+    unverified_account_ttl: int = 7 * 24 * 3600
     lockout_threshold: int = 5
     lockout_ip_threshold: int = 20
     lockout_window: int = 900
@@ -163,6 +164,7 @@ class Settings:
             ),
             email_token_ttl=env.int("EMAIL_TOKEN_TTL", d.email_token_ttl),
             password_reset_ttl=env.int("PASSWORD_RESET_TTL", d.password_reset_ttl),
+            unverified_account_ttl=env.int("UNVERIFIED_ACCOUNT_TTL", d.unverified_account_ttl),
             lockout_threshold=env.int("LOCKOUT_THRESHOLD", d.lockout_threshold),
             lockout_ip_threshold=env.int("LOCKOUT_IP_THRESHOLD", d.lockout_ip_threshold),
             lockout_window=env.int("LOCKOUT_WINDOW", d.lockout_window),
@@ -198,6 +200,7 @@ class Settings:
             "refresh_token_ttl",
             "email_token_ttl",
             "password_reset_ttl",
+            "unverified_account_ttl",
             "lockout_threshold",
             "lockout_ip_threshold",
             "lockout_window",
@@ -231,6 +234,9 @@ class Settings:
         ):
             if getattr(self, attr) < 0:
                 raise ConfigError(f"{attr.upper()} must not be negative")
+        if self.unverified_account_ttl < self.email_token_ttl:
+            # Otherwise a sign-up could expire while its verification link still works.
+            raise ConfigError("UNVERIFIED_ACCOUNT_TTL must not be shorter than EMAIL_TOKEN_TTL")
         if self.access_token_ttl >= self.refresh_token_ttl:
             raise ConfigError("ACCESS_TOKEN_TTL must be shorter than REFRESH_TOKEN_TTL")
         if self.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):

@@ -184,3 +184,38 @@ def test_outbox_print_refuses_to_run_in_production(make_app):
     result = app.test_cli_runner().invoke(args=["outbox", "print"])
     assert result.exit_code != 0
     assert "production" in result.output
+
+
+def test_purge_expired_signups_deletes_only_old_never_verified_never_used_accounts(
+    app, client, make_user
+):
+    from datetime import timedelta
+
+    from sqlalchemy import select, update
+
+    from webapp.db import utcnow
+    from webapp.extensions import db
+    from webapp.users.models import User
+
+    for email in ("old@example.com", "young@example.com"):
+        body = {"email": email, "password": STRONG_PASSWORD, "name": "N"}
+        assert client.post("/api/v1/auth/register", json=body).status_code == 201
+    verified = make_user(email="verified@example.com", login=False)
+    with app.app_context():
+        ago = utcnow() - timedelta(days=8)
+        db.session.execute(
+            update(User)
+            .where(User.email.in_(("old@example.com", verified.email)))
+            .values(created_at=ago)
+        )
+        db.session.commit()
+        db.session.remove()
+
+    result = app.test_cli_runner().invoke(args=["users", "purge-expired-signups"])
+
+    assert result.exit_code == 0, result.output
+    assert "deleted 1 expired sign-up" in result.output
+    with app.app_context():
+        left = set(db.session.scalars(select(User.email)))
+        db.session.remove()
+    assert left == {"young@example.com", "verified@example.com"}

@@ -189,3 +189,27 @@ def test_explicit_secret_fields_are_sealed_and_bound_to_their_message(app_ctx):
         open_payload(stored, uuid.uuid4())
     with pytest.raises(ValueError, match="reserved"):
         seal({"sealed": "x"}, message_id)
+
+
+def test_an_email_change_is_confirmed_by_the_link_to_the_new_address_and_the_old_one_is_told(
+    jobs_app, smtp_sink, work_jobs, make_user
+):
+    account = make_user()
+    client = jobs_app.test_client()
+    requested = client.post(
+        "/api/v1/users/me/email", json={"email": "moved@example.com"}, headers=account.headers
+    )
+    assert requested.status_code == 202, requested.json
+
+    work_jobs(jobs_app)
+    [link] = _about(smtp_sink, "moved@example.com", "Confirm your new email address for Gatehouse")
+    assert link.link.startswith("https://gatehouse.test/verify-email?token=")
+    assert (
+        client.post("/api/v1/auth/verify-email", json={"token": _token(link.link)}).status_code
+        == 204
+    )
+
+    work_jobs(jobs_app)
+    [notice] = _about(smtp_sink, account.email, "Your Gatehouse sign-in email was changed")
+    assert "moved@example.com" in notice.text
+    assert "http" not in notice.text

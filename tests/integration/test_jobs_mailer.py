@@ -129,7 +129,10 @@ def test_an_smtp_refusal_keeps_the_servers_reply():
     assert refused.code == 550
 
 
-@pytest.mark.parametrize("template", sorted(EMAIL_PAYLOADS))
+LINKED = sorted(name for name, payload in EMAIL_PAYLOADS.items() if "link" in payload)
+
+
+@pytest.mark.parametrize("template", LINKED)
 def test_every_template_renders_text_and_html_with_its_link(template):
     settings = Settings(public_base_url="https://id.example.com")
     payload = dict(EMAIL_PAYLOADS[template])
@@ -142,6 +145,22 @@ def test_every_template_renders_text_and_html_with_its_link(template):
     assert f'href="{payload["link"]}"' in rendered.html
     assert "Hello Ada" in rendered.text
     assert "ada@example.com" in rendered.html
+
+
+def test_the_email_changed_notice_names_the_new_address_and_carries_no_link():
+    settings = Settings(public_base_url="https://id.example.com")
+    payload = dict(EMAIL_PAYLOADS["email_changed"])
+
+    rendered = emails.render(
+        "email_changed", payload, recipient="ada@example.com", settings=settings
+    )
+
+    assert "Hello Ada" in rendered.text
+    assert payload["new_email"] in rendered.text
+    assert payload["new_email"] in rendered.html
+    # The old mailbox may no longer be the account owner's: nothing in it signs anyone in.
+    assert "http" not in rendered.text
+    assert "href" not in rendered.html
 
 
 def test_html_emails_escape_what_users_typed():

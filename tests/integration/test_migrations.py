@@ -4,6 +4,7 @@ the schema the models describe; upgrade also works on SQLite (the `make run` def
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from flask import Flask
 from flask_migrate import downgrade, upgrade
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from tests.conftest import drop_database, fresh_database
 from webapp.extensions import db
@@ -81,18 +82,60 @@ def test_upgrade_downgrade_upgrade_on_postgresql_ends_at_the_models_schema(scrat
     assert diff == []
 
 
-def test_the_email_index_is_unique_and_case_insensitive_on_postgresql(scratch_postgres):
+def test_the_email_index_is_unique_on_the_normalized_address_on_postgresql(scratch_postgres):
     app = scratch_postgres
     with app.app_context():
         upgrade()
         with db.engine.connect() as connection:
             indexes = inspect(connection).get_indexes("users")
-    lowered = [
-        index
-        for index in indexes
-        if index.get("unique") and "lower" in str(index.get("expressions", "")).lower()
+    [unique] = [index for index in indexes if index.get("unique")]
+    assert unique["column_names"] == ["email_normalized"], indexes
+
+
+def _insert_users(app: Flask, *emails: str) -> None:
+    with app.app_context(), db.engine.begin() as connection:
+        for number, email in enumerate(emails):
+            connection.execute(
+                text(
+                    "INSERT INTO users (id, email, name, role, active, failed_login_count,"
+                    " created_at, updated_at, version) VALUES (:id, :email, 'N', 'user', true, 0,"
+                    " now(), now(), 1)"
+                ),
+                {"id": uuid.UUID(int=number + 1), "email": email},
+            )
+
+
+def test_the_email_change_migration_fills_the_normalized_address_of_existing_users(
+    scratch_postgres,
+):
+    app = scratch_postgres
+    with app.app_context():
+        upgrade(revision="0003")
+    _insert_users(app, "\uff21da@Example.com", "grace@example.com")  # full-width A
+
+    with app.app_context():
+        upgrade()
+        with db.engine.connect() as connection:
+            keys = connection.execute(
+                text("SELECT email, email_normalized FROM users ORDER BY email_normalized")
+            ).all()
+    assert [tuple(row) for row in keys] == [
+        ("\uff21da@Example.com", "ada@example.com"),
+        ("grace@example.com", "grace@example.com"),
     ]
-    assert lowered, indexes
+
+
+def test_the_email_change_migration_stops_on_look_alike_accounts(scratch_postgres, caplog):
+    app = scratch_postgres
+    with app.app_context():
+        upgrade(revision="0003")
+    # lower(email) differs, so the old index let both in; NFKC folds one into the other.
+    _insert_users(app, "ada@example.com", "\uff41da@example.com")
+
+    # Flask-Migrate logs the error and exits.
+    with app.app_context(), pytest.raises(SystemExit):
+        upgrade()
+    assert "look-alike email addresses" in caplog.text
 
 
 def test_upgrade_on_a_fresh_sqlite_file_creates_the_schema(make_app, tmp_path: Path):

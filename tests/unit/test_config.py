@@ -127,6 +127,19 @@ def test_an_access_token_outliving_the_refresh_token_is_refused(monkeypatch):
         Settings.from_env()
 
 
+def test_unverified_sign_ups_expire_after_a_week_unless_configured(monkeypatch):
+    assert Settings.from_env().unverified_account_ttl == 604800
+    monkeypatch.setenv("UNVERIFIED_ACCOUNT_TTL", "172800")
+    assert Settings.from_env().unverified_account_ttl == 172800
+
+
+def test_a_sign_up_expiring_before_its_verification_link_is_refused(monkeypatch):
+    monkeypatch.setenv("UNVERIFIED_ACCOUNT_TTL", "3600")
+    monkeypatch.setenv("EMAIL_TOKEN_TTL", "86400")
+    with pytest.raises(ConfigError, match="UNVERIFIED_ACCOUNT_TTL"):
+        Settings.from_env()
+
+
 def test_an_unknown_environment_name_is_refused(monkeypatch):
     monkeypatch.setenv("GATEHOUSE_ENV", "staging")
     with pytest.raises(ConfigError, match="GATEHOUSE_ENV") as caught:

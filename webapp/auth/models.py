@@ -46,7 +46,8 @@ class RefreshToken(Base):
 
 
 class OneTimeToken(Base):
-    """A single-use emailed token (email verification, password reset), stored as a hash."""
+    """A single-use emailed token (email verification, password reset, email change), stored
+    as a hash."""
 
     __tablename__ = "one_time_tokens"
     __table_args__ = (Index("ix_one_time_tokens_user_id_purpose", "user_id", "purpose"),)
@@ -58,3 +59,6 @@ class OneTimeToken(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]
     used_at: Mapped[datetime | None]
+    # An email change: the address the token was mailed to, which becomes the login when the
+    # token is confirmed (the pending address lives only here).
+    new_email: Mapped[str | None] = mapped_column(String(320))

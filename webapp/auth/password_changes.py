@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import update
-
 from webapp.audit import service as audit
-from webapp.auth import email_tokens, lockout, state
-from webapp.auth.models import OneTimeToken
+from webapp.auth import email_tokens, lockout, signups, state
 from webapp.auth.service import check_password_policy, find_user_by_email
 from webapp.auth.sessions import publish_pending_revocations, revoke_all_sessions
 from webapp.context import Origin
-from webapp.db import DbSession, utcnow
+from webapp.db import DbSession
 from webapp.errors import ValidationFailed
 from webapp.security import passwords
 from webapp.users.models import User
@@ -21,7 +18,7 @@ from webapp.users.models import User
 def request_password_reset(db: DbSession, origin: Origin, email: str) -> None:
     """Always the same outcome for the caller; an email only goes to an existing, active account."""
     user = find_user_by_email(db, email)
-    if user is not None and user.active:
+    if user is not None and user.active and not signups.is_expired_signup(db, user):
         email_tokens.queue_password_reset_email(db, origin, user)
     # Audited either way: similar work on both paths, and enumeration attempts leave a trace.
     audit.record(
@@ -34,6 +31,13 @@ def request_password_reset(db: DbSession, origin: Origin, email: str) -> None:
     db.commit()
 
 
+def _same_password() -> ValidationFailed:
+    return ValidationFailed(
+        "The new password must differ from the current one.",
+        errors={"password": ["must differ from the current password"]},
+    )
+
+
 def set_password(user: User, password: str, *, field: str = "password") -> None:
     check_password_policy(password, email=user.email, name=user.name, field=field)
     user.password_hash = passwords.hash_password(password)
@@ -41,22 +45,23 @@ def set_password(user: User, password: str, *, field: str = "password") -> None:
 
 
 def confirm_password_reset(db: DbSession, origin: Origin, token: str, password: str) -> None:
+    """A deactivated account's link is refused like an unknown one: a reset must neither give
+    it a password nor clear its lockout (only an administrator reactivates an account)."""
     row = email_tokens.consume(db, token, email_tokens.PASSWORD_RESET)
     user = db.get(User, row.user_id)
     assert user is not None
+    if not user.active:
+        raise email_tokens.invalid_token()
+    if user.password_hash and passwords.verify_password(user.password_hash, password).ok:
+        # The link is used up all the same: otherwise it would answer "is this the current
+        # password?" for as long as it lives. Whoever knows it can simply sign in.
+        db.commit()
+        raise _same_password()
     set_password(user, password)
     actor = origin.acting_as(user.id)
     revoke_all_sessions(db, actor, user.id, keep=None, reason="password_reset")
     # Other outstanding reset links die with this one.
-    db.execute(
-        update(OneTimeToken)
-        .where(
-            OneTimeToken.user_id == user.id,
-            OneTimeToken.purpose == email_tokens.PASSWORD_RESET,
-            OneTimeToken.used_at.is_(None),
-        )
-        .values(used_at=utcnow())
-    )
+    email_tokens.invalidate(db, user.id, email_tokens.PASSWORD_RESET)
     audit.record(db, actor, "auth.password_reset", target_type="user", target_id=user.id)
     db.commit()
     publish_pending_revocations(db)
@@ -84,6 +89,11 @@ def change_password(
             "The current password is incorrect.",
             slug="invalid-current-password",
             errors={"current_password": ["is incorrect"]},
+        )
+    if new_password == current_password:
+        raise ValidationFailed(
+            "The new password must differ from the current one.",
+            errors={"new_password": ["must differ from the current password"]},
         )
     set_password(user, new_password, field="new_password")
     revoke_all_sessions(db, origin, user.id, keep=current_session, reason="password_changed")

@@ -9,7 +9,7 @@ from flask import url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from webapp.auth import password_changes, service, sessions
+from webapp.auth import password_changes, service, sessions, verification
 from webapp.auth.schemas import (
     LoginIn,
     LoginMfaIn,
@@ -19,6 +19,7 @@ from webapp.auth.schemas import (
     PasswordResetIn,
     RefreshIn,
     RegisterIn,
+    ResendVerificationIn,
     RevokedOut,
     SessionListOut,
     TokenIn,
@@ -69,8 +70,21 @@ class VerifyEmail(MethodView):
     @blp.arguments(TokenIn)
     @blp.response(204)
     def post(self, body: dict[str, Any]) -> None:
-        """Confirm an email address with the emailed single-use token."""
-        service.verify_email(db.session, request_origin(), body["token"])
+        """Confirm an email address with the emailed single-use token: a sign-up's, or an
+        email change's (its address then becomes the login; 409 if taken meanwhile)."""
+        verification.verify_email(db.session, request_origin(), body["token"])
+
+
+@blp.route("/verify-email/resend")
+class ResendVerification(MethodView):
+    @public
+    @auth_limit
+    @blp.arguments(ResendVerificationIn)
+    @blp.response(202)
+    def post(self, body: dict[str, Any]) -> None:
+        """Email a fresh verification link if the address belongs to an unverified sign-up
+        (earlier links stop working); the answer is the same whatever the address."""
+        verification.resend_verification(db.session, request_origin(), body["email"])
 
 
 # Two shapes for one status: tokens, or (TOTP active) the challenge of the second step.

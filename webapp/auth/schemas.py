@@ -61,6 +61,10 @@ class PasswordResetIn(StrictSchema):
     email = fields.Email(required=True, validate=validate.Length(max=320))
 
 
+class ResendVerificationIn(StrictSchema):
+    email = fields.Email(required=True, validate=validate.Length(max=320))
+
+
 class PasswordResetConfirmIn(StrictSchema):
     token = fields.String(required=True, validate=validate.Length(min=1, max=512))
     password = fields.String(required=True, validate=validate.Length(min=1, max=1024))

@@ -12,20 +12,22 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Exists, func, select
+from sqlalchemy import Exists, select
 from sqlalchemy.exc import IntegrityError
 
 from observability import metrics
 from webapp.audit import service as audit
-from webapp.auth import email_tokens, lockout, sessions, state
+from webapp.auth import email_tokens, lockout, sessions, signups, state
 from webapp.auth.models import AuthSession, RefreshToken
+from webapp.auth.signups import email_is, email_taken
+from webapp.auth.signups import ensure_email_free as ensure_email_free
+from webapp.auth.signups import find_user_by_email as find_user_by_email
 from webapp.auth.tokens import format_refresh_token, issue_access_token, parse_refresh_token
 from webapp.config import current_settings
 from webapp.context import Origin
 from webapp.db import DbSession, utcnow
 from webapp.errors import (
     AccountLocked,
-    Conflict,
     EmailUnverified,
     InvalidCredentials,
     Unauthorized,
@@ -55,15 +57,6 @@ class MfaChallenge:
     mfa_required: bool = True
 
 
-def _email_is(email: str) -> ColumnElement[bool]:
-    """The account with this address, whatever its case (the unique index is on lower(email))."""
-    return func.lower(User.email) == email.strip().lower()
-
-
-def find_user_by_email(db: DbSession, email: str) -> User | None:
-    return db.scalar(select(User).where(_email_is(email)))
-
-
 def check_password_policy(
     password: str, *, email: str, name: str | None = None, field: str = "password"
 ) -> None:
@@ -73,25 +66,21 @@ def check_password_policy(
         raise ValidationFailed("The password does not meet the policy.", errors={field: problems})
 
 
-def ensure_email_free(db: DbSession, email: str, *, except_id: uuid.UUID | None = None) -> None:
-    existing = find_user_by_email(db, email)
-    if existing is not None and existing.id != except_id:
-        raise Conflict("An account with this email already exists.", slug="email-taken")
-
-
 def commit_unique(db: DbSession) -> None:
     """Commit; a unique-email race lost to a concurrent request is the same 409."""
     try:
         db.commit()
     except IntegrityError:
         db.rollback()
-        raise Conflict("An account with this email already exists.", slug="email-taken") from None
+        raise email_taken() from None
 
 
 def register(db: DbSession, origin: Origin, *, email: str, password: str, name: str) -> User:
+    """A new, unverified account. An expired sign-up holding the address (or a look-alike of
+    it) is removed in the same transaction, so a squatter cannot keep an address."""
     email = email.strip()
     check_password_policy(password, email=email, name=name)
-    ensure_email_free(db, email)
+    ensure_email_free(db, email, origin=origin)
     user = User(email=email, name=name.strip(), password_hash=passwords.hash_password(password))
     db.add(user)
     db.flush()
@@ -101,25 +90,6 @@ def register(db: DbSession, origin: Origin, *, email: str, password: str, name: 
     )
     commit_unique(db)
     metrics.REGISTRATIONS.inc()
-    return user
-
-
-def verify_email(db: DbSession, origin: Origin, token: str) -> User:
-    row = email_tokens.consume(db, token, email_tokens.VERIFY_EMAIL)
-    user = db.get(User, row.user_id)
-    assert user is not None  # tokens cascade with their user
-    if user.email_verified_at is None:
-        user.email_verified_at = utcnow()
-        email_tokens.queue_welcome_email(db, origin, user)
-        audit.record(
-            db,
-            origin.acting_as(user.id),
-            "auth.email_verified",
-            target_type="user",
-            target_id=user.id,
-        )
-    db.commit()
-    state.publish_user(user)
     return user
 
 
@@ -165,13 +135,14 @@ def _find_login_candidate(db: DbSession, email: str, origin: Origin) -> _LoginCa
     trip, read before the hash (the checks cost next to nothing beside it)."""
     signed_in_before, seen_here = _device_checks(User.id, origin)
     row = db.execute(
-        select(User, mfa.enabled_check(User.id), signed_in_before, seen_here).where(
-            _email_is(email)
-        )
+        select(User, mfa.enabled_check(User.id), signed_in_before, seen_here).where(email_is(email))
     ).one_or_none()
     if row is None:
         return _LoginCandidate(user=None)
     user, mfa_enabled, before, here = row
+    if signups.expired(user, signed_in_before=bool(before)):
+        # Its address is free for anyone to register: it must not answer like an account.
+        return _LoginCandidate(user=None)
     return _LoginCandidate(user, bool(mfa_enabled), bool(before) and not here)
 
 

@@ -24,6 +24,8 @@ TEMPLATES = {
     "password_reset": "high",
     "new_login": "default",
     "welcome": "low",
+    "email_change": "high",
+    "email_changed": "default",
 }
 
 
@@ -56,6 +58,14 @@ def enqueue(
     )
     db.add(message)
     return message
+
+
+def exists(db: DbSession, idempotency_key: str) -> bool:
+    """Whether a message with this key was written (the unique index answers it)."""
+    found = db.scalar(
+        select(OutboxMessage.id).where(OutboxMessage.idempotency_key == idempotency_key)
+    )
+    return found is not None
 
 
 def pending(db: DbSession, limit: int = 100) -> list[OutboxMessage]:

@@ -9,6 +9,7 @@ from flask import Response, current_app, json, request, url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from webapp.auth import email_change
 from webapp.auth.state import Principal
 from webapp.extensions import db
 from webapp.http.access import authenticated, current_principal, requires
@@ -18,6 +19,7 @@ from webapp.http.origin import request_origin
 from webapp.users import service
 from webapp.users.models import User
 from webapp.users.schemas import (
+    EmailChangeIn,
     MePatchIn,
     RoleIn,
     UserCreateIn,
@@ -77,6 +79,22 @@ class Me(MethodView):
             if_match=if_match_header(),
         )
         return _with_etag(user)
+
+
+@blp.route("/me/email")
+class MyEmail(MethodView):
+    @authenticated
+    @blp.arguments(EmailChangeIn)
+    @blp.response(202)
+    def post(self, body: dict[str, Any]) -> None:
+        """Change the caller's sign-in email: a link goes to the new address, which becomes the
+        login once confirmed through `POST /auth/verify-email`; the old address is told then.
+        409 if another account holds it, 429 within a minute of the previous request."""
+        principal = current_principal()
+        # TODO(merge): requires recent authentication (reauthentication-required) — wired at merge
+        email_change.request_email_change(
+            db.session, request_origin(), principal.user_id, body["email"]
+        )
 
 
 @blp.route("/")

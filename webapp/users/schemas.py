@@ -53,6 +53,14 @@ class MePatchIn(StrictSchema):
     name = fields.String(validate=validate.Length(min=1, max=200))
 
 
+class EmailChangeIn(StrictSchema):
+    email = fields.Email(
+        required=True,
+        validate=validate.Length(max=320),
+        metadata={"description": "the new sign-in email; it takes effect once confirmed"},
+    )
+
+
 class UserPatchIn(StrictSchema):
     name = fields.String(validate=validate.Length(min=1, max=200))
     active = fields.Boolean(metadata={"description": "administrators only"})

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm.exc import StaleDataError
 
 from webapp.audit import service as audit
-from webapp.auth import email_tokens, sessions, state
+from webapp.auth import email_change, email_tokens, sessions, state
 from webapp.auth import service as auth_service
 from webapp.auth.state import Principal
 from webapp.context import Origin
@@ -23,7 +23,7 @@ from webapp.errors import Conflict, NotFound, PreconditionFailed
 from webapp.http.etag import etag_value, require_match
 from webapp.http.pagination import Page, paginate
 from webapp.security import passwords, rbac
-from webapp.users.models import User
+from webapp.users.models import User, email_key
 
 # Advisory lock id serializing "is this the last active administrator?" checks.
 _LAST_ADMIN_LOCK = int.from_bytes(b"gh-admin", "big")
@@ -98,7 +98,7 @@ def create_user(
     role = role or rbac.USER
     if password is not None:
         auth_service.check_password_policy(password, email=email, name=name)
-    auth_service.ensure_email_free(db, email)
+    auth_service.ensure_email_free(db, email, origin=origin)
     user = User(
         email=email.strip(),
         name=name.strip(),
@@ -209,7 +209,11 @@ def replace_user(
     if_match: str | None = None,
 ) -> User:
     """PUT (administrators): the full editable representation. Through an API key only the
-    name and deactivation: role, email and reactivation are human-only."""
+    name and deactivation: role, email and reactivation are human-only. A new address is not
+    applied here: like a self-service change, it becomes the login once its owner confirms the
+    link mailed to it (a typo cannot lock the user out, nor hand the account to the typo's owner
+    without their click). Only the same address in another case or look-alike form (the same
+    account key) is applied at once."""
     user = _locked_for_write(db, user_id, if_match)
     new_email = body["email"].strip()
     touched = [
@@ -222,18 +226,17 @@ def replace_user(
         if changed
     ]
     rbac.require_human(origin, touched)
-    auth_service.ensure_email_free(db, body["email"], except_id=user.id)
+    auth_service.ensure_email_free(db, new_email, except_id=user.id, origin=origin)
     _ensure_admin_remains(db, user, new_role=body["role"], active=body["active"])
     if user.active and not body["active"]:
         _deactivated(db, origin, user)
     old_role = user.role
-    email_changed = new_email.lower() != user.email.lower()
-    user.email, user.name = new_email, body["name"].strip()
+    if email_key(new_email) == user.email_normalized:
+        user.email = new_email
+    else:
+        email_change.start(db, origin, user, new_email)
+    user.name = body["name"].strip()
     user.role, user.active = body["role"], body["active"]
-    if email_changed:
-        # The new address is unconfirmed: its owner proves it like at registration.
-        user.email_verified_at = None
-        email_tokens.queue_verification_email(db, origin, user)
     audit.record(
         db, origin, "user.updated", target_type="user", target_id=user.id, fields=sorted(body)
     )
