@@ -130,7 +130,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from webapp.auth import tokens
     from webapp.cache import RedisStore
     from webapp.extensions import api, db, migrate
-    from webapp.http import headers, problems, ratelimit, request_id
+    from webapp.http import headers, hostile, problems, ratelimit, request_id
     from webapp.routes import register_blueprints
     from webapp.security import encryption
 
@@ -157,6 +157,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         settings.encryption_keys, secret_key=settings.secret_key
     )
     request_id.init_app(app)
+    hostile.init_app(app)  # first before_request hook: hostile input never reaches the others
     headers.init_app(app)
     ratelimit.init_app(app)
     api.init_app(app)
