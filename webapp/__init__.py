@@ -49,9 +49,12 @@ class NoSessions(SessionInterface):
 
 
 def _engine_options(settings: Settings, url: str) -> dict[str, Any]:
+    # SQL parameters never appear in an exception's text, so never in a traceback that is logged:
+    # they hold password hashes, token digests, emails.
     if url.startswith("sqlite"):
-        return {"connect_args": {"check_same_thread": False}}
+        return {"connect_args": {"check_same_thread": False}, "hide_parameters": True}
     return {
+        "hide_parameters": True,
         "pool_size": settings.db_pool_size,
         "max_overflow": settings.db_max_overflow,
         "pool_timeout": settings.db_pool_timeout,
