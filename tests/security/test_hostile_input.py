@@ -173,6 +173,12 @@ def fuzz_operation(
         data=json.dumps({properties[0]: "x"})[:-1] + ', "z": ' + "[" * DEEP + "]" * DEEP + "}",
     )
     send(f"{who} deep unclosed", method, url, data="[" * DEEP)
+    send(
+        f"{who} huge number",
+        method,
+        url,
+        data=json.dumps({properties[0]: 1})[:-2] + "9" * 5000 + "}",
+    )
     long_body = json.dumps(dict.fromkeys(properties, LONG))
     send(f"{who} long strings", method, url, data=long_body, rejected=False)
 
