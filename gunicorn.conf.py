@@ -23,6 +23,12 @@ graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "25"))
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
 max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "0"))
 max_requests_jitter = max_requests // 10
+# gunicorn's own limits sit above the API's (webapp/http/hostile.py caps the query string at
+# 4,096 bytes): a long query is refused by the API, in problem+json, before gunicorn would refuse
+# it. 8190 is the largest request line gunicorn accepts; past either limit the worker answers
+# 414/431 in problem+json too (webapp.gunicorn_worker.write_problem).
+limit_request_line = 8190
+limit_request_field_size = 8190
 # A read-only root filesystem has no writable $HOME for gunicorn's control socket.
 control_socket_disable = True
 # Application logs are JSON lines on stdout; gunicorn's own lines go to stderr (JSON too).

@@ -1,8 +1,10 @@
 """JSON log lines (one per event) on stdout, with request_id, user_id, trace_id and span_id.
 
-Secrets never reach the output: a filter redacts bearer tokens, JWTs, refresh tokens, emailed
-tokens in links, and password/secret/token fields — whatever logger they come from. An access log
-line per request records method, route template, status and duration.
+Secrets never reach the output: a filter redacts bearer tokens, JWTs, refresh tokens, API keys,
+password hashes, emailed tokens in links, SQL parameter dumps, and the value of every field whose
+name holds password, secret, token, hash or key (ids excepted; see SENSITIVE_WORDS) — in the
+message, in exception text and in `extra` fields, nested dicts included — whatever logger they
+come from. An access log line per request records method, route template, status and duration.
 """
 
 from __future__ import annotations
@@ -26,15 +28,39 @@ from observability.context import (
 
 HANDLER_NAME = "gatehouse-json"
 REDACTED = "[REDACTED]"
+# A field name holding any of these words names a secret or a value derived from one (a password
+# hash, an API key, a token digest): its value is redacted wherever the name appears — an `extra`
+# field, a nested dict, a `name=value` or `'name': value` pair in a message or exception text.
+SENSITIVE_WORDS = (
+    "password",
+    "passwd",
+    "passphrase",
+    "secret",
+    "token",
+    "hash",
+    "key",
+    "authorization",
+    "cookie",
+    "credential",
+)
+_SENSITIVE_WORD = "|".join(SENSITIVE_WORDS)
+# Identifiers are kept (`api_key_id`, `key_id`, `token_ids`): they name a row, never a secret.
+_SENSITIVE_KEYS = re.compile(rf"(?i)^(?!.*(?:^|_)ids?$).*(?:{_SENSITIVE_WORD})")
 _SECRET_PATTERNS = [
     re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+"),
     re.compile(r"\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"),  # JWTs
     re.compile(r"\b[0-9a-f]{32}\.[A-Za-z0-9_-]{40,}"),  # refresh tokens
     re.compile(r"\bgh_live_[0-9a-f]{16}_[a-z2-7]{52}\b"),  # API keys
+    re.compile(r"\$argon2(?:id|i|d)\$[^\s'\",;)}\]]+"),  # Argon2 hashes (PHC strings)
+    re.compile(r"\$2[abxy]?\$\d{2}\$[./A-Za-z0-9]{53}"),  # bcrypt hashes
+    re.compile(r"\$(?:scrypt|pbkdf2[-_]sha\d+)\$[^\s'\",;)}\]]+"),
+    # SQLAlchemy's parameter dump (every engine hides it; this covers one that would not).
+    re.compile(r"(\[parameters: )[^\n]*"),
     re.compile(r"(?i)(token=)[A-Za-z0-9._~-]+"),
+    # name=value, name: value, 'name': 'value', "name": "value" — for any sensitive name.
     re.compile(
-        r"(?i)([\"']?(?:password|passwd|secret|token|api[_-]?key|authorization)[\"']?\s*[:=]\s*)"
-        r"(\"[^\"]*\"|'[^']*'|[^\s,;&}]+)"
+        rf"(?i)([\"']?[\w-]*(?:{_SENSITIVE_WORD})[\w-]*[\"']?\s*[:=]\s*)"
+        r"(\"[^\"]*\"|'[^']*'|b'[^']*'|[^\s,;&})\]]+)"
     ),
 ]
 # What logging itself puts on a record (plus our correlation ids): never user data, so the
@@ -48,7 +74,11 @@ _STANDARD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), No
     "span_id",
     "taskName",
 }
-_SENSITIVE_KEYS = re.compile(r"(?i)password|secret|token|authorization|api[_-]?key|cookie")
+
+
+def sensitive_name(name: str) -> bool:
+    """Whether a field called `name` holds a secret (see SENSITIVE_WORDS; ids excepted)."""
+    return bool(_SENSITIVE_KEYS.search(name))
 
 
 def redact(text: str) -> str:
@@ -58,6 +88,23 @@ def redact(text: str) -> str:
         else:
             text = pattern.sub(REDACTED, text)
     return text
+
+
+def scrub(value: Any, depth: int = 0) -> Any:
+    """A copy of an `extra` value with secrets redacted: sensitive keys of nested dicts, and
+    secrets inside strings (the caller's own object is left untouched)."""
+    if isinstance(value, str):
+        return redact(value)
+    if depth > 8:  # a log field this deep is a mistake; say so rather than walk it
+        return REDACTED if isinstance(value, dict | list | tuple) else value
+    if isinstance(value, dict):
+        return {
+            k: REDACTED if isinstance(k, str) and sensitive_name(k) else scrub(v, depth + 1)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [scrub(v, depth + 1) for v in value]
+    return value
 
 
 class ContextFilter(logging.Filter):
@@ -91,18 +138,23 @@ class RedactingFilter(logging.Filter):
         for key, value in list(record.__dict__.items()):
             if key in _STANDARD_ATTRIBUTES:
                 continue
-            if _SENSITIVE_KEYS.search(key):
+            if sensitive_name(key):
                 setattr(record, key, REDACTED)
-            elif isinstance(value, str):
-                setattr(record, key, redact(value))
+            elif isinstance(value, str | dict | list | tuple):
+                setattr(record, key, scrub(value))
         if record.exc_text:
             record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return True
 
 
 class GatehouseJsonFormatter(JsonFormatter):
     def formatException(self, ei: Any) -> str:
         return redact(str(super().formatException(ei)))
+
+    def formatStack(self, stack_info: str) -> str:
+        return redact(str(super().formatStack(stack_info)))
 
 
 def json_handler(stream: Any = None) -> logging.Handler:

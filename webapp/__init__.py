@@ -49,9 +49,12 @@ class NoSessions(SessionInterface):
 
 
 def _engine_options(settings: Settings, url: str) -> dict[str, Any]:
+    # SQL parameters never appear in an exception's text, so never in a traceback that is logged:
+    # they hold password hashes, token digests, emails.
     if url.startswith("sqlite"):
-        return {"connect_args": {"check_same_thread": False}}
+        return {"connect_args": {"check_same_thread": False}, "hide_parameters": True}
     return {
+        "hide_parameters": True,
         "pool_size": settings.db_pool_size,
         "max_overflow": settings.db_max_overflow,
         "pool_timeout": settings.db_pool_timeout,
@@ -130,7 +133,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from webapp.auth import tokens
     from webapp.cache import RedisStore
     from webapp.extensions import api, db, migrate
-    from webapp.http import headers, problems, ratelimit, request_id
+    from webapp.http import headers, hostile, problems, ratelimit, request_id
     from webapp.routes import register_blueprints
     from webapp.security import encryption
 
@@ -157,6 +160,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         settings.encryption_keys, secret_key=settings.secret_key
     )
     request_id.init_app(app)
+    hostile.init_app(app)  # first before_request hook: hostile input never reaches the others
     headers.init_app(app)
     ratelimit.init_app(app)
     api.init_app(app)

@@ -19,14 +19,66 @@ queue: the same wait, since the stock worker accepts them but has no thread to s
 It leans on gthread's internals (`keepalived_conns`, `pending_conns`, `nr_conns`, `accept`,
 `set_accept_enabled`) of the pinned gunicorn; tests/e2e/test_gunicorn_worker.py fails if a
 new version changes them.
+
+What gunicorn refuses itself, before the application sees a request (a request line past
+`limit_request_line`, a header past `limit_request_field_size`, a malformed request line), it
+answers with an HTML page of its own; this worker answers those in problem+json like every other
+error of the API (`write_problem`), with a fixed detail that never echoes the refused request.
 """
 
 from __future__ import annotations
 
+import json
+import socket
+
+from gunicorn import util
 from gunicorn.workers.gthread import ThreadWorker
+
+PROBLEM_MIMETYPE = "application/problem+json"
+_DETAILS = {
+    400: "The request line or a header is malformed.",
+    403: "The request is forbidden.",
+    414: "The request line exceeds the server's limit.",
+    431: "A header field exceeds the server's limit.",
+    500: "An unexpected error occurred.",
+    501: "The transfer coding is not supported.",
+}
+
+
+def write_problem(sock: socket.socket, status_int: int, reason: str, mesg: str) -> None:
+    """`gunicorn.util.write_error`, in problem+json (`mesg`, which quotes the request, is left
+    out: the status and slug say what was wrong)."""
+    from webapp.http.problems import HTTP_SLUGS, PROBLEM_BASE
+
+    body = json.dumps(
+        {
+            "type": PROBLEM_BASE + HTTP_SLUGS.get(status_int, "http-error"),
+            "title": reason,
+            "status": status_int,
+            "detail": _DETAILS.get(status_int, reason),
+            "instance": "",
+            "request_id": None,
+        }
+    ).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\n"
+        "Connection: close\r\n"
+        f"Content-Type: {PROBLEM_MIMETYPE}\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "X-Content-Type-Options: nosniff\r\n"
+        "Cache-Control: no-store\r\n"
+        "\r\n"
+    )
+    util.write_nonblock(sock, head.encode("latin-1") + body)
 
 
 class FairThreadWorker(ThreadWorker):
+    def init_process(self) -> None:
+        # `Worker.handle_error` writes through `util.write_error`, its only call site; this
+        # process runs nothing but this worker, so the module attribute is replaced here.
+        util.write_error = write_problem
+        super().init_process()
+
     @property
     def worker_connections(self) -> int:
         idle = len(self.keepalived_conns) + len(self.pending_conns)

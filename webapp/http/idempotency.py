@@ -8,13 +8,23 @@ is a client bug: 422. Server errors release the key so that a retry can succeed.
 Responses that carry a secret shown once (a new API key, MFA recovery codes) use
 `idempotent_sensitive`: the stored body is encrypted at rest (webapp.security.encryption), bound
 to its record, so a replay still returns it and the table never holds it in the clear.
+
+The body is remembered by a fingerprint, kept as long as the record: an HMAC-SHA256 under a key
+derived from SECRET_KEY (`fingerprint_key`), over the canonical JSON with the value of every
+secret field (a name holding password, secret, token, code, key…) replaced by a placeholder.
+A plain SHA-256 of a registration body was a password equivalent anyone with the table could
+attack at hundreds of thousands of guesses a second; this one holds nothing of the password, and
+without the server key nothing of the rest can be guessed either. The price: a retry whose body
+differs only in a secret field is the same request and gets the first answer.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import hmac
 import json
+import re
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -59,13 +69,45 @@ class IdempotencyRecord(Base):
     completed_at: Mapped[datetime | None]
 
 
-def _request_hash() -> str:
-    raw = request.get_data(cache=True)
+FINGERPRINT_PURPOSE = b"gatehouse idempotency fingerprint v1"
+PLACEHOLDER = "[secret]"
+_SECRET_FIELD = re.compile(r"(?i)pass(?:word|wd|phrase)|secret|token|code|key|credential")
+
+
+def fingerprint_key(secret_key: str) -> bytes:
+    """The HMAC key of request fingerprints: SECRET_KEY's, for this one purpose."""
+    return hmac.new(secret_key.encode(), FINGERPRINT_PURPOSE, hashlib.sha256).digest()
+
+
+def without_secrets(document: Any) -> Any:
+    """`document` with the value of every secret field (at any depth) replaced by a placeholder:
+    which fields were sent still counts, what they held does not."""
+    if isinstance(document, dict):
+        return {
+            name: PLACEHOLDER if _SECRET_FIELD.search(name) else without_secrets(value)
+            for name, value in document.items()
+        }
+    if isinstance(document, list):
+        return [without_secrets(value) for value in document]
+    return document
+
+
+def request_fingerprint(secret_key: str, method: str, path: str, raw: bytes) -> str:
+    """The keyed fingerprint (hex, 64 characters) of a request body, secrets left out."""
     try:
-        canonical = json.dumps(json.loads(raw or b"null"), sort_keys=True, separators=(",", ":"))
-    except ValueError:
-        canonical = raw.decode("utf-8", "replace")
-    return hashlib.sha256(f"{request.method} {request.path}\n{canonical}".encode()).hexdigest()
+        document = without_secrets(json.loads(raw or b"null"))
+        canonical = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+    except (ValueError, RecursionError):  # not JSON: keyed all the same
+        canonical = raw
+    message = f"{method} {path}\n".encode() + canonical
+    return hmac.new(fingerprint_key(secret_key), message, hashlib.sha256).hexdigest()
+
+
+def _request_hash() -> str:
+    secret_key: str = current_app.config["GATEHOUSE"].secret_key
+    return request_fingerprint(
+        secret_key, request.method, request.path, request.get_data(cache=True)
+    )
 
 
 def _scope() -> str:

@@ -34,10 +34,12 @@ HTTP_SLUGS = {
     409: "conflict",
     412: "precondition-failed",
     413: "payload-too-large",
+    414: "uri-too-long",
     415: "unsupported-media-type",
     422: "validation-failed",
     428: "precondition-required",
     429: "rate-limited",
+    431: "header-too-large",
     500: "internal-error",
     503: "service-unavailable",
 }
