@@ -32,7 +32,7 @@ from sqlalchemy import and_, func, or_, select, update
 from webapp import extensions
 from webapp.apikeys.models import ApiKey
 from webapp.audit import service as audit
-from webapp.auth import state
+from webapp.auth import notices, state
 from webapp.auth.state import Principal
 from webapp.config import current_settings
 from webapp.context import Origin
@@ -309,8 +309,26 @@ def create_key(
         scopes=scopes,
         expires_at=expires_at.isoformat() if expires_at else None,
     )
+    _notify_owner(db, origin, principal.user, "api_key_created", key)
     db.commit()
     return IssuedKey(key, format_key(public_id, secret))
+
+
+def _notify_owner(
+    db: DbSession, origin: Origin, owner: dict[str, Any], event: str, key: ApiKey
+) -> None:
+    """A key acts as its owner for good: they hear of every new secret (never the secret)."""
+    notices.notify(
+        db,
+        origin,
+        event,
+        recipient=owner["email"],
+        name=owner["name"],
+        details=[
+            ("Key", f"{key.name} ({visible_prefix(key)}…)"),
+            ("Scopes", ", ".join(key.scopes) or "none"),
+        ],
+    )
 
 
 def list_keys(
@@ -402,6 +420,45 @@ def revoke_key(
     _publish(key)
 
 
+def revoke_all_keys(
+    db: DbSession, origin: Origin, user_id: uuid.UUID, *, reason: str
+) -> list[ApiKey]:
+    """Revoke every active key of a user in the caller's unit of work (a password reset: keys
+    minted by whoever had the account must not outlive it). After the commit, pass the result
+    to `publish_keys` so the next request with any of them fails."""
+    now = utcnow()
+    keys = list(
+        db.scalars(
+            select(ApiKey)
+            .where(
+                ApiKey.user_id == user_id,
+                ApiKey.revoked_at.is_(None),
+                or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now),
+            )
+            .with_for_update()
+        )
+    )
+    for key in keys:
+        key.revoked_at = now
+        key.previous_secret_hash = None
+        key.previous_expires_at = None
+        audit.record(
+            db,
+            origin,
+            "api_key.revoked",
+            target_type="api_key",
+            target_id=key.id,
+            prefix=visible_prefix(key),
+            reason=reason,
+        )
+    return keys
+
+
+def publish_keys(keys: list[ApiKey]) -> None:
+    for key in keys:
+        _publish(key)
+
+
 def rotate_key(
     db: DbSession,
     origin: Origin,
@@ -433,6 +490,9 @@ def rotate_key(
         prefix=visible_prefix(key),
         old_secret_valid_until=old_valid_until.isoformat() if old_valid_until else None,
     )
+    owner = state.load_user(db, user_id)
+    if owner is not None:
+        _notify_owner(db, origin, owner, "api_key_rotated", key)
     db.commit()
     _publish(key)
     return IssuedKey(key, format_key(key.public_id, secret))

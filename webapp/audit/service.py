@@ -24,6 +24,7 @@ ACTIONS = (
     "auth.password_changed",
     "auth.password_reset_requested",
     "auth.password_reset",
+    "auth.reauthenticated",
     "session.revoked",
     "user.registered",
     "user.created",
@@ -38,6 +39,7 @@ ACTIONS = (
     "mfa.disabled",
     "mfa.reset",
     "mfa.recovery_code_used",
+    "mfa.recovery_codes_regenerated",
 )
 
 

@@ -20,6 +20,7 @@ TEMPLATES = {
     "verify_email": "high",
     "password_reset": "high",
     "new_login": "default",
+    "security_notice": "default",
     "welcome": "low",
 }
 
