@@ -42,6 +42,7 @@ from webapp.extensions import redis_store
 from webapp.http.etag import require_match
 from webapp.http.pagination import Page, paginate
 from webapp.security import rbac
+from webapp.users.models import User
 
 PREFIX = "gh_live_"
 PUBLIC_ID_BYTES = 8
@@ -309,21 +310,24 @@ def create_key(
         scopes=scopes,
         expires_at=expires_at.isoformat() if expires_at else None,
     )
-    _notify_owner(db, origin, principal.user, "api_key_created", key)
+    _notify_owner(db, origin, principal.user_id, "api_key_created", key)
     db.commit()
     return IssuedKey(key, format_key(public_id, secret))
 
 
 def _notify_owner(
-    db: DbSession, origin: Origin, owner: dict[str, Any], event: str, key: ApiKey
+    db: DbSession, origin: Origin, user_id: uuid.UUID, event: str, key: ApiKey
 ) -> None:
     """A key acts as its owner for good: they hear of every new secret (never the secret)."""
+    owner = db.get(User, user_id)
+    if owner is None:
+        return
     notices.notify(
         db,
         origin,
         event,
-        recipient=owner["email"],
-        name=owner["name"],
+        recipient=owner.email,
+        name=owner.name,
         details=[
             ("Key", f"{key.name} ({visible_prefix(key)}…)"),
             ("Scopes", ", ".join(key.scopes) or "none"),
@@ -490,9 +494,7 @@ def rotate_key(
         prefix=visible_prefix(key),
         old_secret_valid_until=old_valid_until.isoformat() if old_valid_until else None,
     )
-    owner = state.load_user(db, user_id)
-    if owner is not None:
-        _notify_owner(db, origin, owner, "api_key_rotated", key)
+    _notify_owner(db, origin, user_id, "api_key_rotated", key)
     db.commit()
     _publish(key)
     return IssuedKey(key, format_key(key.public_id, secret))
