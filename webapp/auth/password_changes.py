@@ -6,7 +6,7 @@ import uuid
 
 from sqlalchemy import update
 
-from webapp.apikeys import service as apikeys
+from webapp.apikeys import revocation as apikeys
 from webapp.audit import service as audit
 from webapp.auth import email_tokens, lockout, notices, state
 from webapp.auth.models import OneTimeToken
