@@ -93,6 +93,7 @@ class Settings:
     api_key_max_per_user: int = 50
     mfa_token_ttl: int = 300
     mfa_issuer: str = "Gatehouse"
+    reauth_max_age: int = 300
     log_level: str = "INFO"
     otel_exporter_otlp_endpoint: str | None = None
     web_concurrency: int = 2
@@ -187,6 +188,7 @@ class Settings:
             api_key_max_per_user=env.int("API_KEY_MAX_PER_USER", d.api_key_max_per_user),
             mfa_token_ttl=env.int("MFA_TOKEN_TTL", d.mfa_token_ttl),
             mfa_issuer=env.str("MFA_ISSUER", d.mfa_issuer),
+            reauth_max_age=env.int("REAUTH_MAX_AGE", d.reauth_max_age),
             log_level=env.str("LOG_LEVEL", d.log_level).upper(),
             otel_exporter_otlp_endpoint=env.str("OTEL_EXPORTER_OTLP_ENDPOINT", None) or None,
             web_concurrency=env.int("WEB_CONCURRENCY", d.web_concurrency),
@@ -220,6 +222,7 @@ class Settings:
             "api_key_usage_flush_interval",
             "api_key_max_per_user",
             "mfa_token_ttl",
+            "reauth_max_age",
         ]
         for attr in positive:
             if getattr(self, attr) <= 0:

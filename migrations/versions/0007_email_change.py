@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '0007_email_change'
-down_revision = '0004_audit_api_key'
+down_revision = '0005_session_auth_time'
 branch_labels = None
 depends_on = None
 

@@ -106,7 +106,8 @@ def test_reset_confirm_sets_the_new_password(client, outbox, member):
         CONFIRM, json={"token": reset_token(outbox, member.email), "password": NEW_PASSWORD}
     )
 
-    assert response.status_code == 204
+    assert response.status_code == 200
+    assert response.json == {"sessions_revoked": 1, "api_keys_revoked": 0}
     assert login(client, member.email, STRONG_PASSWORD).status_code == 401
     assert login(client, member.email, NEW_PASSWORD).status_code == 200
 
@@ -128,7 +129,7 @@ def test_reset_confirm_revokes_every_session_of_the_user(client, outbox, member)
 def test_reset_confirm_token_works_only_once(client, outbox, member):
     client.post(RESET, json={"email": member.email})
     token = reset_token(outbox, member.email)
-    assert client.post(CONFIRM, json={"token": token, "password": NEW_PASSWORD}).status_code == 204
+    assert client.post(CONFIRM, json={"token": token, "password": NEW_PASSWORD}).status_code == 200
 
     again = client.post(CONFIRM, json={"token": token, "password": "other-Canyon-55-ribbon"})
 
@@ -144,7 +145,7 @@ def test_a_reset_invalidates_the_users_other_outstanding_reset_links(client, out
         parse_qs(urlsplit(m.payload["link"]).query)["token"][0] for m in outbox("password_reset")
     )
 
-    assert client.post(CONFIRM, json={"token": first, "password": NEW_PASSWORD}).status_code == 204
+    assert client.post(CONFIRM, json={"token": first, "password": NEW_PASSWORD}).status_code == 200
     stale = client.post(CONFIRM, json={"token": second, "password": "other-Canyon-55-ribbon"})
 
     assert stale.status_code == 422
@@ -198,7 +199,7 @@ def test_a_weak_password_on_confirm_is_422_and_leaves_the_token_usable(client, o
 
     assert weak.status_code == 422
     assert weak.json["errors"]["password"]
-    assert strong.status_code == 204
+    assert strong.status_code == 200
 
 
 def test_reset_confirm_lifts_an_account_lockout(make_app, outbox, member):

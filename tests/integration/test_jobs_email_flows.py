@@ -71,7 +71,7 @@ def test_a_forgotten_password_is_reset_through_the_emailed_link(
         "/api/v1/auth/password-reset/confirm",
         json={"token": _token(email.link), "password": new_password},
     )
-    assert confirmed.status_code == 204
+    assert confirmed.status_code == 200
     login = client.post(
         "/api/v1/auth/login", json={"email": account.email, "password": new_password}
     )

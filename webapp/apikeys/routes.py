@@ -1,7 +1,8 @@
 """/api/v1/api-keys: the caller's own API keys. Thin views — parse, call the service, serialize.
 
 Managed with a signed-in session only (`@authenticated` refuses API keys): a key cannot mint,
-rotate or revoke keys.
+rotate or revoke keys. Minting and rotating also need a recent authentication
+(`@requires_recent_auth`): a stolen access token alone must not buy a credential that outlives it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from webapp.apikeys.schemas import (
 )
 from webapp.db import utcnow
 from webapp.extensions import db
-from webapp.http.access import authenticated, current_principal
+from webapp.http.access import authenticated, current_principal, requires_recent_auth
 from webapp.http.etag import if_match_header, not_modified
 from webapp.http.idempotency import idempotent_sensitive
 from webapp.http.origin import request_origin
@@ -74,12 +75,14 @@ class ApiKeys(MethodView):
         return body, 200, page.link_header(request.base_url, request.args.to_dict())
 
     @authenticated
+    @requires_recent_auth
     @idempotent_sensitive
     @blp.arguments(ApiKeyCreateIn)
     @blp.response(201, ApiKeySecretOut)
     def post(self, body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
         """Create a key; the response holds the full key, shown this once. Scopes must be
-        permissions usable by API keys that the caller's role holds. Honours Idempotency-Key."""
+        permissions usable by API keys that the caller's role holds. Honours Idempotency-Key.
+        Needs a recent authentication; the owner is emailed."""
         issued = service.create_key(db.session, request_origin(), current_principal(), **body)
         location = url_for("api_keys.ApiKeyById", key_id=issued.key.id)
         headers = {"Location": location, "ETag": service.etag_of(issued.key)}
@@ -115,6 +118,7 @@ class ApiKeyById(MethodView):
 @blp.route("/<uuid:key_id>/rotate")
 class ApiKeyRotation(MethodView):
     @authenticated
+    @requires_recent_auth
     @blp.response(200, ApiKeySecretOut)
     def post(self, key_id: uuid.UUID) -> dict[str, Any]:
         """A new secret for the key, shown this once; the old secret keeps working for

@@ -32,7 +32,7 @@ from sqlalchemy import and_, func, or_, select, update
 from webapp import extensions
 from webapp.apikeys.models import ApiKey
 from webapp.audit import service as audit
-from webapp.auth import state
+from webapp.auth import notices, state
 from webapp.auth.state import Principal
 from webapp.config import current_settings
 from webapp.context import Origin
@@ -42,6 +42,7 @@ from webapp.extensions import redis_store
 from webapp.http.etag import require_match
 from webapp.http.pagination import Page, paginate
 from webapp.security import rbac
+from webapp.users.models import User
 
 PREFIX = "gh_live_"
 PUBLIC_ID_BYTES = 8
@@ -309,8 +310,29 @@ def create_key(
         scopes=scopes,
         expires_at=expires_at.isoformat() if expires_at else None,
     )
+    _notify_owner(db, origin, principal.user_id, "api_key_created", key)
     db.commit()
     return IssuedKey(key, format_key(public_id, secret))
+
+
+def _notify_owner(
+    db: DbSession, origin: Origin, user_id: uuid.UUID, event: str, key: ApiKey
+) -> None:
+    """A key acts as its owner for good: they hear of every new secret (never the secret)."""
+    owner = db.get(User, user_id)
+    if owner is None:
+        return
+    notices.notify(
+        db,
+        origin,
+        event,
+        recipient=owner.email,
+        name=owner.name,
+        details=[
+            ("Key", f"{key.name} ({visible_prefix(key)}…)"),
+            ("Scopes", ", ".join(key.scopes) or "none"),
+        ],
+    )
 
 
 def list_keys(
@@ -433,6 +455,7 @@ def rotate_key(
         prefix=visible_prefix(key),
         old_secret_valid_until=old_valid_until.isoformat() if old_valid_until else None,
     )
+    _notify_owner(db, origin, user_id, "api_key_rotated", key)
     db.commit()
     _publish(key)
     return IssuedKey(key, format_key(key.public_id, secret))

@@ -25,6 +25,7 @@ ACTIONS = (
     "auth.password_reset_requested",
     "auth.password_reset",
     "auth.verification_resend_requested",
+    "auth.reauthenticated",
     "session.revoked",
     "user.registered",
     "user.created",
@@ -42,6 +43,7 @@ ACTIONS = (
     "mfa.disabled",
     "mfa.reset",
     "mfa.recovery_code_used",
+    "mfa.recovery_codes_regenerated",
 )
 
 

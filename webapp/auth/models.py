@@ -21,6 +21,9 @@ class AuthSession(Base):
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The last password or second-factor check of this session (login, MFA step, reauthenticate):
+    # refreshes keep it, so sensitive changes can demand a recent one (OIDC `auth_time`).
+    auth_time: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
     revoked_reason: Mapped[str | None] = mapped_column(String(64))

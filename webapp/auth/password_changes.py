@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uuid
 
+from webapp.apikeys import revocation as apikeys
 from webapp.audit import service as audit
-from webapp.auth import email_tokens, lockout, signups, state
+from webapp.auth import email_tokens, lockout, notices, signups, state
 from webapp.auth.service import check_password_policy, find_user_by_email
 from webapp.auth.sessions import publish_pending_revocations, revoke_all_sessions
 from webapp.context import Origin
@@ -44,9 +45,14 @@ def set_password(user: User, password: str, *, field: str = "password") -> None:
     lockout.register_success(user)
 
 
-def confirm_password_reset(db: DbSession, origin: Origin, token: str, password: str) -> None:
-    """A deactivated account's link is refused like an unknown one: a reset must neither give
-    it a password nor clear its lockout (only an administrator reactivates an account)."""
+def confirm_password_reset(
+    db: DbSession, origin: Origin, token: str, password: str
+) -> dict[str, int]:
+    """Set the new password and end everything that authenticated as the account: every session
+    and every API key (an attacker's footholds must not survive the owner's recovery). Returns
+    the counts, which the owner's notice repeats. A deactivated account's link is refused like an
+    unknown one: a reset must neither give it a password nor clear its lockout (only an
+    administrator reactivates an account)."""
     row = email_tokens.consume(db, token, email_tokens.PASSWORD_RESET)
     user = db.get(User, row.user_id)
     assert user is not None
@@ -59,13 +65,40 @@ def confirm_password_reset(db: DbSession, origin: Origin, token: str, password: 
         raise _same_password()
     set_password(user, password)
     actor = origin.acting_as(user.id)
-    revoke_all_sessions(db, actor, user.id, keep=None, reason="password_reset")
+    sessions_revoked = revoke_all_sessions(db, actor, user.id, keep=None, reason="password_reset")
+    keys = apikeys.revoke_all_keys(db, actor, user.id, reason="password_reset")
     # Other outstanding reset links die with this one.
     email_tokens.invalidate(db, user.id, email_tokens.PASSWORD_RESET)
-    audit.record(db, actor, "auth.password_reset", target_type="user", target_id=user.id)
+    audit.record(
+        db,
+        actor,
+        "auth.password_reset",
+        target_type="user",
+        target_id=user.id,
+        sessions_revoked=sessions_revoked,
+        api_keys_revoked=len(keys),
+    )
+    counts = {"sessions_revoked": sessions_revoked, "api_keys_revoked": len(keys)}
+    _notify(db, actor, user, "password_reset", counts)
     db.commit()
     publish_pending_revocations(db)
+    apikeys.publish_keys(keys)
     state.publish_user(user)
+    return counts
+
+
+def _notify(db: DbSession, origin: Origin, user: User, event: str, counts: dict[str, int]) -> None:
+    notices.notify(
+        db,
+        origin,
+        event,
+        recipient=user.email,
+        name=user.name,
+        details=[
+            ("Sessions signed out", str(counts["sessions_revoked"])),
+            ("API keys revoked", str(counts["api_keys_revoked"])),
+        ],
+    )
 
 
 def change_password(
@@ -76,7 +109,10 @@ def change_password(
     *,
     current_password: str,
     new_password: str,
+    revoke_api_keys: bool = False,
 ) -> None:
+    """Other sessions end (the current one stays signed in); API keys only when asked, since
+    machines that use them would break. The owner is emailed either way."""
     user = db.get(User, user_id)
     assert user is not None
     # A stolen access token must not become an unlimited password oracle: wrong current
@@ -96,8 +132,26 @@ def change_password(
             errors={"new_password": ["must differ from the current password"]},
         )
     set_password(user, new_password, field="new_password")
-    revoke_all_sessions(db, origin, user.id, keep=current_session, reason="password_changed")
-    audit.record(db, origin, "auth.password_changed", target_type="user", target_id=user.id)
+    sessions_revoked = revoke_all_sessions(
+        db, origin, user.id, keep=current_session, reason="password_changed"
+    )
+    keys = (
+        apikeys.revoke_all_keys(db, origin, user.id, reason="password_changed")
+        if revoke_api_keys
+        else []
+    )
+    audit.record(
+        db,
+        origin,
+        "auth.password_changed",
+        target_type="user",
+        target_id=user.id,
+        sessions_revoked=sessions_revoked,
+        api_keys_revoked=len(keys),
+    )
+    counts = {"sessions_revoked": sessions_revoked, "api_keys_revoked": len(keys)}
+    _notify(db, origin, user, "password_changed", counts)
     db.commit()
     publish_pending_revocations(db)
+    apikeys.publish_keys(keys)
     state.publish_user(user)

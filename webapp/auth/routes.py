@@ -9,7 +9,7 @@ from flask import url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from webapp.auth import password_changes, service, sessions, verification
+from webapp.auth import password_changes, reauth, service, sessions, verification
 from webapp.auth.schemas import (
     LoginIn,
     LoginMfaIn,
@@ -17,6 +17,9 @@ from webapp.auth.schemas import (
     PasswordChangeIn,
     PasswordResetConfirmIn,
     PasswordResetIn,
+    PasswordResetOut,
+    ReauthenticatedOut,
+    ReauthenticateIn,
     RefreshIn,
     RegisterIn,
     ResendVerificationIn,
@@ -205,10 +208,12 @@ class PasswordResetConfirm(MethodView):
     @public
     @auth_limit
     @blp.arguments(PasswordResetConfirmIn)
-    @blp.response(204)
-    def post(self, body: dict[str, Any]) -> None:
-        """Set a new password with the emailed token; every session of the user is revoked."""
-        password_changes.confirm_password_reset(
+    @blp.response(200, PasswordResetOut)
+    def post(self, body: dict[str, Any]) -> dict[str, int]:
+        """Set a new password with the emailed token. Every session and every API key of the
+        account is revoked (whoever held them may be why the password was forgotten); the body
+        says how many, and so does the notice emailed to the owner."""
+        return password_changes.confirm_password_reset(
             db.session, request_origin(), body["token"], body["password"]
         )
 
@@ -220,8 +225,27 @@ class Password(MethodView):
     @blp.arguments(PasswordChangeIn)
     @blp.response(204)
     def post(self, body: dict[str, Any]) -> None:
-        """Change the caller's password; other sessions are revoked."""
+        """Change the caller's password; the other sessions are revoked, and with
+        `revoke_api_keys: true` every API key of the account too. The owner is emailed."""
         principal = current_principal()
         password_changes.change_password(
+            db.session, request_origin(), principal.user_id, principal.session_id, **body
+        )
+
+
+@blp.route("/reauthenticate")
+class Reauthenticate(MethodView):
+    @authenticated
+    @auth_limit
+    @blp.arguments(ReauthenticateIn)
+    @blp.response(200, ReauthenticatedOut)
+    def post(self, body: dict[str, Any]) -> reauth.Reauthenticated:
+        """Confirm it is still you: the `password`, plus a current TOTP `code` (or a
+        `recovery_code`) while TOTP is on. Renews the current session's authentication time,
+        so sensitive changes (API keys, TOTP, recovery codes, email) are allowed for
+        `REAUTH_MAX_AGE` seconds with the tokens you hold. Wrong answers count towards the
+        account lockout, like a login's."""
+        principal = current_principal()
+        return reauth.reauthenticate(
             db.session, request_origin(), principal.user_id, principal.session_id, **body
         )

@@ -73,6 +73,46 @@ class PasswordResetConfirmIn(StrictSchema):
 class PasswordChangeIn(StrictSchema):
     current_password = fields.String(required=True, validate=validate.Length(min=1, max=1024))
     new_password = fields.String(required=True, validate=validate.Length(min=1, max=1024))
+    revoke_api_keys = fields.Boolean(
+        load_default=False, metadata={"description": "revoke every API key of the account too"}
+    )
+
+
+class PasswordResetOut(Schema):
+    sessions_revoked = fields.Integer(
+        required=True, metadata={"description": "sessions signed out (all of them)"}
+    )
+    api_keys_revoked = fields.Integer(
+        required=True, metadata={"description": "API keys revoked (all active ones)"}
+    )
+
+
+class ReauthenticateIn(StrictSchema):
+    password = fields.String(required=True, validate=validate.Length(min=1, max=1024))
+    code = fields.String(
+        validate=validate.Regexp(r"^[0-9]{6}$"),
+        metadata={"description": "the current TOTP code; required while TOTP is on"},
+    )
+    recovery_code = fields.String(
+        validate=validate.Length(min=1, max=64),
+        metadata={"description": "instead of `code`: a recovery code (used up)"},
+    )
+
+    @validates_schema
+    def _one_proof(self, data: dict[str, object], **_: object) -> None:
+        if "code" in data and "recovery_code" in data:
+            raise ValidationError("send code or recovery_code, not both", "code")
+
+
+class ReauthenticatedOut(Schema):
+    auth_time = fields.DateTime(
+        required=True, metadata={"description": "the session's new authentication time"}
+    )
+    expires_at = fields.DateTime(
+        required=True,
+        metadata={"description": "sensitive changes need another reauthentication after this"},
+    )
+    max_age = fields.Integer(required=True, metadata={"description": "REAUTH_MAX_AGE, seconds"})
 
 
 class SessionOut(Schema):

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from observability import metrics
 from webapp.audit import service as audit
-from webapp.auth import email_tokens, lockout, sessions, signups, state
+from webapp.auth import email_tokens, lockout, reauth, sessions, signups, state
 from webapp.auth.models import AuthSession, RefreshToken
 from webapp.auth.signups import email_is, email_taken
 from webapp.auth.signups import ensure_email_free as ensure_email_free
@@ -93,11 +93,9 @@ def register(db: DbSession, origin: Origin, *, email: str, password: str, name: 
     return user
 
 
-def _pair(user: User | dict[str, str], session_id: uuid.UUID, refresh_id: uuid.UUID) -> TokenPair:
-    user_id = user.id if isinstance(user, User) else uuid.UUID(user["id"])
-    role = user.role if isinstance(user, User) else user["role"]
+def _pair(user: User, session: AuthSession, refresh_id: uuid.UUID) -> TokenPair:
     return TokenPair(
-        access_token=issue_access_token(user_id, role, session_id),
+        access_token=issue_access_token(user.id, user.role, session.id, session.auth_time),
         refresh_token=format_refresh_token(refresh_id),
         expires_in=current_settings().access_token_ttl,
     )
@@ -234,7 +232,7 @@ def _complete_login(
     if user.version != loaded_version:
         state.publish_user(user)
     metrics.LOGINS.labels(result="success").inc()
-    return _pair(user, session.id, refresh.id)
+    return _pair(user, session, refresh.id)
 
 
 def _invalid_mfa_token() -> Unauthorized:
@@ -274,14 +272,7 @@ def complete_mfa_login(
         raise Unauthorized("The code is incorrect or was already used.", slug="invalid-mfa-code")
     row.used_at = utcnow()
     if method == "recovery_code":
-        audit.record(
-            db,
-            origin.acting_as(user.id),
-            "mfa.recovery_code_used",
-            target_type="user",
-            target_id=user.id,
-            remaining=mfa.status(db, user.id)["recovery_codes_remaining"],
-        )
+        reauth.record_recovery_code_use(db, origin, user)
     new_device = _is_new_device(db, user, origin)
     return _complete_login(db, origin, user, loaded_version, new_device, mfa=method)
 
@@ -311,7 +302,7 @@ def refresh(db: DbSession, origin: Origin, refresh_token: str) -> TokenPair:
         if grace and token.successor_id and (now - token.used_at).total_seconds() <= grace:
             db.commit()
             metrics.TOKEN_REFRESHES.labels(result="grace").inc()
-            return _pair(user, session.id, token.successor_id)
+            return _pair(user, session, token.successor_id)
         revoked = sessions.revoke(db, [session], "refresh_token_reuse")
         audit.record(
             db,
@@ -336,4 +327,4 @@ def refresh(db: DbSession, origin: Origin, refresh_token: str) -> TokenPair:
     session.last_used_at = now
     db.commit()
     metrics.TOKEN_REFRESHES.labels(result="success").inc()
-    return _pair(user, session.id, successor.id)
+    return _pair(user, session, successor.id)

@@ -32,6 +32,7 @@ def start_session(db: DbSession, origin: Origin, user: User) -> tuple[AuthSessio
         user_id=user.id,
         created_at=now,
         last_used_at=now,
+        auth_time=now,
         expires_at=now + timedelta(seconds=settings.refresh_token_ttl),
         ip=origin.ip,
         user_agent=stored_user_agent(origin),

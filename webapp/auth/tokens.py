@@ -1,8 +1,10 @@
 """Token formats: signed JWT access tokens (flask-jwt-extended, keys by `kid`) and opaque
 refresh tokens.
 
-Access tokens carry `iss`, `aud`, `sub` (user id), `exp`, `iat`, `jti`, `role` and `sid` (the
-session, checked on every request so that logout takes effect at once). Refresh tokens are
+Access tokens carry `iss`, `aud`, `sub` (user id), `exp`, `iat`, `jti`, `role`, `sid` (the
+session, checked on every request so that logout takes effect at once) and `auth_time` (the
+session's last password or second-factor check; informational — the recent-authentication check
+reads the session row, see `webapp.auth.reauth`). Refresh tokens are
 `<token id>.<HMAC-SHA256(SECRET_KEY, token id)>`: nothing about them is stored in plain form, a
 database leak alone does not reveal one, and the server can re-issue a token's successor inside
 the reuse grace window without keeping it.
@@ -17,7 +19,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt as pyjwt
@@ -72,11 +74,20 @@ def _verification_key(header: dict[str, Any], _payload: dict[str, Any]) -> Any:
     return key
 
 
-def issue_access_token(user_id: uuid.UUID, role: str, session_id: uuid.UUID) -> str:
+def issue_access_token(
+    user_id: uuid.UUID, role: str, session_id: uuid.UUID, auth_time: datetime | None = None
+) -> str:
+    """`auth_time` (OIDC: seconds since the epoch) is the session's last password or
+    second-factor check; refreshed tokens repeat it rather than move it forward."""
     signing = keyring().signing_key
+    when = auth_time or datetime.now(UTC)
     token: str = create_access_token(
         identity=str(user_id),
-        additional_claims={"role": role, "sid": str(session_id)},
+        additional_claims={
+            "role": role,
+            "sid": str(session_id),
+            "auth_time": int(when.timestamp()),
+        },
         additional_headers={"kid": signing.kid},
     )
     return token

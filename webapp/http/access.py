@@ -4,6 +4,9 @@
 live session, active user: see `webapp.auth.state`), then asks the RBAC policy. `@public` marks a
 route that needs no identity. Every `/api/v1` route carries one or the other; a test enforces it.
 
+`@requires_recent_auth`, under either, also demands that the session checked a password or second
+factor within `REAUTH_MAX_AGE` seconds (sensitive changes; `x-requires-recent-auth` in OpenAPI).
+
 An `X-API-Key` authenticates as the key's owner through the same decorator: only on routes whose
 permission is in `rbac.API_KEY_PERMISSIONS`, and only when the key's scopes include it (a scope is
 the permission string). The OpenAPI document lists `apiKeyAuth` beside `bearerAuth` on exactly
@@ -19,6 +22,7 @@ from typing import Any, TypeVar, cast
 
 from flask import g, request
 
+from webapp.auth.reauth import ensure_recent_auth
 from webapp.auth.state import Principal, load_principal
 from webapp.auth.tokens import bearer_claims, bearer_token
 from webapp.errors import DomainError, Forbidden, Unauthorized
@@ -149,6 +153,33 @@ def authenticated(view: F) -> F:
 
     wrapper.required_permission = "authenticated"  # type: ignore[attr-defined]
     _document(wrapper, BEARER_SECURITY, None)
+    return cast(F, wrapper)
+
+
+def requires_recent_auth(view: F) -> F:
+    """Sensitive changes: on top of `@authenticated` / `@requires`, the caller's session must
+    have checked a password or second factor within `REAUTH_MAX_AGE` seconds, else 403
+    `reauthentication-required` (see `webapp.auth.reauth`). API keys are refused (403
+    `api-key-not-allowed`). Place it right under the authentication decorator, above rate limits
+    and `@idempotent*`, so that a refusal neither spends a budget nor settles an
+    `Idempotency-Key`."""
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        principal = authenticate()
+        ensure_recent_auth(db.session, principal.session_id)
+        return view(*args, **kwargs)
+
+    wrapper.requires_recent_auth = True  # type: ignore[attr-defined]
+    doc = getattr(wrapper, "_apidoc", {})
+    manual = doc.setdefault("manual_doc", {})
+    manual["x-requires-recent-auth"] = True
+    manual["description"] = (
+        f"{manual.get('description', '')}\n\nRecent authentication: the session must have "
+        "checked a password or second factor within `REAUTH_MAX_AGE` seconds, else 403 "
+        "`reauthentication-required` (renew with `POST /api/v1/auth/reauthenticate`)."
+    ).strip()
+    wrapper._apidoc = doc  # type: ignore[attr-defined]
     return cast(F, wrapper)
 
 

@@ -1,4 +1,7 @@
-"""/api/v1/auth/mfa: the caller's second factor. Thin views over `webapp.mfa.service`."""
+"""/api/v1/auth/mfa: the caller's second factor. Thin views over `webapp.mfa.service`.
+
+Every change needs a recent authentication (`@requires_recent_auth`): with a stolen access token
+alone, an attacker could otherwise enrol their own authenticator and lock the owner out."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from flask_smorest import Blueprint
 
 from webapp.auth.routes import auth_limit
 from webapp.extensions import db
-from webapp.http.access import authenticated, current_principal
+from webapp.http.access import authenticated, current_principal, requires_recent_auth
 from webapp.http.idempotency import idempotent_sensitive
 from webapp.http.origin import request_origin
 from webapp.mfa import service
@@ -42,6 +45,7 @@ class MfaStatus(MethodView):
 @blp.route("/totp")
 class Totp(MethodView):
     @authenticated
+    @requires_recent_auth
     @idempotent_sensitive
     @blp.response(201, TotpEnrolmentOut)
     def post(self) -> tuple[dict[str, Any], int, dict[str, str]]:
@@ -58,6 +62,7 @@ class Totp(MethodView):
         return body, 201, {"Location": url_for("mfa.MfaStatus")}
 
     @authenticated
+    @requires_recent_auth
     @auth_limit
     @blp.arguments(TotpDisableIn)
     @blp.response(204)
@@ -70,6 +75,7 @@ class Totp(MethodView):
 @blp.route("/totp/confirm")
 class TotpConfirm(MethodView):
     @authenticated
+    @requires_recent_auth
     @auth_limit
     @idempotent_sensitive
     @blp.arguments(TotpConfirmIn)
@@ -79,5 +85,20 @@ class TotpConfirm(MethodView):
         shown this once."""
         codes = service.confirm(
             db.session, request_origin(), current_principal().user_id, body["code"]
+        )
+        return {"recovery_codes": codes}
+
+
+@blp.route("/recovery-codes")
+class RecoveryCodes(MethodView):
+    @authenticated
+    @requires_recent_auth
+    @idempotent_sensitive
+    @blp.response(200, RecoveryCodesOut)
+    def post(self) -> dict[str, list[str]]:
+        """Replace the recovery codes with ten new ones, shown this once; every earlier code
+        stops working. TOTP must be on (404 `mfa-not-enabled`)."""
+        codes = service.regenerate_recovery_codes(
+            db.session, request_origin(), current_principal().user_id
         )
         return {"recovery_codes": codes}

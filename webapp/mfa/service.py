@@ -23,7 +23,7 @@ import pyotp
 from sqlalchemy import Exists, delete, func, select
 
 from webapp.audit import service as audit
-from webapp.auth import lockout, state
+from webapp.auth import lockout, notices, state
 from webapp.config import current_settings
 from webapp.context import Origin
 from webapp.db import DbSession, utcnow
@@ -218,16 +218,50 @@ def confirm(db: DbSession, origin: Origin, user_id: uuid.UUID, code: str) -> lis
     factor.last_used_step = step
     codes = _new_recovery_codes(db, user_id)
     audit.record(db, origin, "mfa.enabled", target_type="user", target_id=user_id, method="totp")
+    _notify(db, origin, user_id, "totp_enabled")
     db.commit()
     return codes
 
 
-def _remove(db: DbSession, user_id: uuid.UUID) -> bool:
+def regenerate_recovery_codes(db: DbSession, origin: Origin, user_id: uuid.UUID) -> list[str]:
+    """Ten new recovery codes (shown once); every earlier one, used or not, stops working."""
+    factor = _factor(db, user_id, lock=True)
+    if factor is None or factor.confirmed_at is None:
+        raise NotFound("Multi-factor authentication is not enabled.", slug="mfa-not-enabled")
+    codes = _new_recovery_codes(db, user_id)
+    audit.record(
+        db, origin, "mfa.recovery_codes_regenerated", target_type="user", target_id=user_id
+    )
+    _notify(db, origin, user_id, "recovery_codes_regenerated")
+    db.commit()
+    return codes
+
+
+def _notify(
+    db: DbSession,
+    origin: Origin,
+    user_id: uuid.UUID,
+    event: str,
+    details: list[tuple[str, str]] | None = None,
+) -> None:
+    user = db.get(User, user_id)
+    if user is not None:
+        notices.notify(
+            db, origin, event, recipient=user.email, name=user.name, details=details or []
+        )
+
+
+def _remove(db: DbSession, user_id: uuid.UUID) -> TotpFactor | None:
+    """Delete the factor and the recovery codes; returns the factor that was there."""
     factor = _factor(db, user_id, lock=True)
     if factor is not None:
         db.delete(factor)
     db.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user_id))
-    return factor is not None
+    return factor
+
+
+def _was_active(factor: TotpFactor | None) -> bool:
+    return factor is not None and factor.confirmed_at is not None
 
 
 def disable(
@@ -265,9 +299,11 @@ def disable(
         raise ValidationFailed(
             f"The {field} is incorrect.", slug=slug, errors={field: ["is incorrect"]}
         )
-    _remove(db, user_id)
+    removed = _remove(db, user_id)
     lockout.register_success(user)
     audit.record(db, origin, "mfa.disabled", target_type="user", target_id=user_id, proof=field)
+    if _was_active(removed):
+        _notify(db, origin, user_id, "totp_disabled")
     db.commit()
     state.publish_user(user)
 
@@ -276,6 +312,10 @@ def reset(db: DbSession, origin: Origin, user_id: uuid.UUID) -> None:
     """Administrators: remove a user's factor and recovery codes (a lost device)."""
     if db.get(User, user_id) is None:
         raise NotFound("No such user.")
-    had = _remove(db, user_id)
-    audit.record(db, origin, "mfa.reset", target_type="user", target_id=user_id, had_mfa=had)
+    removed = _remove(db, user_id)
+    audit.record(
+        db, origin, "mfa.reset", target_type="user", target_id=user_id, had_mfa=removed is not None
+    )
+    if _was_active(removed):
+        _notify(db, origin, user_id, "totp_disabled", [("Removed by", "an administrator")])
     db.commit()

@@ -23,6 +23,7 @@ TEMPLATES = {
     "verify_email": "high",
     "password_reset": "high",
     "new_login": "default",
+    "security_notice": "default",
     "welcome": "low",
     "email_change": "high",
     "email_changed": "default",

@@ -12,7 +12,7 @@ from flask_smorest import Blueprint
 from webapp.auth import email_change
 from webapp.auth.state import Principal
 from webapp.extensions import db
-from webapp.http.access import authenticated, current_principal, requires
+from webapp.http.access import authenticated, current_principal, requires, requires_recent_auth
 from webapp.http.etag import etag_value, if_match_header, not_modified
 from webapp.http.idempotency import idempotent
 from webapp.http.origin import request_origin
@@ -84,6 +84,7 @@ class Me(MethodView):
 @blp.route("/me/email")
 class MyEmail(MethodView):
     @authenticated
+    @requires_recent_auth
     @blp.arguments(EmailChangeIn)
     @blp.response(202)
     def post(self, body: dict[str, Any]) -> None:
@@ -91,7 +92,6 @@ class MyEmail(MethodView):
         login once confirmed through `POST /auth/verify-email`; the old address is told then.
         409 if another account holds it, 429 within a minute of the previous request."""
         principal = current_principal()
-        # TODO(merge): requires recent authentication (reauthentication-required) — wired at merge
         email_change.request_email_change(
             db.session, request_origin(), principal.user_id, body["email"]
         )
