@@ -55,7 +55,7 @@ LOCKOUTS = Counter(
 )
 TOKEN_REFRESHES = Counter(
     "gatehouse_token_refreshes_total",
-    "Refresh token exchanges by result (success, grace, reuse_detected, invalid)",
+    "Refresh token exchanges by result (success, grace, reuse_detected, idle_timeout, invalid)",
     ["result"],
 )
 CACHE_REQUESTS = Counter(

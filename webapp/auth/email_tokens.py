@@ -18,6 +18,8 @@ from webapp.users.models import User
 
 VERIFY_EMAIL, PASSWORD_RESET = "verify_email", "password_reset"
 MFA_LOGIN = "mfa_login"
+# The second step of a login that asked for `remember_me`: the choice travels with the token.
+MFA_LOGIN_REMEMBER = "mfa_login_remember"
 
 
 def issue(db: DbSession, user: User, purpose: str, ttl: int) -> tuple[str, OneTimeToken]:
@@ -34,11 +36,12 @@ def issue(db: DbSession, user: User, purpose: str, ttl: int) -> tuple[str, OneTi
     return plaintext, row
 
 
-def find_live(db: DbSession, plaintext: str, purpose: str) -> OneTimeToken | None:
-    """The unused, unexpired token row for `plaintext`, locked for this transaction."""
+def find_live(db: DbSession, plaintext: str, *purposes: str) -> OneTimeToken | None:
+    """The unused, unexpired token row for `plaintext` of one of `purposes`, locked for this
+    transaction."""
     row = db.scalar(
         select(OneTimeToken)
-        .where(OneTimeToken.token_hash == hash_token(plaintext), OneTimeToken.purpose == purpose)
+        .where(OneTimeToken.token_hash == hash_token(plaintext), OneTimeToken.purpose.in_(purposes))
         .with_for_update()
     )
     if row is None or row.used_at is not None or row.expires_at <= utcnow():

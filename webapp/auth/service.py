@@ -184,9 +184,12 @@ def _ensure_login_not_locked(user: User | None, origin: Origin) -> None:
         raise
 
 
-def login(db: DbSession, origin: Origin, *, email: str, password: str) -> TokenPair | MfaChallenge:
+def login(
+    db: DbSession, origin: Origin, *, email: str, password: str, remember_me: bool = False
+) -> TokenPair | MfaChallenge:
     """Lockout (429), then credentials (401), then verified email (403), then tokens — or, with
-    TOTP active, a short-lived single-use `mfa_token` for the second step."""
+    TOTP active, a short-lived single-use `mfa_token` for the second step, which carries the
+    `remember_me` choice."""
     candidate = _find_login_candidate(db, email, origin)
     user = candidate.user
     _ensure_login_not_locked(user, origin)
@@ -213,11 +216,14 @@ def login(db: DbSession, origin: Origin, *, email: str, password: str) -> TokenP
     if candidate.mfa_enabled:
         # The failure counter is not reset here: a known password must not buy an attacker a
         # fresh round of second-factor guesses.
-        token, _ = email_tokens.issue(db, user, email_tokens.MFA_LOGIN, settings.mfa_token_ttl)
+        purpose = email_tokens.MFA_LOGIN_REMEMBER if remember_me else email_tokens.MFA_LOGIN
+        token, _ = email_tokens.issue(db, user, purpose, settings.mfa_token_ttl)
         db.commit()
         metrics.LOGINS.labels(result="mfa_required").inc()
         return MfaChallenge(mfa_token=token, expires_in=settings.mfa_token_ttl)
-    return _complete_login(db, origin, user, loaded_version, candidate.new_device)
+    return _complete_login(
+        db, origin, user, loaded_version, candidate.new_device, remember_me=remember_me
+    )
 
 
 def _complete_login(
@@ -226,13 +232,15 @@ def _complete_login(
     user: User,
     loaded_version: int,
     new_device: bool,
+    *,
+    remember_me: bool,
     **details: str,
 ) -> TokenPair:
     """Both kinds of login end here: a session, the new-device email, the audit event.
     `loaded_version` is the user's version as read, before this login changed anything."""
     settings = current_settings()
     lockout.register_success(user)
-    session, refresh = sessions.start_session(db, origin, user)
+    session, refresh = sessions.start_session(db, origin, user, remember_me=remember_me)
     if new_device:
         outbox.enqueue(
             db,
@@ -254,6 +262,7 @@ def _complete_login(
         "auth.login_succeeded",
         target_type="session",
         target_id=session.id,
+        remember_me=remember_me,
         **details,
     )
     db.commit()
@@ -285,7 +294,9 @@ def complete_mfa_login(
     """The second step: a TOTP code (its time step consumed) or a recovery code (used up).
     Wrong codes count towards the account and IP lockout; the token survives them until it
     expires, is used, or the account locks."""
-    row = email_tokens.find_live(db, mfa_token, email_tokens.MFA_LOGIN)
+    row = email_tokens.find_live(
+        db, mfa_token, email_tokens.MFA_LOGIN, email_tokens.MFA_LOGIN_REMEMBER
+    )
     if row is None:
         raise _invalid_mfa_token()
     user = db.get(User, row.user_id)
@@ -312,7 +323,10 @@ def complete_mfa_login(
             remaining=mfa.status(db, user.id)["recovery_codes_remaining"],
         )
     new_device = _is_new_device(db, user, origin)
-    return _complete_login(db, origin, user, loaded_version, new_device, mfa=method)
+    remember_me = row.purpose == email_tokens.MFA_LOGIN_REMEMBER
+    return _complete_login(
+        db, origin, user, loaded_version, new_device, remember_me=remember_me, mfa=method
+    )
 
 
 def _invalid_refresh() -> Unauthorized:
@@ -320,9 +334,31 @@ def _invalid_refresh() -> Unauthorized:
     return Unauthorized("The refresh token is invalid or expired.", slug="invalid-refresh-token")
 
 
+def _end_idle_session(db: DbSession, origin: Origin, session: AuthSession, user: User) -> None:
+    """A refresh after the idle deadline: the session is revoked (audited) and the caller must
+    sign in again."""
+    revoked = sessions.revoke(db, [session], "idle_timeout")
+    audit.record(
+        db,
+        origin.acting_as(user.id),
+        "auth.session_idle_timeout",
+        target_type="session",
+        target_id=session.id,
+        idle_seconds=int((utcnow() - session.last_used_at).total_seconds()),
+    )
+    db.commit()
+    state.publish_sessions_revoked(revoked)
+    metrics.TOKEN_REFRESHES.labels(result="idle_timeout").inc()
+    raise Unauthorized(
+        "The session was idle for too long and has ended; sign in again.",
+        slug="session-idle-timeout",
+    )
+
+
 def refresh(db: DbSession, origin: Origin, refresh_token: str) -> TokenPair:
     """Rotate a refresh token. A token used twice revokes its whole session (reuse detection),
-    except inside `REFRESH_REUSE_GRACE`, where the same successor is handed out again."""
+    except inside `REFRESH_REUSE_GRACE`, where the same successor is handed out again. A session
+    idle past its idle TTL ends here (401 `session-idle-timeout`)."""
     token_id = parse_refresh_token(refresh_token)
     if token_id is None:
         raise _invalid_refresh()
@@ -335,6 +371,8 @@ def refresh(db: DbSession, origin: Origin, refresh_token: str) -> TokenPair:
         raise _invalid_refresh()
 
     now = utcnow()
+    if sessions.is_idle(session, now):
+        _end_idle_session(db, origin, session, user)
     if token.used_at is not None:
         grace = current_settings().refresh_reuse_grace
         if grace and token.successor_id and (now - token.used_at).total_seconds() <= grace:
