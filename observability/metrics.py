@@ -51,7 +51,10 @@ LOGINS = Counter(
     ["result"],
 )
 LOCKOUTS = Counter(
-    "gatehouse_lockouts_total", "Lockouts started, by scope (account, ip)", ["scope"]
+    "gatehouse_lockouts_total",
+    "Lockouts started, by scope (account_ip: an email from one IP; account: an email throttled "
+    "across all IPs; ip: one IP whatever the email)",
+    ["scope"],
 )
 TOKEN_REFRESHES = Counter(
     "gatehouse_token_refreshes_total",

@@ -37,7 +37,6 @@ def request_password_reset(db: DbSession, origin: Origin, email: str) -> None:
 def set_password(user: User, password: str, *, field: str = "password") -> None:
     check_password_policy(password, email=user.email, name=user.name, field=field)
     user.password_hash = passwords.hash_password(password)
-    lockout.register_success(user)
 
 
 def confirm_password_reset(db: DbSession, origin: Origin, token: str, password: str) -> None:
@@ -45,6 +44,7 @@ def confirm_password_reset(db: DbSession, origin: Origin, token: str, password: 
     user = db.get(User, row.user_id)
     assert user is not None
     set_password(user, password)
+    lockout.clear_account(user.email, origin)
     actor = origin.acting_as(user.id)
     revoke_all_sessions(db, actor, user.id, keep=None, reason="password_reset")
     # Other outstanding reset links die with this one.
@@ -76,16 +76,17 @@ def change_password(
     assert user is not None
     # A stolen access token must not become an unlimited password oracle: wrong current
     # passwords count towards the same lockout as failed logins.
-    lockout.ensure_not_locked(user, origin)
+    lockout.ensure_not_locked(user.email, origin)
     check = passwords.verify_password(user.password_hash or "", current_password)
     if not check.ok:
-        lockout.record_failure(db, user, origin, reason="wrong_current_password")
+        lockout.record_failure(db, user.email, user, origin, reason="wrong_current_password")
         raise ValidationFailed(
             "The current password is incorrect.",
             slug="invalid-current-password",
             errors={"current_password": ["is incorrect"]},
         )
     set_password(user, new_password, field="new_password")
+    lockout.register_success(user.email, origin)
     revoke_all_sessions(db, origin, user.id, keep=current_session, reason="password_changed")
     audit.record(db, origin, "auth.password_changed", target_type="user", target_id=user.id)
     db.commit()

@@ -24,10 +24,10 @@ from webapp.config import current_settings
 from webapp.context import Origin
 from webapp.db import DbSession, utcnow
 from webapp.errors import (
-    AccountLocked,
     Conflict,
     EmailUnverified,
     InvalidCredentials,
+    TooManyRequests,
     Unauthorized,
     ValidationFailed,
 )
@@ -146,18 +146,12 @@ def _device_checks(user_id: Any, origin: Origin) -> tuple[Exists, Exists]:
     return mine.exists(), seen.exists()
 
 
-def _is_new_device(db: DbSession, user: User, origin: Origin) -> bool:
-    """A login from an IP and client this user has not signed in from before."""
-    signed_in_before, seen_here = db.execute(select(*_device_checks(user.id, origin))).one()
-    # The first sign-in of an account is not news to its owner.
-    return bool(signed_in_before) and not seen_here
-
-
 @dataclass(frozen=True)
 class _LoginCandidate:
     user: User | None
     mfa_enabled: bool = False
     new_device: bool = False
+    known_device: bool = False
 
 
 def _find_login_candidate(db: DbSession, email: str, origin: Origin) -> _LoginCandidate:
@@ -172,14 +166,16 @@ def _find_login_candidate(db: DbSession, email: str, origin: Origin) -> _LoginCa
     if row is None:
         return _LoginCandidate(user=None)
     user, mfa_enabled, before, here = row
-    return _LoginCandidate(user, bool(mfa_enabled), bool(before) and not here)
+    return _LoginCandidate(user, bool(mfa_enabled), bool(before) and not here, bool(here))
 
 
-def _ensure_login_not_locked(user: User | None, origin: Origin) -> None:
-    """Either step of a login: 429 while the account or IP is locked out, counted as such."""
+def _ensure_login_not_locked(email: str, origin: Origin, *, known_device: bool) -> None:
+    """Either step of a login: 429 while the email from this IP, or the IP, is locked out, or
+    the email is throttled — counted as such. Keyed by the email as sent, so an unknown address
+    gets the very same answer as a known one."""
     try:
-        lockout.ensure_not_locked(user, origin)
-    except AccountLocked:
+        lockout.ensure_not_locked(email, origin, known_device=known_device)
+    except TooManyRequests:
         metrics.LOGINS.labels(result="locked").inc()
         raise
 
@@ -192,7 +188,7 @@ def login(
     `remember_me` choice."""
     candidate = _find_login_candidate(db, email, origin)
     user = candidate.user
-    _ensure_login_not_locked(user, origin)
+    _ensure_login_not_locked(email, origin, known_device=candidate.known_device)
 
     if user is None or user.password_hash is None or not user.active:
         passwords.equalize_timing(password)
@@ -200,7 +196,7 @@ def login(
     else:
         check = passwords.verify_password(user.password_hash, password)
     if not check.ok:
-        lockout.record_failure(db, user, origin, reason="invalid_credentials")
+        lockout.record_failure(db, email, user, origin, reason="invalid_credentials")
         metrics.LOGINS.labels(result="invalid_credentials").inc()
         raise InvalidCredentials("The email or password is incorrect.")
     assert user is not None
@@ -239,7 +235,7 @@ def _complete_login(
     """Both kinds of login end here: a session, the new-device email, the audit event.
     `loaded_version` is the user's version as read, before this login changed anything."""
     settings = current_settings()
-    lockout.register_success(user)
+    lockout.register_success(user.email, origin)
     session, refresh = sessions.start_session(db, origin, user, remember_me=remember_me)
     if new_device:
         outbox.enqueue(
@@ -303,13 +299,14 @@ def complete_mfa_login(
     if user is None or not user.active:
         raise _invalid_mfa_token()
     loaded_version = user.version
-    _ensure_login_not_locked(user, origin)
+    signed_in_before, seen_here = db.execute(select(*_device_checks(user.id, origin))).one()
+    _ensure_login_not_locked(user.email, origin, known_device=bool(seen_here))
     if code is not None:
         method, ok = "totp", mfa.accept_code(db, user.id, code)
     else:
         method, ok = "recovery_code", mfa.use_recovery_code(db, user.id, recovery_code or "")
     if not ok:
-        lockout.record_failure(db, user, origin, reason=f"invalid_{method}")
+        lockout.record_failure(db, user.email, user, origin, reason=f"invalid_{method}")
         metrics.LOGINS.labels(result="invalid_mfa_code").inc()
         raise Unauthorized("The code is incorrect or was already used.", slug="invalid-mfa-code")
     row.used_at = utcnow()
@@ -322,7 +319,8 @@ def complete_mfa_login(
             target_id=user.id,
             remaining=mfa.status(db, user.id)["recovery_codes_remaining"],
         )
-    new_device = _is_new_device(db, user, origin)
+    # The first sign-in of an account is not news to its owner.
+    new_device = bool(signed_in_before) and not seen_here
     remember_me = row.purpose == email_tokens.MFA_LOGIN_REMEMBER
     return _complete_login(
         db, origin, user, loaded_version, new_device, remember_me=remember_me, mfa=method
