@@ -19,6 +19,7 @@ Prints, per scenario, the statuses, the median time of each side, their ratio an
 the per-pair differences. A benchmark, not a test: nothing about time is asserted. Exit status 0
 when the measurements ran, 1 when the two sides of a pair answered differently (status, body
 without `request_id`/`instance`, or header names), 2 when the setup failed, 130 on Ctrl-C.
+`--nice N` runs gunicorn and the client at niceness N, as `python -m tests.bench --nice` does.
 Environment: `BENCH_DATABASE_URL`, `BENCH_REDIS_URL` (default db 14), `BENCH_DB_NAME` (default
 `gatehouse_bench_enum`).
 """
@@ -38,6 +39,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.bench.priority import PRIORITY, prioritize_self
 from tests.bench.server import Server, serving
 from tests.throwaway import SetupError, ThrowawayTarget, step
 
@@ -219,7 +221,12 @@ def _measure(client: Client, pairs: int, known: dict[str, str], unknown: dict[st
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.enumeration", description=__doc__)
     parser.add_argument("--pairs", type=int, default=40, help="measured pairs per scenario (>= 30)")
+    parser.add_argument(
+        "--nice", type=int, default=0, help="niceness of gunicorn and this client (e.g. -5)"
+    )
     args = parser.parse_args(argv)
+    PRIORITY["nice"] = args.nice
+    prioritize_self()
     if args.pairs < 30:
         parser.error("--pairs must be at least 30 (medians of fewer pairs are noise)")
     return run(args)

@@ -258,3 +258,24 @@ def test_the_rate_limiter_never_shortens_a_lockouts_retry_after(limited_app, mak
     assert "RateLimit-Reset" in locked.headers  # the limiter did see this response
     assert int(locked.headers["Retry-After"]) > 60
     assert int(locked.headers["Retry-After"]) <= 900
+
+
+# --- the fallback while Redis is away -----------------------------------------------------------
+
+
+def test_the_per_process_fallback_counts_expires_and_stays_bounded():
+    from webapp.auth.lockout import LocalCounters
+
+    counters = LocalCounters(max_entries=3)
+    assert counters.incr("a", 60)[0] == 1
+    count, left = counters.incr("a", 60)
+    assert count == 2
+    assert 59 < left <= 60
+    counters.set("gone", 1.0, ttl=-1)  # already expired
+    assert counters.get("gone") is None
+
+    for n in range(10):  # a flood of new keys (one per guessed email) cannot grow it
+        counters.incr(f"flood{n}", 60)
+
+    assert len(counters._values) <= 3
+    assert counters.get("flood9") == 1
