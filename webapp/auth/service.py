@@ -262,7 +262,7 @@ def _complete_login(
         **details,
     )
     db.commit()
-    # Only a reset lockout counter or an upgraded hash changes the row (and its version):
+    # Only an upgraded hash changes the row (and its version); lockout counters live in Redis:
     # otherwise the cached snapshot is still right, and overwriting it would drop every
     # process's local copy.
     if user.version != loaded_version:
