@@ -126,9 +126,10 @@ class LocalCounters:
 
 
 def _local() -> LocalCounters:
-    counters: LocalCounters = current_app.extensions.setdefault(
-        "gatehouse_login_counters", LocalCounters()
-    )
+    """This application's fallback table (one per app: tests build several in one process)."""
+    counters: LocalCounters | None = current_app.extensions.get("gatehouse_login_counters")
+    if counters is None:
+        counters = current_app.extensions.setdefault("gatehouse_login_counters", LocalCounters())
     return counters
 
 
