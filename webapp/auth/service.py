@@ -332,27 +332,6 @@ def _invalid_refresh() -> Unauthorized:
     return Unauthorized("The refresh token is invalid or expired.", slug="invalid-refresh-token")
 
 
-def _end_idle_session(db: DbSession, origin: Origin, session: AuthSession, user: User) -> None:
-    """A refresh after the idle deadline: the session is revoked (audited) and the caller must
-    sign in again."""
-    revoked = sessions.revoke(db, [session], "idle_timeout")
-    audit.record(
-        db,
-        origin.acting_as(user.id),
-        "auth.session_idle_timeout",
-        target_type="session",
-        target_id=session.id,
-        idle_seconds=int((utcnow() - session.last_used_at).total_seconds()),
-    )
-    db.commit()
-    state.publish_sessions_revoked(revoked)
-    metrics.TOKEN_REFRESHES.labels(result="idle_timeout").inc()
-    raise Unauthorized(
-        "The session was idle for too long and has ended; sign in again.",
-        slug="session-idle-timeout",
-    )
-
-
 def refresh(db: DbSession, origin: Origin, refresh_token: str) -> TokenPair:
     """Rotate a refresh token. A token used twice revokes its whole session (reuse detection),
     except inside `REFRESH_REUSE_GRACE`, where the same successor is handed out again. A session
@@ -370,7 +349,12 @@ def refresh(db: DbSession, origin: Origin, refresh_token: str) -> TokenPair:
 
     now = utcnow()
     if sessions.is_idle(session, now):
-        _end_idle_session(db, origin, session, user)
+        sessions.end_idle_session(db, origin, session)
+        metrics.TOKEN_REFRESHES.labels(result="idle_timeout").inc()
+        raise Unauthorized(
+            "The session was idle for too long and has ended; sign in again.",
+            slug="session-idle-timeout",
+        )
     if token.used_at is not None:
         grace = current_settings().refresh_reuse_grace
         if grace and token.successor_id and (now - token.used_at).total_seconds() <= grace:

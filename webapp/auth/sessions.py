@@ -87,6 +87,21 @@ def revoke(db: DbSession, sessions: list[AuthSession], reason: str) -> list[uuid
     return revoked
 
 
+def end_idle_session(db: DbSession, origin: Origin, session: AuthSession) -> None:
+    """A refresh came after the idle deadline: revoke the session (audited, committed)."""
+    revoked = revoke(db, [session], "idle_timeout")
+    audit.record(
+        db,
+        origin.acting_as(session.user_id),
+        "auth.session_idle_timeout",
+        target_type="session",
+        target_id=session.id,
+        idle_seconds=int((utcnow() - session.last_used_at).total_seconds()),
+    )
+    db.commit()
+    state.publish_sessions_revoked(revoked)
+
+
 def logout(db: DbSession, origin: Origin, session_id: uuid.UUID) -> None:
     session = db.get(AuthSession, session_id)
     if session is None:
