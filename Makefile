@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= 2
 
-.PHONY: install run test lint format bench clean tools ops-deps load
+.PHONY: install run test lint format bench bench-enumeration clean tools ops-deps load
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -72,6 +72,9 @@ test: lint tools ## the whole suite against real PostgreSQL and Redis (throwaway
 
 bench: install ## requests/s and latency of /users/me and /auth/login vs a bare Flask endpoint
 	$(BIN)/python -m tests.bench $(BENCH_ARGS)
+
+bench-enumeration: install ## known vs unknown email: answers and median times at each failed sign-in step
+	$(BIN)/python -m tests.bench.enumeration $(BENCH_ARGS)
 
 load: install tools ## k6 `load` scenario against a throwaway server (LOAD_ARGS to change, see tests/load)
 	$(BIN)/python scripts/testenv.py -- $(BIN)/python -m tests.load $(or $(LOAD_ARGS),load --start-server)

@@ -51,11 +51,14 @@ LOGINS = Counter(
     ["result"],
 )
 LOCKOUTS = Counter(
-    "gatehouse_lockouts_total", "Lockouts started, by scope (account, ip)", ["scope"]
+    "gatehouse_lockouts_total",
+    "Lockouts started, by scope (account_ip: an email from one IP; account: an email throttled "
+    "across all IPs; ip: one IP whatever the email)",
+    ["scope"],
 )
 TOKEN_REFRESHES = Counter(
     "gatehouse_token_refreshes_total",
-    "Refresh token exchanges by result (success, grace, reuse_detected, invalid)",
+    "Refresh token exchanges by result (success, grace, reuse_detected, idle_timeout, invalid)",
     ["result"],
 )
 CACHE_REQUESTS = Counter(

@@ -69,7 +69,10 @@ class Settings:
     jwt_audience: str = "gatehouse"
     jwks_max_age: int = 300
     access_token_ttl: int = 900
-    refresh_token_ttl: int = 30 * 24 * 3600
+    refresh_token_ttl: int = 12 * 3600
+    session_idle_ttl: int = 30 * 60
+    remember_me_ttl: int = 30 * 24 * 3600
+    remember_me_idle_ttl: int = 7 * 24 * 3600
     refresh_reuse_grace: int = 0
     require_email_verification: bool = True
     email_token_ttl: int = 24 * 3600
@@ -77,6 +80,7 @@ class Settings:
     unverified_account_ttl: int = 7 * 24 * 3600
     lockout_threshold: int = 5
     lockout_ip_threshold: int = 20
+    lockout_account_threshold: int = 50
     lockout_window: int = 900
     lockout_duration: int = 900
     ratelimit_enabled: bool = True
@@ -159,6 +163,9 @@ class Settings:
             jwks_max_age=env.int("JWKS_MAX_AGE", d.jwks_max_age),
             access_token_ttl=env.int("ACCESS_TOKEN_TTL", d.access_token_ttl),
             refresh_token_ttl=env.int("REFRESH_TOKEN_TTL", d.refresh_token_ttl),
+            session_idle_ttl=env.int("SESSION_IDLE_TTL", d.session_idle_ttl),
+            remember_me_ttl=env.int("REMEMBER_ME_TTL", d.remember_me_ttl),
+            remember_me_idle_ttl=env.int("REMEMBER_ME_IDLE_TTL", d.remember_me_idle_ttl),
             refresh_reuse_grace=env.int("REFRESH_REUSE_GRACE", d.refresh_reuse_grace),
             require_email_verification=env.bool(
                 "REQUIRE_EMAIL_VERIFICATION", d.require_email_verification
@@ -168,6 +175,9 @@ class Settings:
             unverified_account_ttl=env.int("UNVERIFIED_ACCOUNT_TTL", d.unverified_account_ttl),
             lockout_threshold=env.int("LOCKOUT_THRESHOLD", d.lockout_threshold),
             lockout_ip_threshold=env.int("LOCKOUT_IP_THRESHOLD", d.lockout_ip_threshold),
+            lockout_account_threshold=env.int(
+                "LOCKOUT_ACCOUNT_THRESHOLD", d.lockout_account_threshold
+            ),
             lockout_window=env.int("LOCKOUT_WINDOW", d.lockout_window),
             lockout_duration=env.int("LOCKOUT_DURATION", d.lockout_duration),
             ratelimit_enabled=env.bool("RATELIMIT_ENABLED", d.ratelimit_enabled),
@@ -200,11 +210,15 @@ class Settings:
         positive = [
             "access_token_ttl",
             "refresh_token_ttl",
+            "session_idle_ttl",
+            "remember_me_ttl",
+            "remember_me_idle_ttl",
             "email_token_ttl",
             "password_reset_ttl",
             "unverified_account_ttl",
             "lockout_threshold",
             "lockout_ip_threshold",
+            "lockout_account_threshold",
             "lockout_window",
             "lockout_duration",
             "cache_ttl",
@@ -240,8 +254,7 @@ class Settings:
         if self.unverified_account_ttl < self.email_token_ttl:
             # Otherwise a sign-up could expire while its verification link still works.
             raise ConfigError("UNVERIFIED_ACCOUNT_TTL must not be shorter than EMAIL_TOKEN_TTL")
-        if self.access_token_ttl >= self.refresh_token_ttl:
-            raise ConfigError("ACCESS_TOKEN_TTL must be shorter than REFRESH_TOKEN_TTL")
+        self._validate_session_lifetimes()
         if self.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ConfigError(f"LOG_LEVEL must be a logging level name, got {self.log_level!r}")
         if not self.database_url.startswith(("postgresql", "postgres://", "sqlite")):
@@ -259,6 +272,20 @@ class Settings:
         if self.is_production:
             self._validate_production()
         self._validate_credentials()
+
+    def _validate_session_lifetimes(self) -> None:
+        """Idleness is enforced when a refresh token is exchanged, so an access token must
+        expire before the shortest idle deadline, and no idle deadline outlives its session."""
+        if self.access_token_ttl >= self.refresh_token_ttl:
+            raise ConfigError("ACCESS_TOKEN_TTL must be shorter than REFRESH_TOKEN_TTL")
+        if self.access_token_ttl >= min(self.session_idle_ttl, self.remember_me_idle_ttl):
+            raise ConfigError(
+                "ACCESS_TOKEN_TTL must be shorter than SESSION_IDLE_TTL and REMEMBER_ME_IDLE_TTL"
+            )
+        if self.session_idle_ttl > self.refresh_token_ttl:
+            raise ConfigError("SESSION_IDLE_TTL must not exceed REFRESH_TOKEN_TTL")
+        if self.remember_me_idle_ttl > self.remember_me_ttl:
+            raise ConfigError("REMEMBER_ME_IDLE_TTL must not exceed REMEMBER_ME_TTL")
 
     def _validate_credentials(self) -> None:
         """API keys and encryption at rest (webapp.security.encryption, webapp.apikeys)."""

@@ -101,6 +101,13 @@ class AccountLocked(TooManyRequests):
     title = "Too many failed attempts; try again later"
 
 
+class LoginThrottled(TooManyRequests):
+    """Too many failures for one email across all IPs: a delay until the window frees."""
+
+    slug = "login-throttled"
+    title = "Too many failed sign-ins for this account; try again later"
+
+
 class ServiceUnavailable(DomainError):
     status = 503
     slug = "service-unavailable"

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '0007_email_change'
-down_revision = '0005_session_auth_time'
+down_revision = '0006_session_idle'
 branch_labels = None
 depends_on = None
 

@@ -51,10 +51,10 @@ def test_auth_cache_lookups_are_counted_as_hits_after_the_first_miss(client, mem
 
 def test_lockouts_are_counted(make_app, member):
     client = make_app(lockout_threshold=2).test_client()
-    before = sample(client, "gatehouse_lockouts_total", scope="account")
+    before = sample(client, "gatehouse_lockouts_total", scope="account_ip")
     for _ in range(2):
         client.post("/api/v1/auth/login", json={"email": member.email, "password": "x" * 12})
-    assert sample(client, "gatehouse_lockouts_total", scope="account") == before + 1
+    assert sample(client, "gatehouse_lockouts_total", scope="account_ip") == before + 1
 
 
 def test_http_latency_is_labelled_by_route_template_not_raw_path(client, admin, member):

@@ -41,10 +41,10 @@ def test_malformed_json_is_a_400_problem(client):
 def test_an_unknown_field_is_a_422_problem_naming_the_field(client):
     response = client.post(
         "/api/v1/auth/login",
-        json={"email": "a@example.com", "password": "whatever-it-is", "remember_me": True},
+        json={"email": "a@example.com", "password": "whatever-it-is", "stay_signed_in": True},
     )
     body = assert_problem(response, 422, "validation-failed")
-    assert body["errors"] == {"remember_me": ["Unknown field."]}
+    assert body["errors"] == {"stay_signed_in": ["Unknown field."]}
 
 
 def test_a_field_breaking_the_schema_is_listed_with_its_messages(client):

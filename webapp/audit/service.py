@@ -20,6 +20,7 @@ ACTIONS = (
     "auth.lockout",
     "auth.logout",
     "auth.refresh_reuse_detected",
+    "auth.session_idle_timeout",
     "auth.email_verified",
     "auth.password_changed",
     "auth.password_reset_requested",

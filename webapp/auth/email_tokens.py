@@ -23,6 +23,8 @@ from webapp.users.models import User
 VERIFY_EMAIL, PASSWORD_RESET = "verify_email", "password_reset"
 EMAIL_CHANGE = "email_change"
 MFA_LOGIN = "mfa_login"
+# The second step of a login that asked for `remember_me`: the choice travels with the token.
+MFA_LOGIN_REMEMBER = "mfa_login_remember"
 
 
 def issue(

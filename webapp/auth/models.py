@@ -5,14 +5,20 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy import ForeignKey, Index, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from webapp.db import Base, new_id, utcnow
 
 
 class AuthSession(Base):
-    """One login: the family of refresh tokens that descends from it."""
+    """One login: the family of refresh tokens that descends from it.
+
+    `expires_at` is the absolute end; the session also ends when no refresh token was exchanged
+    for its idle TTL (`last_used_at` + SESSION_IDLE_TTL, or REMEMBER_ME_IDLE_TTL when
+    `remember_me`). The flag, not the number, is stored so that an operator who shortens the
+    idle TTL shortens it for sessions already open.
+    """
 
     __tablename__ = "sessions"
     __table_args__ = (Index("ix_sessions_user_id_created_at", "user_id", "created_at"),)
@@ -29,6 +35,7 @@ class AuthSession(Base):
     revoked_reason: Mapped[str | None] = mapped_column(String(64))
     ip: Mapped[str | None] = mapped_column(String(64))
     user_agent: Mapped[str | None] = mapped_column(String(512))
+    remember_me: Mapped[bool] = mapped_column(default=False, server_default=false())
 
     @property
     def active(self) -> bool:

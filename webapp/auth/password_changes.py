@@ -42,7 +42,6 @@ def _same_password() -> ValidationFailed:
 def set_password(user: User, password: str, *, field: str = "password") -> None:
     check_password_policy(password, email=user.email, name=user.name, field=field)
     user.password_hash = passwords.hash_password(password)
-    lockout.register_success(user)
 
 
 def confirm_password_reset(
@@ -64,6 +63,7 @@ def confirm_password_reset(
         db.commit()
         raise _same_password()
     set_password(user, password)
+    lockout.clear_account(user.email, origin)
     actor = origin.acting_as(user.id)
     sessions_revoked = revoke_all_sessions(db, actor, user.id, keep=None, reason="password_reset")
     keys = apikeys.revoke_all_keys(db, actor, user.id, reason="password_reset")
@@ -117,10 +117,10 @@ def change_password(
     assert user is not None
     # A stolen access token must not become an unlimited password oracle: wrong current
     # passwords count towards the same lockout as failed logins.
-    lockout.ensure_not_locked(user, origin)
+    lockout.ensure_not_locked(user.email, origin)
     check = passwords.verify_password(user.password_hash or "", current_password)
     if not check.ok:
-        lockout.record_failure(db, user, origin, reason="wrong_current_password")
+        lockout.record_failure(db, user.email, user, origin, reason="wrong_current_password")
         raise ValidationFailed(
             "The current password is incorrect.",
             slug="invalid-current-password",
@@ -132,6 +132,7 @@ def change_password(
             errors={"new_password": ["must differ from the current password"]},
         )
     set_password(user, new_password, field="new_password")
+    lockout.register_success(user.email, origin)
     sessions_revoked = revoke_all_sessions(
         db, origin, user.id, keep=current_session, reason="password_changed"
     )

@@ -78,7 +78,7 @@ def reauthenticate(
     if user is None or session is None:
         raise Unauthorized("The session has ended.", slug="invalid-token")
     loaded_version = user.version
-    lockout.ensure_not_locked(user, origin)
+    lockout.ensure_not_locked(user.email, origin)
     mfa_enabled = mfa.is_enabled(db, user_id)
     if mfa_enabled and code is None and recovery_code is None:
         raise ValidationFailed(
@@ -87,7 +87,7 @@ def reauthenticate(
         )
     check = passwords.verify_password(user.password_hash or "", password)
     if not check.ok:
-        lockout.record_failure(db, user, origin, reason="reauth_invalid_password")
+        lockout.record_failure(db, user.email, user, origin, reason="reauth_invalid_password")
         raise InvalidCredentials("The password is incorrect.")
     method = "password"
     if mfa_enabled:
@@ -96,13 +96,13 @@ def reauthenticate(
         else:
             method, ok = "recovery_code", mfa.use_recovery_code(db, user_id, recovery_code or "")
         if not ok:
-            lockout.record_failure(db, user, origin, reason=f"reauth_invalid_{method}")
+            lockout.record_failure(db, user.email, user, origin, reason=f"reauth_invalid_{method}")
             raise Unauthorized(
                 "The code is incorrect or was already used.", slug="invalid-mfa-code"
             )
     if check.upgraded_hash:
         user.password_hash = check.upgraded_hash
-    lockout.register_success(user)
+    lockout.register_success(user.email, origin)
     if method == "recovery_code":
         record_recovery_code_use(db, origin, user)
     now = utcnow()

@@ -153,7 +153,8 @@ class Sessions(MethodView):
     @authenticated
     @blp.response(200, SessionListOut)
     def get(self) -> dict[str, Any]:
-        """The caller's active sessions, newest first."""
+        """The caller's active sessions, newest first, each with its absolute end
+        (`expires_at`) and its idle deadline (`idle_expires_at`)."""
         principal = current_principal()
         live = sessions.list_sessions(db.session, principal.user_id)
         return {
@@ -163,6 +164,8 @@ class Sessions(MethodView):
                     "created_at": s.created_at,
                     "last_used_at": s.last_used_at,
                     "expires_at": s.expires_at,
+                    "idle_expires_at": sessions.idle_deadline(s),
+                    "remember_me": s.remember_me,
                     "ip": s.ip,
                     "user_agent": s.user_agent,
                     "current": s.id == principal.session_id,

@@ -20,6 +20,13 @@ class TokenIn(StrictSchema):
 class LoginIn(StrictSchema):
     email = fields.Email(required=True, validate=validate.Length(max=320))
     password = fields.String(required=True, validate=validate.Length(min=1, max=1024))
+    remember_me = fields.Boolean(
+        load_default=False,
+        metadata={
+            "description": "longer session: REMEMBER_ME_TTL and REMEMBER_ME_IDLE_TTL instead "
+            "of REFRESH_TOKEN_TTL and SESSION_IDLE_TTL (kept through the MFA step)"
+        },
+    )
 
 
 class RefreshIn(StrictSchema):
@@ -119,7 +126,14 @@ class SessionOut(Schema):
     id = fields.UUID(required=True)
     created_at = fields.DateTime(required=True)
     last_used_at = fields.DateTime(required=True)
-    expires_at = fields.DateTime(required=True)
+    expires_at = fields.DateTime(
+        required=True, metadata={"description": "absolute end, whatever the activity"}
+    )
+    idle_expires_at = fields.DateTime(
+        required=True,
+        metadata={"description": "end unless a refresh token is exchanged before it"},
+    )
+    remember_me = fields.Boolean(required=True)
     ip = fields.String(allow_none=True)
     user_agent = fields.String(allow_none=True)
     current = fields.Boolean(required=True)

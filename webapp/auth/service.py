@@ -27,9 +27,9 @@ from webapp.config import current_settings
 from webapp.context import Origin
 from webapp.db import DbSession, utcnow
 from webapp.errors import (
-    AccountLocked,
     EmailUnverified,
     InvalidCredentials,
+    TooManyRequests,
     Unauthorized,
     ValidationFailed,
 )
@@ -114,18 +114,12 @@ def _device_checks(user_id: Any, origin: Origin) -> tuple[Exists, Exists]:
     return mine.exists(), seen.exists()
 
 
-def _is_new_device(db: DbSession, user: User, origin: Origin) -> bool:
-    """A login from an IP and client this user has not signed in from before."""
-    signed_in_before, seen_here = db.execute(select(*_device_checks(user.id, origin))).one()
-    # The first sign-in of an account is not news to its owner.
-    return bool(signed_in_before) and not seen_here
-
-
 @dataclass(frozen=True)
 class _LoginCandidate:
     user: User | None
     mfa_enabled: bool = False
     new_device: bool = False
+    known_device: bool = False
 
 
 def _find_login_candidate(db: DbSession, email: str, origin: Origin) -> _LoginCandidate:
@@ -141,24 +135,29 @@ def _find_login_candidate(db: DbSession, email: str, origin: Origin) -> _LoginCa
     if signups.expired(user, signed_in_before=bool(before)):
         # Its address is free for anyone to register: it must not answer like an account.
         return _LoginCandidate(user=None)
-    return _LoginCandidate(user, bool(mfa_enabled), bool(before) and not here)
+    return _LoginCandidate(user, bool(mfa_enabled), bool(before) and not here, bool(here))
 
 
-def _ensure_login_not_locked(user: User | None, origin: Origin) -> None:
-    """Either step of a login: 429 while the account or IP is locked out, counted as such."""
+def _ensure_login_not_locked(email: str, origin: Origin, *, known_device: bool) -> None:
+    """Either step of a login: 429 while the email from this IP, or the IP, is locked out, or
+    the email is throttled — counted as such. Keyed by the email as sent, so an unknown address
+    gets the very same answer as a known one."""
     try:
-        lockout.ensure_not_locked(user, origin)
-    except AccountLocked:
+        lockout.ensure_not_locked(email, origin, known_device=known_device)
+    except TooManyRequests:
         metrics.LOGINS.labels(result="locked").inc()
         raise
 
 
-def login(db: DbSession, origin: Origin, *, email: str, password: str) -> TokenPair | MfaChallenge:
+def login(
+    db: DbSession, origin: Origin, *, email: str, password: str, remember_me: bool = False
+) -> TokenPair | MfaChallenge:
     """Lockout (429), then credentials (401), then verified email (403), then tokens — or, with
-    TOTP active, a short-lived single-use `mfa_token` for the second step."""
+    TOTP active, a short-lived single-use `mfa_token` for the second step, which carries the
+    `remember_me` choice."""
     candidate = _find_login_candidate(db, email, origin)
     user = candidate.user
-    _ensure_login_not_locked(user, origin)
+    _ensure_login_not_locked(email, origin, known_device=candidate.known_device)
 
     if user is None or user.password_hash is None or not user.active:
         passwords.equalize_timing(password)
@@ -166,7 +165,7 @@ def login(db: DbSession, origin: Origin, *, email: str, password: str) -> TokenP
     else:
         check = passwords.verify_password(user.password_hash, password)
     if not check.ok:
-        lockout.record_failure(db, user, origin, reason="invalid_credentials")
+        lockout.record_failure(db, email, user, origin, reason="invalid_credentials")
         metrics.LOGINS.labels(result="invalid_credentials").inc()
         raise InvalidCredentials("The email or password is incorrect.")
     assert user is not None
@@ -182,11 +181,14 @@ def login(db: DbSession, origin: Origin, *, email: str, password: str) -> TokenP
     if candidate.mfa_enabled:
         # The failure counter is not reset here: a known password must not buy an attacker a
         # fresh round of second-factor guesses.
-        token, _ = email_tokens.issue(db, user, email_tokens.MFA_LOGIN, settings.mfa_token_ttl)
+        purpose = email_tokens.MFA_LOGIN_REMEMBER if remember_me else email_tokens.MFA_LOGIN
+        token, _ = email_tokens.issue(db, user, purpose, settings.mfa_token_ttl)
         db.commit()
         metrics.LOGINS.labels(result="mfa_required").inc()
         return MfaChallenge(mfa_token=token, expires_in=settings.mfa_token_ttl)
-    return _complete_login(db, origin, user, loaded_version, candidate.new_device)
+    return _complete_login(
+        db, origin, user, loaded_version, candidate.new_device, remember_me=remember_me
+    )
 
 
 def _complete_login(
@@ -195,13 +197,15 @@ def _complete_login(
     user: User,
     loaded_version: int,
     new_device: bool,
+    *,
+    remember_me: bool,
     **details: str,
 ) -> TokenPair:
     """Both kinds of login end here: a session, the new-device email, the audit event.
     `loaded_version` is the user's version as read, before this login changed anything."""
     settings = current_settings()
-    lockout.register_success(user)
-    session, refresh = sessions.start_session(db, origin, user)
+    lockout.register_success(user.email, origin)
+    session, refresh = sessions.start_session(db, origin, user, remember_me=remember_me)
     if new_device:
         outbox.enqueue(
             db,
@@ -223,10 +227,11 @@ def _complete_login(
         "auth.login_succeeded",
         target_type="session",
         target_id=session.id,
+        remember_me=remember_me,
         **details,
     )
     db.commit()
-    # Only a reset lockout counter or an upgraded hash changes the row (and its version):
+    # Only an upgraded hash changes the row (and its version); lockout counters live in Redis:
     # otherwise the cached snapshot is still right, and overwriting it would drop every
     # process's local copy.
     if user.version != loaded_version:
@@ -254,27 +259,34 @@ def complete_mfa_login(
     """The second step: a TOTP code (its time step consumed) or a recovery code (used up).
     Wrong codes count towards the account and IP lockout; the token survives them until it
     expires, is used, or the account locks."""
-    row = email_tokens.find_live(db, mfa_token, email_tokens.MFA_LOGIN)
+    row = email_tokens.find_live(
+        db, mfa_token, (email_tokens.MFA_LOGIN, email_tokens.MFA_LOGIN_REMEMBER)
+    )
     if row is None:
         raise _invalid_mfa_token()
     user = db.get(User, row.user_id)
     if user is None or not user.active:
         raise _invalid_mfa_token()
     loaded_version = user.version
-    _ensure_login_not_locked(user, origin)
+    signed_in_before, seen_here = db.execute(select(*_device_checks(user.id, origin))).one()
+    _ensure_login_not_locked(user.email, origin, known_device=bool(seen_here))
     if code is not None:
         method, ok = "totp", mfa.accept_code(db, user.id, code)
     else:
         method, ok = "recovery_code", mfa.use_recovery_code(db, user.id, recovery_code or "")
     if not ok:
-        lockout.record_failure(db, user, origin, reason=f"invalid_{method}")
+        lockout.record_failure(db, user.email, user, origin, reason=f"invalid_{method}")
         metrics.LOGINS.labels(result="invalid_mfa_code").inc()
         raise Unauthorized("The code is incorrect or was already used.", slug="invalid-mfa-code")
     row.used_at = utcnow()
     if method == "recovery_code":
         reauth.record_recovery_code_use(db, origin, user)
-    new_device = _is_new_device(db, user, origin)
-    return _complete_login(db, origin, user, loaded_version, new_device, mfa=method)
+    # The first sign-in of an account is not news to its owner.
+    new_device = bool(signed_in_before) and not seen_here
+    remember_me = row.purpose == email_tokens.MFA_LOGIN_REMEMBER
+    return _complete_login(
+        db, origin, user, loaded_version, new_device, remember_me=remember_me, mfa=method
+    )
 
 
 def _invalid_refresh() -> Unauthorized:
@@ -284,7 +296,8 @@ def _invalid_refresh() -> Unauthorized:
 
 def refresh(db: DbSession, origin: Origin, refresh_token: str) -> TokenPair:
     """Rotate a refresh token. A token used twice revokes its whole session (reuse detection),
-    except inside `REFRESH_REUSE_GRACE`, where the same successor is handed out again."""
+    except inside `REFRESH_REUSE_GRACE`, where the same successor is handed out again. A session
+    idle past its idle TTL ends here (401 `session-idle-timeout`)."""
     token_id = parse_refresh_token(refresh_token)
     if token_id is None:
         raise _invalid_refresh()
@@ -297,6 +310,13 @@ def refresh(db: DbSession, origin: Origin, refresh_token: str) -> TokenPair:
         raise _invalid_refresh()
 
     now = utcnow()
+    if sessions.is_idle(session, now):
+        sessions.end_idle_session(db, origin, session)
+        metrics.TOKEN_REFRESHES.labels(result="idle_timeout").inc()
+        raise Unauthorized(
+            "The session was idle for too long and has ended; sign in again.",
+            slug="session-idle-timeout",
+        )
     if token.used_at is not None:
         grace = current_settings().refresh_reuse_grace
         if grace and token.successor_id and (now - token.used_at).total_seconds() <= grace:

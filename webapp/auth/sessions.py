@@ -4,9 +4,9 @@ after the commit that made it."""
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, and_, or_, select
 
 from webapp.audit import service as audit
 from webapp.auth import state
@@ -22,20 +22,55 @@ def stored_user_agent(origin: Origin) -> str | None:
     return (origin.user_agent or "")[:512] or None
 
 
-def start_session(db: DbSession, origin: Origin, user: User) -> tuple[AuthSession, RefreshToken]:
+def idle_ttl(session: AuthSession) -> int:
+    """Seconds without a refresh after which the session ends."""
+    settings = current_settings()
+    return settings.remember_me_idle_ttl if session.remember_me else settings.session_idle_ttl
+
+
+def idle_deadline(session: AuthSession) -> datetime:
+    """When the session ends unless a refresh token is exchanged first (never after its
+    absolute end)."""
+    return min(session.last_used_at + timedelta(seconds=idle_ttl(session)), session.expires_at)
+
+
+def is_idle(session: AuthSession, now: datetime) -> bool:
+    return idle_deadline(session) <= now
+
+
+def _not_idle(now: datetime) -> ColumnElement[bool]:
+    settings = current_settings()
+    return or_(
+        and_(
+            AuthSession.remember_me.is_(False),
+            AuthSession.last_used_at > now - timedelta(seconds=settings.session_idle_ttl),
+        ),
+        and_(
+            AuthSession.remember_me.is_(True),
+            AuthSession.last_used_at > now - timedelta(seconds=settings.remember_me_idle_ttl),
+        ),
+    )
+
+
+def start_session(
+    db: DbSession, origin: Origin, user: User, *, remember_me: bool = False
+) -> tuple[AuthSession, RefreshToken]:
     """Both rows are inserted by the caller's commit: ids and times are set here, not at a flush
-    (each flush is a round trip and a pass of the unit of work)."""
+    (each flush is a round trip and a pass of the unit of work). `remember_me` buys the long
+    lifetimes (REMEMBER_ME_TTL, REMEMBER_ME_IDLE_TTL) instead of the short ones."""
     settings = current_settings()
     now = utcnow()
+    lifetime = settings.remember_me_ttl if remember_me else settings.refresh_token_ttl
     session = AuthSession(
         id=new_id(),
         user_id=user.id,
         created_at=now,
         last_used_at=now,
         auth_time=now,
-        expires_at=now + timedelta(seconds=settings.refresh_token_ttl),
+        expires_at=now + timedelta(seconds=lifetime),
         ip=origin.ip,
         user_agent=stored_user_agent(origin),
+        remember_me=remember_me,
     )
     refresh = RefreshToken(id=new_id(), session_id=session.id, created_at=now)
     db.add_all([session, refresh])
@@ -53,6 +88,21 @@ def revoke(db: DbSession, sessions: list[AuthSession], reason: str) -> list[uuid
     return revoked
 
 
+def end_idle_session(db: DbSession, origin: Origin, session: AuthSession) -> None:
+    """A refresh came after the idle deadline: revoke the session (audited, committed)."""
+    revoked = revoke(db, [session], "idle_timeout")
+    audit.record(
+        db,
+        origin.acting_as(session.user_id),
+        "auth.session_idle_timeout",
+        target_type="session",
+        target_id=session.id,
+        idle_seconds=int((utcnow() - session.last_used_at).total_seconds()),
+    )
+    db.commit()
+    state.publish_sessions_revoked(revoked)
+
+
 def logout(db: DbSession, origin: Origin, session_id: uuid.UUID) -> None:
     session = db.get(AuthSession, session_id)
     if session is None:
@@ -64,12 +114,15 @@ def logout(db: DbSession, origin: Origin, session_id: uuid.UUID) -> None:
 
 
 def list_sessions(db: DbSession, user_id: uuid.UUID) -> list[AuthSession]:
+    """The user's sessions that are neither revoked, expired nor idle past their idle TTL."""
+    now = utcnow()
     query = (
         select(AuthSession)
         .where(
             AuthSession.user_id == user_id,
             AuthSession.revoked_at.is_(None),
-            AuthSession.expires_at > utcnow(),
+            AuthSession.expires_at > now,
+            _not_idle(now),
         )
         .order_by(AuthSession.created_at.desc(), AuthSession.id.desc())
     )

@@ -61,7 +61,13 @@ def _headers(response: Response) -> Response:
         response.headers["RateLimit-Remaining"] = str(max(0, current.remaining))
         response.headers["RateLimit-Reset"] = str(reset_in)
         if response.status_code == 429:
-            response.headers["Retry-After"] = str(max(1, reset_in))
+            # A lockout answers 429 with its own, longer wait: the limiter's window must not
+            # shorten it, or clients would retry into the lockout.
+            retry_after = max(1, reset_in)
+            given = response.headers.get("Retry-After", "")
+            if given.isdigit():
+                retry_after = max(retry_after, int(given))
+            response.headers["Retry-After"] = str(retry_after)
             if current.breached:
                 metrics.RATE_LIMITED.labels(route=route(request)).inc()
     except Exception:

@@ -277,7 +277,7 @@ def disable(
     user = db.get(User, user_id)
     if user is None or _factor(db, user_id) is None:
         raise NotFound("Multi-factor authentication is not enabled.", slug="mfa-not-enabled")
-    lockout.ensure_not_locked(user, origin)
+    lockout.ensure_not_locked(user.email, origin)
     if code is not None:
         factor = _factor(db, user_id, lock=True)
         assert factor is not None
@@ -290,17 +290,16 @@ def disable(
         ok = passwords.verify_password(user.password_hash or "", password or "").ok
         field, reason, slug = "password", "wrong_current_password", "invalid-current-password"
     if not ok:
-        lockout.register_failure(db, user, origin)
+        lockout.register_failure(db, user.email, user, origin)
         audit.record(
             db, origin, "auth.login_failed", target_type="user", target_id=user.id, reason=reason
         )
         db.commit()
-        state.publish_user(user)
         raise ValidationFailed(
             f"The {field} is incorrect.", slug=slug, errors={field: ["is incorrect"]}
         )
     removed = _remove(db, user_id)
-    lockout.register_success(user)
+    lockout.register_success(user.email, origin)
     audit.record(db, origin, "mfa.disabled", target_type="user", target_id=user_id, proof=field)
     if _was_active(removed):
         _notify(db, origin, user_id, "totp_disabled")

@@ -70,12 +70,17 @@ def verify_password(stored_hash: str, password: str) -> PasswordCheck:
 
 
 def equalize_timing(password: str) -> None:
-    """Spend the time of one real verification, for requests that have no account to check.
+    """Spend the time of a real failed verification, for requests that have no account to check.
 
     Call it when the email is unknown so that answering "no such user" costs the same as
-    answering "wrong password" and response time does not reveal which accounts exist.
+    answering "wrong password" and response time does not reveal which accounts exist. It does
+    the work :func:`_verify_argon2` does for a wrong password: a second Argon2 run on the raw
+    string when NFKC changes it (full-width forms, decomposed accents).
     """
-    _argon2_matches(_DUMMY_HASH, normalize_password(password))
+    normalized = normalize_password(password)
+    _argon2_matches(_DUMMY_HASH, normalized)
+    if normalized != password:
+        _argon2_matches(_DUMMY_HASH, password)
 
 
 def _verify_argon2(stored_hash: str, password: str) -> PasswordCheck:
