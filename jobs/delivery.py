@@ -16,7 +16,7 @@ The crash window, between the server's 250 reply (3) and that commit (4), is han
 in favour of *not losing* the email: the claim stays `sending` and expires after
 `claim_ttl` (10 x SMTP_TIMEOUT, longer than any send can take); the message's lease then
 brings it back and the next job sends it again, with the same Message-ID, so the rare copy is
-recognisably the same email. Losing a password-reset email is the worse failure (SPEC §5, §8: no
+recognisably the same email. Losing a password-reset email is the worse failure (the promise is: no
 email lost). A failed send releases the claim (`failed`) at once, so retries do not wait.
 """
 

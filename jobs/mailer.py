@@ -4,7 +4,7 @@
 or `smtps://host:port` (TLS from the first byte); `SMTP_USERNAME` / `SMTP_PASSWORD` override the
 URL's credentials. Every socket operation has `SMTP_TIMEOUT`.
 
-Two kinds of failure, treated differently (SPEC §5):
+Two kinds of failure, treated differently (see docs/jobs.md):
 - the server is unreachable or times out (`Unreachable`): the breaker counts it, and after
   `SMTP_BREAKER_FAIL_MAX` in a row it opens for `SMTP_BREAKER_RESET_TIMEOUT` seconds, during which
   no connection is even tried (`BreakerOpen`). Neither spends a message's tries: jobs wait.

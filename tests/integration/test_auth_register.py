@@ -1,4 +1,4 @@
-"""POST /api/v1/auth/register and /verify-email: SPEC §3 "Authentication"."""
+"""POST /api/v1/auth/register and /verify-email (see docs/api.md)."""
 
 from __future__ import annotations
 

@@ -180,19 +180,18 @@ def test_a_reset_link_does_not_set_the_password_of_a_deactivated_account(
     client, app, member, outbox
 ):
     client.post(RESET, json={"email": member.email})
+    for _ in range(5):  # LOCKOUT_THRESHOLD: this client is now locked out of the account
+        client.post(LOGIN, json={"email": member.email, "password": "wrong-Guess-12345"})
     with app.app_context():
-        db.session.execute(
-            update(User)
-            .where(User.id == member.id)
-            .values(active=False, failed_login_count=9, locked_until=utcnow() + timedelta(hours=1))
-        )
+        db.session.execute(update(User).where(User.id == member.id).values(active=False))
         db.session.commit()
         before = db.session.get(User, member.id).password_hash
         db.session.remove()
 
+    new_password = "new-Strong-pass-77"
     response = client.post(
         RESET_CONFIRM,
-        json={"token": token_from(outbox("password_reset")[0]), "password": "new-Strong-pass-77"},
+        json={"token": token_from(outbox("password_reset")[0]), "password": new_password},
     )
 
     assert response.status_code == 422
@@ -201,9 +200,11 @@ def test_a_reset_link_does_not_set_the_password_of_a_deactivated_account(
         user = db.session.get(User, member.id)
         assert user.password_hash == before
         assert user.active is False
-        assert user.locked_until is not None
-        assert user.failed_login_count == 9
         db.session.remove()
+    # The lockout was not lifted either (a successful reset would have cleared it).
+    locked = client.post(LOGIN, json={"email": member.email, "password": new_password})
+    assert locked.status_code == 429
+    assert slug(locked) == "account-locked"
 
 
 def test_a_reset_to_the_current_password_is_refused(client, member, outbox):

@@ -26,13 +26,13 @@ from sqlalchemy import func, select, update
 
 from tests.conftest import STRONG_PASSWORD, Account
 from webapp.apikeys.models import ApiKey
+from webapp.audit.models import AuditEvent
 from webapp.auth.models import AuthSession, OneTimeToken
 from webapp.auth.tokens import decode_access_token
 from webapp.config import ConfigError, Settings
 from webapp.db import utcnow
 from webapp.extensions import db
 from webapp.mfa.models import TotpFactor
-from webapp.users.models import User
 
 KEYS = "/api/v1/api-keys/"
 MFA = "/api/v1/auth/mfa"
@@ -195,7 +195,12 @@ def test_a_stolen_access_token_can_neither_mint_a_key_nor_enrol_totp(app, client
     assert count(app, ApiKey, member.id) == 0
     assert count(app, TotpFactor, member.id) == 0
     with app.app_context():
-        assert db.session.get(User, member.id).failed_login_count == 2
+        failures = db.session.scalars(
+            select(AuditEvent.details).where(
+                AuditEvent.action == "auth.login_failed", AuditEvent.target_id == member.id
+            )
+        ).all()
+        assert [d["reason"] for d in failures] == ["reauth_invalid_password"] * 2
         db.session.remove()
 
 

@@ -8,8 +8,7 @@ import uuid
 from sqlalchemy import or_, select
 
 from webapp.apikeys.models import ApiKey
-from webapp.apikeys.service import _publish, visible_prefix
-from webapp.audit import service as audit
+from webapp.apikeys.service import _publish, mark_revoked
 from webapp.context import Origin
 from webapp.db import DbSession, utcnow
 
@@ -33,18 +32,7 @@ def revoke_all_keys(
         )
     )
     for key in keys:
-        key.revoked_at = now
-        key.previous_secret_hash = None
-        key.previous_expires_at = None
-        audit.record(
-            db,
-            origin,
-            "api_key.revoked",
-            target_type="api_key",
-            target_id=key.id,
-            prefix=visible_prefix(key),
-            reason=reason,
-        )
+        mark_revoked(db, origin, key, reason=reason)
     return keys
 
 

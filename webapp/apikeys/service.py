@@ -409,19 +409,25 @@ def revoke_key(
     key = _owned(db, user_id, key_id)
     require_match(if_match, etag_of(key))
     if key.revoked_at is None:
-        key.revoked_at = utcnow()
-        key.previous_secret_hash = None
-        key.previous_expires_at = None
-        audit.record(
-            db,
-            origin,
-            "api_key.revoked",
-            target_type="api_key",
-            target_id=key.id,
-            prefix=visible_prefix(key),
-        )
+        mark_revoked(db, origin, key)
     db.commit()
     _publish(key)
+
+
+def mark_revoked(db: DbSession, origin: Origin, key: ApiKey, *, reason: str | None = None) -> None:
+    """Revoke `key` (its previous secret too) in the caller's unit of work, audited."""
+    key.revoked_at = utcnow()
+    key.previous_secret_hash = None
+    key.previous_expires_at = None
+    audit.record(
+        db,
+        origin,
+        "api_key.revoked",
+        target_type="api_key",
+        target_id=key.id,
+        prefix=visible_prefix(key),
+        reason=reason,
+    )
 
 
 def rotate_key(

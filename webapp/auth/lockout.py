@@ -190,27 +190,30 @@ def ensure_not_locked(email: str, origin: Origin, *, known_device: bool = False)
         raise error
 
 
+def _lockout_event(db: DbSession, origin: Origin, user: User | None, scope: str) -> None:
+    metrics.LOCKOUTS.labels(scope=scope).inc()
+    audit.record(
+        db,
+        origin,
+        "auth.lockout",
+        target_type="user" if user is not None else None,
+        target_id=user.id if user is not None else None,
+        scope=scope,
+    )
+
+
 def register_failure(db: DbSession, email: str, user: User | None, origin: Origin) -> None:
     """Count a failed attempt against the pair, the email and the IP; lock or throttle each
     that reaches its threshold (audited, the same way whether or not the account exists)."""
     settings = current_settings()
     keys = _keys(email, origin)
     window = settings.lockout_window
-    target_type, target_id = ("user", user.id) if user is not None else (None, None)
 
     count, _ = _incr(keys.pair_failures, window)
     if count >= settings.lockout_threshold:
         _set_until(keys.pair_lock, time.time() + settings.lockout_duration)
         _delete(keys.pair_failures)
-        metrics.LOCKOUTS.labels(scope="account_ip").inc()
-        audit.record(
-            db,
-            origin,
-            "auth.lockout",
-            target_type=target_type,
-            target_id=target_id,
-            scope="account_ip",
-        )
+        _lockout_event(db, origin, user, "account_ip")
 
     count, left = _incr(keys.account_failures, window)
     if count >= settings.lockout_account_threshold:
@@ -219,15 +222,7 @@ def register_failure(db: DbSession, email: str, user: User | None, origin: Origi
             keys.account_lock, time.time() + _window_left(keys.account_failures, left, window)
         )
         if count == settings.lockout_account_threshold:
-            metrics.LOCKOUTS.labels(scope="account").inc()
-            audit.record(
-                db,
-                origin,
-                "auth.lockout",
-                target_type=target_type,
-                target_id=target_id,
-                scope="account",
-            )
+            _lockout_event(db, origin, user, "account")
 
     if keys.ip_failures and keys.ip_lock:
         count, _ = _incr(keys.ip_failures, window)

@@ -64,30 +64,28 @@ def confirm_password_reset(
         raise _same_password()
     set_password(user, password)
     lockout.clear_account(user.email, origin)
-    actor = origin.acting_as(user.id)
-    sessions_revoked = revoke_all_sessions(db, actor, user.id, keep=None, reason="password_reset")
-    keys = apikeys.revoke_all_keys(db, actor, user.id, reason="password_reset")
     # Other outstanding reset links die with this one.
     email_tokens.invalidate(db, user.id, email_tokens.PASSWORD_RESET)
-    audit.record(
-        db,
-        actor,
-        "auth.password_reset",
-        target_type="user",
-        target_id=user.id,
-        sessions_revoked=sessions_revoked,
-        api_keys_revoked=len(keys),
+    return _end_other_access(
+        db, origin.acting_as(user.id), user, "password_reset", keep=None, revoke_api_keys=True
     )
+
+
+def _end_other_access(
+    db: DbSession,
+    origin: Origin,
+    user: User,
+    event: str,
+    *,
+    keep: uuid.UUID | None,
+    revoke_api_keys: bool,
+) -> dict[str, int]:
+    """After a new password: end the sessions (but `keep`) and, when asked, the API keys; audit
+    `auth.<event>`, tell the owner, commit, and let the caches know. Returns the counts."""
+    sessions_revoked = revoke_all_sessions(db, origin, user.id, keep=keep, reason=event)
+    keys = apikeys.revoke_all_keys(db, origin, user.id, reason=event) if revoke_api_keys else []
     counts = {"sessions_revoked": sessions_revoked, "api_keys_revoked": len(keys)}
-    _notify(db, actor, user, "password_reset", counts)
-    db.commit()
-    publish_pending_revocations(db)
-    apikeys.publish_keys(keys)
-    state.publish_user(user)
-    return counts
-
-
-def _notify(db: DbSession, origin: Origin, user: User, event: str, counts: dict[str, int]) -> None:
+    audit.record(db, origin, f"auth.{event}", target_type="user", target_id=user.id, **counts)
     notices.notify(
         db,
         origin,
@@ -95,10 +93,15 @@ def _notify(db: DbSession, origin: Origin, user: User, event: str, counts: dict[
         recipient=user.email,
         name=user.name,
         details=[
-            ("Sessions signed out", str(counts["sessions_revoked"])),
-            ("API keys revoked", str(counts["api_keys_revoked"])),
+            ("Sessions signed out", str(sessions_revoked)),
+            ("API keys revoked", str(len(keys))),
         ],
     )
+    db.commit()
+    publish_pending_revocations(db)
+    apikeys.publish_keys(keys)
+    state.publish_user(user)
+    return counts
 
 
 def change_password(
@@ -133,26 +136,11 @@ def change_password(
         )
     set_password(user, new_password, field="new_password")
     lockout.register_success(user.email, origin)
-    sessions_revoked = revoke_all_sessions(
-        db, origin, user.id, keep=current_session, reason="password_changed"
-    )
-    keys = (
-        apikeys.revoke_all_keys(db, origin, user.id, reason="password_changed")
-        if revoke_api_keys
-        else []
-    )
-    audit.record(
+    _end_other_access(
         db,
         origin,
-        "auth.password_changed",
-        target_type="user",
-        target_id=user.id,
-        sessions_revoked=sessions_revoked,
-        api_keys_revoked=len(keys),
+        user,
+        "password_changed",
+        keep=current_session,
+        revoke_api_keys=revoke_api_keys,
     )
-    counts = {"sessions_revoked": sessions_revoked, "api_keys_revoked": len(keys)}
-    _notify(db, origin, user, "password_changed", counts)
-    db.commit()
-    publish_pending_revocations(db)
-    apikeys.publish_keys(keys)
-    state.publish_user(user)
