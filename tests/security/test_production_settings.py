@@ -18,6 +18,7 @@ import base64
 import contextlib
 import json
 import os
+import random
 import re
 import secrets
 import signal
@@ -44,6 +45,12 @@ COMPOSE_SECRETS = ("SECRET_KEY", "ENCRYPTION_KEYS", "POSTGRES_PASSWORD", "GRAFAN
 
 def b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode()
+
+
+def fixed_random(size: int, seed: int) -> bytes:
+    """Random-looking bytes that are the same in every process: parametrized test ids must match
+    across pytest-xdist workers (the sampling test below draws real randomness)."""
+    return random.Random(seed).randbytes(size)
 
 
 def production_env() -> dict[str, str]:
@@ -81,7 +88,7 @@ ATTACKS = [
     ("ENCRYPTION_KEYS", "k1:" + b64(bytes(32))),  # all-zero AES key
     ("ENCRYPTION_KEYS", "k1:" + b64(b"A" * 32)),
     ("ENCRYPTION_KEYS", "k1:" + b64(b"compose-local-only-NOT-A-SECRET!")),  # a passphrase
-    ("ENCRYPTION_KEYS", "new:" + b64(os.urandom(32)) + ",old:" + b64(b"\x01\x02" * 16)),
+    ("ENCRYPTION_KEYS", "new:" + b64(fixed_random(32, 1)) + ",old:" + b64(b"\x01\x02" * 16)),
     ("CORS_ORIGINS", "*"),
     ("CORS_ORIGINS", "https://app.example,*"),
     ("CORS_ORIGINS", "https://.*\\.example\\.com"),  # flask-cors reads this as a pattern
@@ -122,8 +129,8 @@ def test_development_keeps_accepting_the_same_values(
     [
         ("REFRESH_REUSE_GRACE", "60"),
         ("CORS_ORIGINS", "https://app.example,https://admin.example:8443"),
-        ("API_KEY_PEPPER", secrets.token_urlsafe(32)),
-        ("ENCRYPTION_KEYS", "new:" + b64(os.urandom(32)) + ",old:" + b64(os.urandom(32))),
+        ("API_KEY_PEPPER", base64.urlsafe_b64encode(fixed_random(32, 2)).decode()),
+        ("ENCRYPTION_KEYS", "new:" + b64(fixed_random(32, 3)) + ",old:" + b64(fixed_random(32, 4))),
     ],
 )
 def test_production_accepts_strong_values(
