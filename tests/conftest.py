@@ -467,11 +467,6 @@ EMAIL_PAYLOADS: dict[str, dict[str, Any]] = {
         "link": "https://gatehouse.test/verify-email?token=tok-change",
         "expires_at": "2030-01-01T00:00:00+00:00",
     },
-    "email_changed": {
-        "name": "Ada",
-        "new_email": "ada@new.example.com",
-        "at": "2030-01-01T00:00:00+00:00",
-    },
 }
 
 

@@ -210,6 +210,8 @@ def test_an_email_change_is_confirmed_by_the_link_to_the_new_address_and_the_old
     )
 
     work_jobs(jobs_app)
-    [notice] = _about(smtp_sink, account.email, "Your Gatehouse sign-in email was changed")
+    [notice] = _about(
+        smtp_sink, account.email, "Gatehouse security notice: your email address was changed"
+    )
     assert "moved@example.com" in notice.text
     assert "http" not in notice.text

@@ -147,22 +147,6 @@ def test_every_template_renders_text_and_html_with_its_link(template):
     assert "ada@example.com" in rendered.html
 
 
-def test_the_email_changed_notice_names_the_new_address_and_carries_no_link():
-    settings = Settings(public_base_url="https://id.example.com")
-    payload = dict(EMAIL_PAYLOADS["email_changed"])
-
-    rendered = emails.render(
-        "email_changed", payload, recipient="ada@example.com", settings=settings
-    )
-
-    assert "Hello Ada" in rendered.text
-    assert payload["new_email"] in rendered.text
-    assert payload["new_email"] in rendered.html
-    # The old mailbox may no longer be the account owner's: nothing in it signs anyone in.
-    assert "http" not in rendered.text
-    assert "href" not in rendered.html
-
-
 def test_html_emails_escape_what_users_typed():
     payload = {**EMAIL_PAYLOADS["welcome"], "name": "<script>alert(1)</script>"}
     rendered = emails.render("welcome", payload, recipient="a@example.com", settings=Settings())

@@ -125,7 +125,7 @@ def test_a_user_changes_their_own_email_through_the_emailed_link(client, app, me
     assert me["email"] == member.email
     assert login(client, "mine@example.com").status_code == 401
     [link] = outbox("email_change", recipient="mine@example.com")
-    assert outbox("email_changed") == []
+    assert outbox("security_notice") == []
 
     assert client.post(VERIFY, json={"token": token_from(link)}).status_code == 204
 
@@ -133,9 +133,12 @@ def test_a_user_changes_their_own_email_through_the_emailed_link(client, app, me
     assert (me["email"], me["email_verified"]) == ("mine@example.com", True)
     assert login(client, "mine@example.com").status_code == 200
     assert login(client, member.email).status_code == 401
-    [notice] = outbox("email_changed")
+    [notice] = outbox("security_notice")
     assert notice.recipient == member.email
-    assert notice.payload["new_email"] == "mine@example.com"
+    assert notice.payload["event"] == "email_changed"
+    assert ["New sign-in address", "mine@example.com"] in notice.payload["details"]
+    assert notice.payload["ip"] == "127.0.0.1"
+    assert notice.payload["user_agent"]
     assert "link" not in notice.payload
     assert "token" not in notice.payload
 

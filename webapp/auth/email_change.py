@@ -11,7 +11,7 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from webapp.audit import service as audit
-from webapp.auth import email_tokens
+from webapp.auth import email_tokens, notices
 from webapp.auth.models import OneTimeToken
 from webapp.auth.signups import ensure_email_free
 from webapp.context import Origin
@@ -71,7 +71,16 @@ def apply(db: DbSession, origin: Origin, user: User, row: OneTimeToken) -> None:
         email_tokens.PASSWORD_RESET,
         email_tokens.EMAIL_CHANGE,
     )
-    email_tokens.queue_email_changed_notice(db, origin, user, old_email=old_email, token_id=row.id)
+    # To the address that stops being the login, without a link: that mailbox may no longer be
+    # the owner's, and nothing in it may sign anyone in.
+    notices.notify(
+        db,
+        origin,
+        "email_changed",
+        recipient=old_email,
+        name=user.name,
+        details=[("New sign-in address", user.email)],
+    )
     audit.record(
         db, origin.acting_as(user.id), "user.email_changed", target_type="user", target_id=user.id
     )

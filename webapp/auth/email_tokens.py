@@ -164,21 +164,6 @@ def queue_email_change_email(db: DbSession, origin: Origin, user: User, new_emai
     )
 
 
-def queue_email_changed_notice(
-    db: DbSession, origin: Origin, user: User, *, old_email: str, token_id: uuid.UUID
-) -> None:
-    """To the address that stopped being the login: no link in it, so a mailbox that was not
-    the account's any more cannot be used to sign in."""
-    outbox.enqueue(
-        db,
-        origin,
-        template="email_changed",
-        recipient=old_email,
-        idempotency_key=f"email_changed:{token_id}",
-        payload={"name": user.name, "new_email": user.email, "at": utcnow().isoformat()},
-    )
-
-
 def queue_welcome_email(db: DbSession, origin: Origin, user: User) -> None:
     """Once per account, whatever verifies it and however often (a key that exists would abort
     the whole transaction with a unique violation)."""

@@ -26,7 +26,6 @@ TEMPLATES = {
     "security_notice": "default",
     "welcome": "low",
     "email_change": "high",
-    "email_changed": "default",
 }
 
 
