@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, or_, select
 
-from webapp import extensions
+from webapp.apikeys import usage
 from webapp.apikeys.models import ApiKey
 from webapp.audit import service as audit
 from webapp.auth import notices, state
@@ -48,8 +48,6 @@ PREFIX = "gh_live_"
 PUBLIC_ID_BYTES = 8
 SECRET_BYTES = 32
 _KEY_FORMAT = re.compile(r"^gh_live_([0-9a-f]{16})_([a-z2-7]{52})$")
-USAGE_HASH = "gh:apikey-usage"
-USAGE_FLUSH_LEASE = "gh:apikey-usage:flush"
 
 
 @dataclass(frozen=True)
@@ -172,7 +170,7 @@ def authenticate(db: DbSession, presented: str, ip: str | None) -> Principal | N
     if user is None:
         return None
     key_id = uuid.UUID(snapshot["id"])
-    record_use(key_id, ip)
+    usage.record_use(key_id, ip)
     return Principal(
         user_id=user_id,
         role=user["role"],
@@ -181,53 +179,6 @@ def authenticate(db: DbSession, presented: str, ip: str | None) -> Principal | N
         api_key_id=key_id,
         scopes=frozenset(snapshot["scopes"]),
     )
-
-
-# --- last use, without a write per request -----------------------------------------------------
-
-
-def record_use(key_id: uuid.UUID, ip: str | None) -> None:
-    """Note the use in a Redis hash (one HSET; the newest use of a key wins); the first request
-    after each `API_KEY_USAGE_FLUSH_INTERVAL` takes a lease and writes the batch to the database.
-    Without Redis, write directly, at most once per interval per key (a conditional UPDATE)."""
-    now = utcnow()
-    if redis_store.hset(USAGE_HASH, str(key_id), f"{now.isoformat()}|{ip or ''}"):
-        interval = current_settings().api_key_usage_flush_interval
-        if redis_store.claim(USAGE_FLUSH_LEASE, interval):
-            flush_usage()
-        return
-    _write_usage({key_id: (now, ip)}, throttle=True)
-
-
-def flush_usage() -> int:
-    """Write the batched last-use times and addresses to the database; returns keys updated."""
-    taken = redis_store.take_hash(USAGE_HASH)
-    if not taken:
-        return 0
-    uses: dict[uuid.UUID, tuple[datetime, str | None]] = {}
-    for field, value in taken.items():
-        at, _, ip = value.decode().partition("|")
-        uses[uuid.UUID(field.decode())] = (datetime.fromisoformat(at), ip or None)
-    return _write_usage(uses, throttle=False)
-
-
-def _write_usage(uses: dict[uuid.UUID, tuple[datetime, str | None]], *, throttle: bool) -> int:
-    """In a transaction of its own, so that the request's unit of work is not touched."""
-    interval = timedelta(seconds=current_settings().api_key_usage_flush_interval)
-    written = 0
-    with extensions.db.engine.begin() as conn:
-        for key_id, (at, ip) in uses.items():
-            newer = at - interval if throttle else at
-            result = conn.execute(
-                update(ApiKey)
-                .where(
-                    ApiKey.id == key_id,
-                    or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < newer),
-                )
-                .values(last_used_at=at, last_used_ip=ip[:64] if ip else None)
-            )
-            written += result.rowcount or 0
-    return written
 
 
 # --- management -------------------------------------------------------------------------------
@@ -346,7 +297,7 @@ def list_keys(
     status: str | None = None,
 ) -> Page:
     """The owner's keys (batched last-use data written first, so the list is current)."""
-    flush_usage()
+    usage.flush_usage()
     query = select(ApiKey).where(ApiKey.user_id == user_id)
     now = utcnow()
     if status == "active":
@@ -394,7 +345,7 @@ def _owned(
 
 
 def get_key(db: DbSession, user_id: uuid.UUID, key_id: uuid.UUID) -> ApiKey:
-    flush_usage()
+    usage.flush_usage()
     return _owned(db, user_id, key_id, for_update=False)
 
 
