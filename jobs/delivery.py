@@ -32,6 +32,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+import redis
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -61,6 +62,8 @@ log = logging.getLogger(__name__)
 # MAIL, RCPT, DATA, end of data), each bounded by SMTP_TIMEOUT.
 SEND_ROUND_TRIPS = 10
 RECORD_RETRY_DELAYS = (0.2, 1.0, 3.0)
+# What can fail before a message is tried: the database (locked, away) and Redis.
+BEFORE_ATTEMPT_ERRORS = (OperationalError, redis.RedisError)
 
 
 def claim_ttl(settings: Settings) -> float:
@@ -95,6 +98,7 @@ class Result(StrEnum):
     BUSY = "busy"  # another worker holds the claim: postponed until the claim ends
     POSTPONED = "postponed"  # SMTP unreachable or breaker open: no try spent
     RETRY = "retry"  # refused or failed: a try spent, the next one scheduled
+    DEFERRED = "deferred"  # failed before any attempt (database, Redis): retried, no try spent
     DEAD = "dead"  # the last try failed
     SKIPPED = "skipped"  # no such message, or it is dead
 
@@ -105,6 +109,14 @@ class Outcome:
     result: Result
     template: str | None = None
     detail: str = ""
+
+
+def _log_extra(outcome: Outcome) -> dict[str, Any]:
+    return {
+        "message_id": str(outcome.message_id),
+        "template": outcome.template,
+        "detail": outcome.detail or None,
+    }
 
 
 class DeliveryFailed(Exception):
@@ -148,9 +160,14 @@ class Deliverer:
     # --- one message -----------------------------------------------------------------------
 
     def _deliver_one(self, session: SmtpSession, message_id: uuid.UUID) -> Outcome:
-        message = self.db.scalar(
-            select(OutboxMessage).where(OutboxMessage.id == message_id).with_for_update()
-        )
+        try:
+            message = self.db.scalar(
+                select(OutboxMessage).where(OutboxMessage.id == message_id).with_for_update()
+            )
+        except BEFORE_ATTEMPT_ERRORS as exc:
+            outcome = self._retry_later(message_id, None, f"cannot read the message: {exc!r}")
+            log.warning("email %s", outcome.result.value, extra=_log_extra(outcome))
+            return outcome
         if message is None:
             self.db.rollback()
             return Outcome(message_id, Result.SKIPPED, detail="no such message")
@@ -159,16 +176,9 @@ class Deliverer:
             level = logging.ERROR if outcome.result is Result.DEAD else logging.INFO
             if outcome.result in (Result.RETRY, Result.POSTPONED, Result.BUSY):
                 level = logging.WARNING
-            log.log(
-                level,
-                "email %s",
-                outcome.result.value,
-                extra={
-                    "message_id": str(message_id),
-                    "template": outcome.template,
-                    "detail": outcome.detail or None,
-                },
-            )
+            if outcome.result is Result.DEFERRED:
+                level = logging.WARNING
+            log.log(level, "email %s", outcome.result.value, extra=_log_extra(outcome))
         if outcome.template and outcome.result is not Result.SKIPPED:
             EMAILS.labels(template=outcome.template, result=outcome.result.value).inc()
         return outcome
@@ -197,7 +207,11 @@ class Deliverer:
             return self._failed_try(message_id, template, attempts, reason, stored_payload)
 
         now = self.clock()
-        claim = self._claim(message, email["Message-ID"], now)
+        try:
+            claim = self._claim(message, email["Message-ID"], now)
+        except BEFORE_ATTEMPT_ERRORS as exc:
+            # Nothing was claimed (the claim is one commit): the claim stays the authority.
+            return self._retry_later(message_id, template, f"cannot claim: {exc!r}")
         if claim == "sent":
             return Outcome(message_id, Result.DUPLICATE, template, "already sent")
         if isinstance(claim, datetime):
@@ -329,6 +343,29 @@ class Deliverer:
                 time.sleep(delay)
 
     # --- the outbox row --------------------------------------------------------------------
+
+    def _retry_later(self, message_id: uuid.UUID, template: str | None, reason: str) -> Outcome:
+        """A failure before any delivery attempt (the database locked or away, Redis): the
+        message comes back after the backoff of its next try, like a failed send, instead of
+        waiting for its lease; no try is spent, since the email was never tried. Scheduling
+        retries through a short blip; if it fails for good the lease still brings it back."""
+        for delay in (*RECORD_RETRY_DELAYS, None):
+            try:
+                self.db.rollback()
+                attempts = self.db.scalar(
+                    select(OutboxMessage.attempts).where(OutboxMessage.id == message_id)
+                )
+                wait = retry.backoff((attempts or 0) + 1, self.policy.backoff)
+                self._postpone(message_id, self.clock() + timedelta(seconds=wait), reason)
+                return Outcome(
+                    message_id, Result.DEFERRED, template, f"{reason}; next try in {wait:.1f}s"
+                )
+            except BEFORE_ATTEMPT_ERRORS:
+                self.db.rollback()
+                if delay is None:
+                    raise
+                time.sleep(delay)
+        raise AssertionError("unreachable")
 
     def _postpone(self, message_id: uuid.UUID, until: datetime, reason: str) -> None:
         """Back to pending until `until`, without spending a try."""

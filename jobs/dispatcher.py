@@ -30,9 +30,9 @@ import redis
 from flask import Flask
 from rq.job import Job, JobStatus
 from rq.queue import EnqueueData, Queue
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from jobs import queues
+from jobs import queues, runtime
 from jobs.delivery import job_timeout
 from webapp.config import Settings
 from webapp.db import DbSession, utcnow
@@ -148,6 +148,11 @@ def dispatch(
         db.rollback()
         return report
     lease = timedelta(seconds=settings.jobs_lease)
+    # SQLite has no row locks: a job could start before the rows were marked and a late mark
+    # would overwrite what the job recorded. There the rows are marked and committed first (a
+    # short write transaction, none open across the Redis call) and released if Redis fails.
+    claim_first = db.get_bind().dialect.name == "sqlite"
+    plans: list[_Plan] = []
     try:
         previous = _rq_jobs(connection, {r.job_id for r in rows if r.job_id})
         waiting = {job_id for job_id, job in previous.items() if _waiting(job)}
@@ -160,12 +165,29 @@ def dispatch(
             if (job_id in expired and job_id not in waiting) or _in_failed_registry(job)
         ]
         plans = plan_jobs(send, settings)
+        if claim_first:
+            before = {row.id: _Before.of(row) for plan in plans for row in plan.rows}
+            _mark(renew, plans, now, lease)
+            db.commit()
         _enqueue(connection, plans, lost)
     except redis.RedisError as exc:
         db.rollback()
+        if claim_first and plans:
+            _release(db, plans, before)
         log.warning("outbox dispatch: redis unavailable, messages wait: %s", exc)
         report.error = f"redis unavailable: {exc.__class__.__name__}"
         return report
+    if not claim_first:
+        _mark(renew, plans, now, lease)
+        db.commit()
+    report.renewed, report.jobs = len(renew), len(plans)
+    report.enqueued = sum(len(plan.rows) for plan in plans)
+    if report.enqueued or report.renewed:
+        log.info("outbox dispatch: %s", report)
+    return report
+
+
+def _mark(renew: list[OutboxMessage], plans: list[_Plan], now: datetime, lease: timedelta) -> None:
     for row in renew:
         row.available_at = now + lease
     for plan in plans:
@@ -174,12 +196,41 @@ def dispatch(
             row.job_id = plan.job_id
             row.enqueued_at = now
             row.available_at = now + lease
+
+
+@dataclass(frozen=True)
+class _Before:
+    status: str
+    job_id: str | None
+    enqueued_at: datetime | None
+    available_at: datetime
+
+    @classmethod
+    def of(cls, row: OutboxMessage) -> _Before:
+        return cls(row.status, row.job_id, row.enqueued_at, row.available_at)
+
+
+def _release(db: DbSession, plans: list[_Plan], before: dict[uuid.UUID, _Before]) -> None:
+    """Put claimed rows back as they were, so the next pass takes them at once. A row a job has
+    moved on since (Redis failed after enqueueing after all) is left alone."""
+    for plan in plans:
+        for row in plan.rows:
+            was = before[row.id]
+            db.execute(
+                update(OutboxMessage)
+                .where(
+                    OutboxMessage.id == row.id,
+                    OutboxMessage.status == ENQUEUED,
+                    OutboxMessage.job_id == plan.job_id,
+                )
+                .values(
+                    status=was.status,
+                    job_id=was.job_id,
+                    enqueued_at=was.enqueued_at,
+                    available_at=was.available_at,
+                )
+            )
     db.commit()
-    report.renewed, report.jobs = len(renew), len(plans)
-    report.enqueued = sum(len(plan.rows) for plan in plans)
-    if report.enqueued or report.renewed:
-        log.info("outbox dispatch: %s", report)
-    return report
 
 
 def _rq_jobs(connection: redis.Redis, job_ids: set[str]) -> dict[str, Job]:
@@ -230,7 +281,7 @@ class DispatcherThread(threading.Thread):
         settings: Settings = self.app.config["GATEHOUSE"]
         while not self._stop_event.is_set():
             full = False
-            with self.app.app_context():
+            with self.app.app_context(), runtime.fork_guard():
                 try:
                     full = dispatch(db.session, self.connection, settings).full
                 except Exception:

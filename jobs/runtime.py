@@ -5,17 +5,25 @@ the worker's app (settings, database engine) without building another. A stock `
 process, which binds nothing, builds one from the environment on first use.
 
 Forked horses must not share the parent's pooled database connections (the parent's dispatcher
-thread keeps using them): each horse drops the inherited pool and opens its own.
+thread keeps using them): each horse drops the inherited pool and opens its own. On SQLite that is
+not enough: SQLite keeps a file's lock state per process, so a horse forked while the dispatcher
+thread had a connection open inherits that state and finds the file locked for good. There the
+worker forks only under `fork_guard()`, which the dispatcher holds for each pass (its
+connections are unpooled and closed when the pass ends, see `webapp.sqlite`).
 """
 
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from flask import Flask
 
 _app: Flask | None = None
 _fork_hook_installed = False
+_fork_lock = threading.Lock()
 
 
 def bind_app(app: Flask) -> None:
@@ -36,7 +44,22 @@ def app() -> Flask:
     return _app
 
 
+@contextmanager
+def fork_guard() -> Iterator[None]:
+    """Excludes a fork from database work in other threads; a no-op unless the database is a
+    SQLite file (PostgreSQL connections can be left behind by a fork safely)."""
+    from webapp.sqlite import is_file_database
+
+    if _app is None or not is_file_database(str(_app.config["SQLALCHEMY_DATABASE_URI"])):
+        yield
+        return
+    with _fork_lock:
+        yield
+
+
 def _forget_inherited_connections() -> None:
+    global _fork_lock
+    _fork_lock = threading.Lock()  # the parent's was copied held
     if _app is None:
         return
     from webapp.extensions import db

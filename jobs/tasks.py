@@ -33,6 +33,7 @@ _JOB_STATES = {
     Result.DUPLICATE: "finished",
     Result.SKIPPED: "finished",
     Result.RETRY: "retried",
+    Result.DEFERRED: "postponed",
     Result.BUSY: "postponed",
     Result.POSTPONED: "postponed",
     Result.DEAD: "dead",

@@ -50,6 +50,10 @@ class _JobContext:
 class GatehouseWorker(_JobContext, Worker):
     """The production worker: a forked work-horse per job."""
 
+    def fork_work_horse(self, job: Job, queue: Queue) -> None:
+        with runtime.fork_guard():
+            super().fork_work_horse(job, queue)
+
     def monitor_work_horse(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> Any:
         horse = self.horse_pid
         try:

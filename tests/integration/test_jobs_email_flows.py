@@ -1,19 +1,73 @@
 """The emails of the identity flows reach a real SMTP server through outbox → RQ → worker, and
-their links work."""
+their links work: on PostgreSQL, and once more on the embedded default, a SQLite file (see also
+tests/e2e/test_embedded_default.py, which runs `make run`'s processes)."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from flask import Flask
+from flask_migrate import upgrade
 from sqlalchemy import select
 
-from tests.conftest import STRONG_PASSWORD
+from tests.conftest import FAST_JOBS, STRONG_PASSWORD, Account, SmtpSink
 from webapp.extensions import db
 from webapp.outbox.models import SENT, EmailDelivery, OutboxMessage
 from webapp.outbox.sealing import open_payload, seal
 from webapp.security.encryption import DecryptionError
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def jobs_app(
+    request: pytest.FixtureRequest,
+    jobs_app: Flask,
+    make_app: Callable[..., Flask],
+    smtp_sink: SmtpSink,
+    tmp_path: Path,
+) -> Iterator[Flask]:
+    """The conftest's app on PostgreSQL, or the same settings on a fresh SQLite file."""
+    if request.param == "postgresql":
+        yield jobs_app
+        return
+    lite = make_app(
+        database_url=f"sqlite:///{tmp_path / 'gatehouse.db'}", smtp_url=smtp_sink.url, **FAST_JOBS
+    )
+    with lite.app_context():
+        upgrade()
+    yield lite
+    with lite.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def make_user(jobs_app: Flask) -> Callable[..., Account]:
+    """The conftest's `make_user`, on whichever database `jobs_app` uses."""
+    from webapp.context import SYSTEM
+    from webapp.users import service
+
+    def build(*, login: bool = True) -> Account:
+        email = f"user-{uuid.uuid4().hex[:8]}@example.com"
+        with jobs_app.app_context():
+            user = service.create_user(
+                db.session, SYSTEM, email=email, name="Test User", password=STRONG_PASSWORD
+            )
+            account = Account(user.id, email, STRONG_PASSWORD, "user")
+            db.session.remove()
+        if login:
+            response = jobs_app.test_client().post(
+                "/api/v1/auth/login", json={"email": email, "password": STRONG_PASSWORD}
+            )
+            assert response.status_code == 200, response.get_json()
+            account.access_token = response.json["access_token"]
+            account.refresh_token = response.json["refresh_token"]
+        return account
+
+    return build
 
 
 def _token(link: str) -> str:
@@ -157,7 +211,7 @@ def test_a_message_queued_before_sealing_existed_still_sends_and_then_loses_its_
         db.session.remove()
 
 
-def test_the_secret_fields_of_a_queued_message_are_stored_sealed(jobs_app, queue_email):
+def test_the_secret_fields_of_a_queued_message_are_stored_sealed(app, queue_email):
     message_id = queue_email(
         "new_login",
         payload={
@@ -168,7 +222,7 @@ def test_the_secret_fields_of_a_queued_message_are_stored_sealed(jobs_app, queue
             "link": "https://gatehouse.test/sessions",
         },
     )
-    with jobs_app.app_context():
+    with app.app_context():
         stored = db.session.get(OutboxMessage, message_id).payload
         db.session.remove()
     assert set(stored) == {"name", "ip", "user_agent", "at", "sealed"}
