@@ -34,6 +34,7 @@ from sqlalchemy import select
 
 from jobs import queues
 from jobs.delivery import job_timeout
+from jobs.recovery import Recovery
 from webapp.config import Settings
 from webapp.db import DbSession, utcnow
 from webapp.outbox.models import ENQUEUED, PENDING, OutboxMessage
@@ -222,6 +223,7 @@ class DispatcherThread(threading.Thread):
         super().__init__(name="outbox-dispatcher", daemon=True)
         self.app = app
         self.connection = connection
+        self.recovery = Recovery()  # lost jobs found in seconds, not after their lease
         self._stop_event = threading.Event()
 
     def run(self) -> None:
@@ -232,6 +234,7 @@ class DispatcherThread(threading.Thread):
             full = False
             with self.app.app_context():
                 try:
+                    self.recovery.check(db.session, self.connection)
                     full = dispatch(db.session, self.connection, settings).full
                 except Exception:
                     log.exception("outbox dispatch failed; retrying")

@@ -29,14 +29,13 @@ from rq.queue import Queue
 
 from jobs import queues, runtime
 from jobs.dispatcher import DispatcherThread, dispatch
+from jobs.recovery import JOB_MONITORING_INTERVAL, die_with_parent
 from observability.context import bound
 from observability.worker import process_exited, serve_metrics
 from webapp.config import Settings
 from webapp.extensions import db
 
 log = logging.getLogger(__name__)
-
-JOB_MONITORING_INTERVAL = 5  # seconds between the worker's checks on a running horse
 
 
 class _JobContext:
@@ -49,6 +48,10 @@ class _JobContext:
 
 class GatehouseWorker(_JobContext, Worker):
     """The production worker: a forked work-horse per job."""
+
+    def main_work_horse(self, job: Job, queue: Queue) -> None:
+        die_with_parent(self.pid)  # a horse must not outlive the worker that beats for it
+        super().main_work_horse(job, queue)
 
     def monitor_work_horse(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> Any:
         horse = self.horse_pid
