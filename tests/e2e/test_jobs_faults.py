@@ -310,7 +310,7 @@ def test_a_slow_but_alive_worker_is_not_taken_for_dead(
     smtp_sink.hold.set()
     smtp_sink.hold = None
 
-    [email] = smtp_sink.wait_for(1)
+    smtp_sink.wait_for(1)
     _wait(lambda: _statuses(app)[SENT] == 1)
     time.sleep(2.0)
     assert len(smtp_sink.received) == 1
