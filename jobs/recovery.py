@@ -194,15 +194,58 @@ def release_orphans(
     # be sending it right now.
     busy = {m for job in live for m in _messages(job)}
     orphans = sorted({m for job in dead for m in _messages(job)} - busy)
-    dead_ids = [job.id for job in dead]
+    messages, claims = _release(db, [job.id for job in dead], orphans, now)
+    if messages or claims:
+        log.warning(
+            "job recovery: worker stopped beating mid-job",
+            extra={
+                "jobs": [job.id for job in dead],
+                "workers": sorted({job.worker_name or "" for job in dead}),
+            },
+        )
+    return messages, claims
+
+
+def release_killed(job: Job, connection: redis.Redis) -> None:
+    """In the worker, once it saw the work-horse running `job` die (SIGKILL, OOM kill): nothing
+    sends these messages any more, so they are due now, their claims free — unless another
+    started job carries one of them too. Never raises: the worker goes on, the lease is the
+    fallback."""
+    from jobs import runtime
+    from webapp.extensions import db
+
+    try:
+        others = {
+            m for other in _started_jobs(connection) if other.id != job.id for m in _messages(other)
+        }
+        mine = sorted(set(_messages(job)) - others)
+        with runtime.app().app_context():
+            try:
+                released = _release(db.session, [job.id], mine, utcnow())
+            finally:
+                db.session.remove()
+    except Exception:  # a database or Redis blip must not take the worker down
+        log.exception("job recovery: could not release the messages of a killed work-horse")
+        return
+    log.warning(
+        "job recovery: work-horse killed mid-job, its messages are due now",
+        extra={"job": job.id, "messages": released[0], "claims_released": released[1]},
+    )
+
+
+def _release(
+    db: DbSession, job_ids: list[str], message_ids: list[uuid.UUID], now: datetime
+) -> tuple[int, int]:
+    """End the lease of `message_ids` still enqueued with one of `job_ids`, and release their
+    live claims; returns (messages, claims)."""
     messages = claims = 0
-    for chunk in _chunks(orphans):
+    for chunk in _chunks(message_ids):
         result = db.execute(
             update(OutboxMessage)
             .where(
                 OutboxMessage.id.in_(chunk),
                 OutboxMessage.status == ENQUEUED,
-                OutboxMessage.job_id.in_(dead_ids),
+                OutboxMessage.job_id.in_(job_ids),
                 OutboxMessage.available_at > now,
             )
             .values(available_at=now)
@@ -219,11 +262,6 @@ def release_orphans(
         )
         claims += getattr(result, "rowcount", 0) or 0
     db.commit()
-    if messages or claims:
-        log.warning(
-            "job recovery: worker stopped beating mid-job",
-            extra={"jobs": dead_ids, "workers": sorted({j.worker_name or "" for j in dead})},
-        )
     return messages, claims
 
 

@@ -315,3 +315,56 @@ def test_a_slow_but_alive_worker_is_not_taken_for_dead(
     time.sleep(2.0)
     assert len(smtp_sink.received) == 1
     assert _sole_delivery(app).send_attempts == 1
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state in ("Z", "X")
+
+
+def test_a_work_horse_killed_alone_has_its_email_sent_again_at_once(
+    app, smtp_sink, queue_email, start_worker
+):
+    """An OOM kill takes the horse, not its worker: the worker saw it die and frees the message."""
+    import threading
+
+    smtp_sink.hold = threading.Event()
+    queue_email("verify_email", recipient="oom@example.com")
+    worker = start_worker(**DEFAULTS)
+    assert smtp_sink.entered.wait(30)
+    [horse] = worker.horse_pids()
+
+    os.kill(horse, signal.SIGKILL)
+    killed = time.monotonic()
+    smtp_sink.wait_until(lambda sink: sink.abandoned == 1)
+    smtp_sink.hold.set()
+    smtp_sink.hold = None
+
+    took = _elapsed_until(lambda: len(smtp_sink.received) >= 1, since=killed, deadline=15)
+    _wait(lambda: _statuses(app)[SENT] == 1)
+    print(f"\nemail delivered {took:.1f}s after its work-horse was SIGKILLed")
+    time.sleep(2.0)
+    assert len(smtp_sink.received) == 1
+    assert _sole_delivery(app).send_attempts == 2
+    assert worker.popen.poll() is None
+
+
+def test_a_work_horse_dies_with_its_worker(app, smtp_sink, queue_email, start_worker):
+    """Otherwise a horse whose worker was SIGKILLed would go on sending with nobody beating for
+    it, and the sweep would free its claim under it."""
+    import threading
+
+    smtp_sink.hold = threading.Event()
+    queue_email("verify_email", recipient="pdeathsig@example.com")
+    worker = start_worker(**DEFAULTS)
+    assert smtp_sink.entered.wait(30)
+    [horse] = worker.horse_pids()
+
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.popen.wait(timeout=10)
+
+    _wait(lambda: _gone(horse), timeout=5)
+    smtp_sink.wait_until(lambda sink: sink.abandoned == 1, timeout=5)
