@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from jobs import queues
 from jobs.dispatcher import dispatch
-from jobs.recovery import STALE_AFTER, Recovery, RedisEpoch, release_orphans
+from jobs.recovery import STALE_AFTER, Recovery, RedisEpoch, release_killed, release_orphans
 from tests.integration.test_jobs_redis_outage import ThrowawayRedis
 from webapp.db import utcnow
 from webapp.extensions import db
@@ -192,3 +192,32 @@ def test_a_claim_a_live_job_also_holds_is_not_released(app, queue_email, rq_conn
         assert release_orphans(db.session, rq_connection, now=later) == (0, 0)
         db.session.remove()
     assert _claimed_until(app, shared) > later
+
+
+def test_a_killed_work_horse_frees_its_message_unless_another_started_job_carries_it(
+    app, queue_email, rq_connection
+):
+    from jobs import runtime
+
+    runtime.bind_app(app)
+    settings = app.config["GATEHOUSE"]
+    alone, shared = queue_email("verify_email"), queue_email("new_login")
+    with app.app_context():
+        dispatch(db.session, rq_connection, settings)
+        db.session.remove()
+    for message_id in (alone, shared):
+        _start_on_worker(rq_connection, str(message_id), f"worker-{message_id}")
+        _claim(app, message_id)
+    queues.queue(queues.LOW, rq_connection).enqueue(
+        "jobs.tasks.deliver_batch", [str(shared)], job_id=f"batch-{shared}"
+    )
+    _start_on_worker(rq_connection, f"batch-{shared}", "other")
+    before = utcnow()
+
+    for message_id in (alone, shared):
+        release_killed(Job.fetch(str(message_id), connection=rq_connection), rq_connection)
+
+    assert _message(app, alone).available_at <= utcnow()
+    assert _claimed_until(app, alone) <= utcnow()
+    assert _message(app, shared).available_at > before + timedelta(seconds=200)
+    assert _claimed_until(app, shared) > before + timedelta(seconds=60)
