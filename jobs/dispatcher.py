@@ -11,7 +11,9 @@ or when it is `enqueued` and its lease ran out. Redis keeps nothing across a res
 that ran out means one of: the job still waits in its queue (a backlog: the lease is renewed),
 or it was lost — Redis restarted, its worker was killed, it was moved to the failed registry as
 abandoned. Lost jobs are deleted from RQ and the message enqueued again. A duplicate in transit
-is harmless: delivery is idempotent (see `jobs.delivery`).
+is harmless: delivery is idempotent (see `jobs.delivery`). The lease is the backstop: before each pass
+`jobs.recovery` ends the leases of messages whose jobs it knows are gone (Redis restarted empty,
+a worker died mid-job), so those go out again within seconds, not minutes.
 
 Jobs: one per message (job id = message id) on `high` and `default`, and for retries; first
 tries on `low` go in batches of `JOBS_BATCH_SIZE`, read and enqueued chunk by chunk.
@@ -34,6 +36,7 @@ from sqlalchemy import select, update
 
 from jobs import queues, runtime
 from jobs.delivery import job_timeout
+from jobs.recovery import Recovery
 from webapp.config import Settings
 from webapp.db import DbSession, utcnow
 from webapp.outbox.models import ENQUEUED, PENDING, OutboxMessage
@@ -273,6 +276,7 @@ class DispatcherThread(threading.Thread):
         super().__init__(name="outbox-dispatcher", daemon=True)
         self.app = app
         self.connection = connection
+        self.recovery = Recovery()  # lost jobs found in seconds, not after their lease
         self._stop_event = threading.Event()
 
     def run(self) -> None:
@@ -283,6 +287,7 @@ class DispatcherThread(threading.Thread):
             full = False
             with self.app.app_context(), runtime.fork_guard():
                 try:
+                    self.recovery.check(db.session, self.connection)
                     full = dispatch(db.session, self.connection, settings).full
                 except Exception:
                     log.exception("outbox dispatch failed; retrying")

@@ -7,9 +7,9 @@ crashes or leaks cannot take the worker down.
 Shutdown: on SIGTERM (or Ctrl-C) RQ's warm shutdown lets the job in hand finish — bounded by its
 timeout (see `jobs.delivery.job_timeout`) — then the worker exits; a second signal kills the
 horse at once. A job cut short (second signal, SIGKILL, a lost node) is safe: its message is still
-`enqueued` in the database and its lease brings it back, and its delivery claim keeps the email
-from going out twice. Give the worker's Kubernetes pod a termination grace period longer than the
-job timeout.
+`enqueued` in the database, `jobs.recovery` (or its lease) brings it back within seconds, and
+its delivery claim keeps the email from going out twice. Give the worker's Kubernetes pod a
+termination grace period longer than the job timeout.
 
 The request id of the request that wrote a message travels in the job's meta and is bound to
 the logging context around the job, so the worker's lines about that job carry it.
@@ -29,14 +29,13 @@ from rq.queue import Queue
 
 from jobs import queues, runtime
 from jobs.dispatcher import DispatcherThread, dispatch
+from jobs.recovery import JOB_MONITORING_INTERVAL, die_with_parent, release_killed
 from observability.context import bound
 from observability.worker import process_exited, serve_metrics
 from webapp.config import Settings
 from webapp.extensions import db
 
 log = logging.getLogger(__name__)
-
-JOB_MONITORING_INTERVAL = 5  # seconds between the worker's checks on a running horse
 
 
 class _JobContext:
@@ -50,17 +49,30 @@ class _JobContext:
 class GatehouseWorker(_JobContext, Worker):
     """The production worker: a forked work-horse per job."""
 
+    _killed_job: Job | None = None
+
     def fork_work_horse(self, job: Job, queue: Queue) -> None:
         with runtime.fork_guard():
             super().fork_work_horse(job, queue)
 
+    def main_work_horse(self, job: Job, queue: Queue) -> None:
+        die_with_parent(self.pid)  # a horse must not outlive the worker that beats for it
+        super().main_work_horse(job, queue)
+
+    def handle_work_horse_killed(self, job: Job, *args: Any) -> None:
+        super().handle_work_horse_killed(job, *args)
+        self._killed_job = job
+
     def monitor_work_horse(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> Any:
         horse = self.horse_pid
+        self._killed_job = None
         try:
             return super().monitor_work_horse(job, queue, *args, **kwargs)
         finally:
             if horse:
                 process_exited(horse)
+            if self._killed_job is not None:  # after RQ filed it as failed, not before
+                release_killed(self._killed_job, self.connection)
 
 
 class InProcessWorker(_JobContext, SimpleWorker):

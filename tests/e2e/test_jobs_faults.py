@@ -20,8 +20,10 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.conftest import test_keys_json as signing_keys_json
+from tests.integration.test_jobs_redis_outage import ThrowawayRedis
+from webapp.config import Settings
 from webapp.extensions import db
-from webapp.outbox.models import SENT, EmailDelivery, OutboxMessage
+from webapp.outbox.models import ENQUEUED, SENT, EmailDelivery, OutboxMessage
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -197,3 +199,172 @@ def test_two_workers_with_two_dispatchers_racing_send_each_email_exactly_once(
     assert sorted(r for m in received for r in m.rcpt_tos) == sorted(
         f"racer{i}@example.com" for i in range(count)
     )
+
+
+# --- recovery in seconds, with the default settings (jobs.recovery) ------------------------------
+
+DEFAULTS = {
+    "SMTP_TIMEOUT": str(Settings().smtp_timeout),
+    "JOBS_RETRY_BACKOFF": str(Settings().jobs_retry_backoff),
+    "JOBS_DISPATCH_INTERVAL": str(Settings().jobs_dispatch_interval),
+    "JOBS_LEASE": str(Settings().jobs_lease),
+}
+
+
+@pytest.fixture
+def own_redis() -> Iterator[ThrowawayRedis]:
+    server = ThrowawayRedis()
+    server.start()
+    yield server
+    server.stop()
+
+
+def _elapsed_until(condition: Callable[[], bool], since: float, deadline: float) -> float:
+    """Seconds from `since` until `condition` held; fails once `deadline` seconds passed."""
+    while not condition():
+        assert time.monotonic() - since < deadline, f"not within {deadline}s"
+        time.sleep(0.1)
+    return time.monotonic() - since
+
+
+def test_after_redis_restarts_empty_every_accepted_email_is_delivered_within_30_seconds(
+    app, smtp_sink, queue_email, start_worker, own_redis
+):
+    import threading
+
+    assert Settings().jobs_lease == 300  # the lease alone would take five minutes
+    recipients = [f"restart{i}@example.com" for i in range(4)]
+    smtp_sink.hold = threading.Event()
+    for recipient in recipients:
+        queue_email("new_login", recipient=recipient)
+    start_worker(REDIS_URL=own_redis.url, **DEFAULTS)
+    # One job is mid-send, the other three wait in Redis' queue when Redis goes away.
+    assert smtp_sink.entered.wait(30), "the worker never started sending"
+    _wait(lambda: _statuses(app)[ENQUEUED] == 4)
+
+    own_redis.stop()
+    own_redis.start()  # no persistence: the three queued jobs are gone
+    back = time.monotonic()
+    smtp_sink.hold.set()
+    smtp_sink.hold = None
+
+    took = _elapsed_until(lambda: len(smtp_sink.received) >= 4, since=back, deadline=30)
+    _wait(lambda: _statuses(app)[SENT] == 4)
+    print(f"\n4 emails delivered {took:.1f}s after Redis came back empty")
+    time.sleep(2.0)  # a straggling duplicate job would send now: it must not
+    assert sorted(r for m in smtp_sink.received for r in m.rcpt_tos) == recipients
+
+
+def test_after_a_worker_and_its_horse_are_sigkilled_mid_send_the_email_arrives_within_60_s(
+    app, smtp_sink, queue_email, start_worker
+):
+    import threading
+
+    smtp_sink.hold = threading.Event()
+    queue_email("password_reset", recipient="orphan@example.com")
+    doomed = start_worker(**DEFAULTS)
+    assert smtp_sink.entered.wait(30), "the first worker never started sending"
+
+    for pid in [*doomed.horse_pids(), doomed.pid]:
+        os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    doomed.popen.wait(timeout=10)
+    smtp_sink.wait_until(lambda sink: sink.abandoned == 1)
+    smtp_sink.hold.set()
+    smtp_sink.hold = None
+    start_worker(**DEFAULTS)  # lease (300 s) and claim (100 s) both still run
+
+    took = _elapsed_until(lambda: len(smtp_sink.received) >= 1, since=killed, deadline=60)
+    _wait(lambda: _statuses(app)[SENT] == 1)
+    print(f"\nemail delivered {took:.1f}s after its worker was SIGKILLed")
+    time.sleep(2.0)
+    [email] = smtp_sink.received
+    assert email.rcpt_tos == ["orphan@example.com"]
+    delivery = _sole_delivery(app)
+    assert (delivery.status, delivery.send_attempts) == ("sent", 2)
+
+
+def test_a_slow_but_alive_worker_is_not_taken_for_dead(
+    app, smtp_sink, queue_email, start_worker, rq_connection
+):
+    """Its worker keeps beating while the horse waits on the server: a sweep with a threshold
+    of two heartbeats (10 s) sees it alive for 20 s, and the email goes out once."""
+    import threading
+
+    from jobs.recovery import Recovery
+
+    smtp_sink.hold = threading.Event()
+    queue_email("verify_email", recipient="slow@example.com")
+    # A client timeout above the 20 s the server keeps it waiting: slow, not failed.
+    start_worker(**{**DEFAULTS, "SMTP_TIMEOUT": "30"})
+    assert smtp_sink.entered.wait(30)
+
+    recovery = Recovery(stale_after=10, sweep_interval=0)
+    watched = time.monotonic()
+    with app.app_context():
+        while time.monotonic() - watched < 20:
+            report = recovery.check(db.session, rq_connection)
+            assert (report.orphaned, report.released) == (0, 0), report
+            time.sleep(0.5)
+        db.session.remove()
+    smtp_sink.hold.set()
+    smtp_sink.hold = None
+
+    smtp_sink.wait_for(1)
+    _wait(lambda: _statuses(app)[SENT] == 1)
+    time.sleep(2.0)
+    assert len(smtp_sink.received) == 1
+    assert _sole_delivery(app).send_attempts == 1
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state in ("Z", "X")
+
+
+def test_a_work_horse_killed_alone_has_its_email_sent_again_at_once(
+    app, smtp_sink, queue_email, start_worker
+):
+    """An OOM kill takes the horse, not its worker: the worker saw it die and frees the message."""
+    import threading
+
+    smtp_sink.hold = threading.Event()
+    queue_email("verify_email", recipient="oom@example.com")
+    worker = start_worker(**DEFAULTS)
+    assert smtp_sink.entered.wait(30)
+    [horse] = worker.horse_pids()
+
+    os.kill(horse, signal.SIGKILL)
+    killed = time.monotonic()
+    smtp_sink.wait_until(lambda sink: sink.abandoned == 1)
+    smtp_sink.hold.set()
+    smtp_sink.hold = None
+
+    took = _elapsed_until(lambda: len(smtp_sink.received) >= 1, since=killed, deadline=15)
+    _wait(lambda: _statuses(app)[SENT] == 1)
+    print(f"\nemail delivered {took:.1f}s after its work-horse was SIGKILLed")
+    time.sleep(2.0)
+    assert len(smtp_sink.received) == 1
+    assert _sole_delivery(app).send_attempts == 2
+    assert worker.popen.poll() is None
+
+
+def test_a_work_horse_dies_with_its_worker(app, smtp_sink, queue_email, start_worker):
+    """Otherwise a horse whose worker was SIGKILLed would go on sending with nobody beating for
+    it, and the sweep would free its claim under it."""
+    import threading
+
+    smtp_sink.hold = threading.Event()
+    queue_email("verify_email", recipient="pdeathsig@example.com")
+    worker = start_worker(**DEFAULTS)
+    assert smtp_sink.entered.wait(30)
+    [horse] = worker.horse_pids()
+
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.popen.wait(timeout=10)
+
+    _wait(lambda: _gone(horse), timeout=5)
+    smtp_sink.wait_until(lambda sink: sink.abandoned == 1, timeout=5)

@@ -1,0 +1,223 @@
+"""Recovery of lost jobs (`jobs.recovery`) on real PostgreSQL and Redis: a Redis that came back
+empty is noticed by its `run_id`, a started job whose worker stopped beating is found by the
+sweep; either way the messages are due at once, and only orphaned claims are released."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+import redis
+from rq.job import Job
+from rq.worker import Worker
+from sqlalchemy import select
+
+from jobs import queues
+from jobs.dispatcher import dispatch
+from jobs.recovery import STALE_AFTER, Recovery, RedisEpoch, release_killed, release_orphans
+from tests.integration.test_jobs_redis_outage import ThrowawayRedis
+from webapp.db import utcnow
+from webapp.extensions import db
+from webapp.outbox.models import ENQUEUED, SENDING, EmailDelivery, OutboxMessage
+
+
+@pytest.fixture
+def own_redis() -> Iterator[ThrowawayRedis]:
+    server = ThrowawayRedis()
+    server.start()
+    yield server
+    server.stop()
+
+
+def _message(app, message_id: uuid.UUID) -> OutboxMessage:
+    with app.app_context():
+        row = db.session.get(OutboxMessage, message_id)
+        assert row is not None
+        db.session.expunge(row)
+        db.session.remove()
+        return row
+
+
+def _claim(app, message_id: uuid.UUID, seconds: float = 100) -> None:
+    """A live delivery claim, as a job that started sending holds it."""
+    with app.app_context():
+        row = db.session.get(OutboxMessage, message_id)
+        assert row is not None
+        db.session.add(
+            EmailDelivery(
+                idempotency_key=row.idempotency_key,
+                message_id=message_id,
+                status=SENDING,
+                send_attempts=1,
+                claimed_until=utcnow() + timedelta(seconds=seconds),
+                smtp_message_id=f"<{message_id}@test>",
+            )
+        )
+        db.session.commit()
+        db.session.remove()
+
+
+def _claimed_until(app, message_id: uuid.UUID):
+    with app.app_context():
+        value = db.session.scalar(
+            select(EmailDelivery.claimed_until).where(EmailDelivery.message_id == message_id)
+        )
+        db.session.remove()
+        return value
+
+
+def _start_on_worker(connection: redis.Redis, job_id: str, name: str) -> Worker:
+    """What an RQ worker does when it takes a job: an execution in the started registry, its
+    own and the job's heartbeat, the job marked started by it."""
+    job = Job.fetch(job_id, connection=connection)
+    worker = Worker(queues.all_queues(connection), connection=connection, name=name)
+    worker.register_birth()
+    for queue in queues.all_queues(connection):
+        connection.lrem(queue.key, 0, job_id)  # dequeued
+    worker.prepare_execution(job)
+    worker.prepare_job_execution(job)
+    return worker
+
+
+def test_the_epoch_changes_when_redis_restarts(own_redis):
+    connection = redis.Redis.from_url(own_redis.url)
+    epoch = RedisEpoch()
+    first = epoch.observe(connection)
+    assert first is not None  # never seen: a dispatcher that starts checks once
+    epoch.accept(first)
+    assert epoch.observe(connection) is None
+
+    own_redis.stop()
+    own_redis.start()
+
+    assert epoch.observe(redis.Redis.from_url(own_redis.url)) not in (None, first)
+
+
+def test_after_redis_restarts_empty_the_lost_messages_are_due_at_once(
+    app, make_app, own_redis, queue_email
+):
+    gatehouse = make_app(redis_url=own_redis.url)
+    settings = gatehouse.config["GATEHOUSE"]
+    lost = queue_email("new_login")
+    recovery = Recovery()
+    with gatehouse.app_context():
+        connection = queues.connect(own_redis.url, socket_timeout=5)
+        assert dispatch(db.session, connection, settings).enqueued == 1
+        at_start = recovery.check(db.session, connection)
+        db.session.remove()
+    assert (at_start.restarted, at_start.lost) == (True, 0)  # its job is there: left alone
+    assert _message(gatehouse, lost).available_at > utcnow() + timedelta(seconds=200)
+
+    own_redis.stop()
+    own_redis.start()
+    kept = queue_email("new_login")  # enqueued into the new Redis: its job is there
+    with gatehouse.app_context():
+        connection = queues.connect(own_redis.url, socket_timeout=5)
+        assert dispatch(db.session, connection, settings).enqueued == 1
+        before = utcnow()
+        report = recovery.check(db.session, connection)
+        again = recovery.check(db.session, connection)
+        after = dispatch(db.session, connection, settings)
+        db.session.remove()
+
+    assert (report.restarted, report.lost) == (True, 1)
+    assert (again.restarted, again.lost) == (False, 0)
+    assert after.enqueued == 1  # the lost one, at once instead of after JOBS_LEASE
+    assert Job.exists(str(lost), connection=connection)
+    assert _message(gatehouse, kept).available_at > before + timedelta(seconds=200)
+
+
+def test_a_started_job_whose_worker_stopped_beating_is_released(app, queue_email, rq_connection):
+    settings = app.config["GATEHOUSE"]
+    orphan = queue_email("password_reset")
+    with app.app_context():
+        dispatch(db.session, rq_connection, settings)
+        db.session.remove()
+    _start_on_worker(rq_connection, str(orphan), "doomed")
+    _claim(app, orphan)
+
+    with app.app_context():
+        fresh = release_orphans(db.session, rq_connection)
+        later = utcnow() + timedelta(seconds=STALE_AFTER + 1)
+        silent = release_orphans(db.session, rq_connection, now=later)
+        redispatched = dispatch(db.session, rq_connection, settings, now=later)
+        db.session.remove()
+
+    assert fresh == (0, 0)  # it beat just now
+    assert silent == (1, 1)
+    assert _claimed_until(app, orphan) == later  # the next job may take the claim over
+    assert redispatched.enqueued == 1
+    assert _message(app, orphan).status == ENQUEUED
+
+
+def test_a_started_job_whose_worker_vanished_from_redis_is_released(
+    app, queue_email, rq_connection
+):
+    settings = app.config["GATEHOUSE"]
+    orphan = queue_email("verify_email")
+    with app.app_context():
+        dispatch(db.session, rq_connection, settings)
+        db.session.remove()
+    worker = _start_on_worker(rq_connection, str(orphan), "vanished")
+    rq_connection.delete(worker.key)  # its key expired: nobody renews it any more
+    _claim(app, orphan)
+
+    with app.app_context():
+        later = utcnow() + timedelta(seconds=STALE_AFTER + 1)
+        assert release_orphans(db.session, rq_connection, now=later) == (1, 1)
+        db.session.remove()
+
+
+def test_a_claim_a_live_job_also_holds_is_not_released(app, queue_email, rq_connection):
+    """A duplicate in transit: the dead job and a live one carry the same message; the live one
+    may be sending it, so its claim stays."""
+    settings = app.config["GATEHOUSE"]
+    shared = queue_email("new_login")
+    with app.app_context():
+        dispatch(db.session, rq_connection, settings)
+        db.session.remove()
+    _start_on_worker(rq_connection, str(shared), "doomed")
+    later = utcnow() + timedelta(seconds=STALE_AFTER + 1)
+    # The same message in a batch job that a live worker runs (it beats at `later`).
+    batch = queues.queue(queues.LOW, rq_connection).enqueue(
+        "jobs.tasks.deliver_batch", [str(shared)], job_id=f"batch-{shared}"
+    )
+    live = _start_on_worker(rq_connection, batch.id, "alive")
+    rq_connection.hset(live.key, "last_heartbeat", later.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+    _claim(app, shared)
+
+    with app.app_context():
+        assert release_orphans(db.session, rq_connection, now=later) == (0, 0)
+        db.session.remove()
+    assert _claimed_until(app, shared) > later
+
+
+def test_a_killed_work_horse_frees_its_message_unless_another_started_job_carries_it(
+    app, queue_email, rq_connection
+):
+    from jobs import runtime
+
+    runtime.bind_app(app)
+    settings = app.config["GATEHOUSE"]
+    alone, shared = queue_email("verify_email"), queue_email("new_login")
+    with app.app_context():
+        dispatch(db.session, rq_connection, settings)
+        db.session.remove()
+    for message_id in (alone, shared):
+        _start_on_worker(rq_connection, str(message_id), f"worker-{message_id}")
+        _claim(app, message_id)
+    queues.queue(queues.LOW, rq_connection).enqueue(
+        "jobs.tasks.deliver_batch", [str(shared)], job_id=f"batch-{shared}"
+    )
+    _start_on_worker(rq_connection, f"batch-{shared}", "other")
+    before = utcnow()
+
+    for message_id in (alone, shared):
+        release_killed(Job.fetch(str(message_id), connection=rq_connection), rq_connection)
+
+    assert _message(app, alone).available_at <= utcnow()
+    assert _claimed_until(app, alone) <= utcnow()
+    assert _message(app, shared).available_at > before + timedelta(seconds=200)
+    assert _claimed_until(app, shared) > before + timedelta(seconds=60)
