@@ -11,9 +11,9 @@ or when it is `enqueued` and its lease ran out. Redis keeps nothing across a res
 that ran out means one of: the job still waits in its queue (a backlog: the lease is renewed),
 or it was lost — Redis restarted, its worker was killed, it was moved to the failed registry as
 abandoned. Lost jobs are deleted from RQ and the message enqueued again. A duplicate in transit
-is harmless: delivery is idempotent (see `jobs.delivery`). The lease is the backstop: before each pass
-`jobs.recovery` ends the leases of messages whose jobs it knows are gone (Redis restarted empty,
-a worker died mid-job), so those go out again within seconds, not minutes.
+is harmless: delivery is idempotent (see `jobs.delivery`). The lease is the backstop: before
+each pass `jobs.recovery` ends the leases of messages whose jobs it knows are gone (Redis
+restarted empty, a worker died mid-job), so those go out again within seconds, not minutes.
 
 Jobs: one per message (job id = message id) on `high` and `default`, and for retries; first
 tries on `low` go in batches of `JOBS_BATCH_SIZE`, read and enqueued chunk by chunk.
