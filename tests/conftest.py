@@ -515,3 +515,14 @@ def deliver_now() -> Callable[..., Any]:
             return outcome
 
     return deliver
+
+
+@pytest.fixture
+def throwaway_redis() -> Iterator[Any]:
+    """A Redis server of this test's own (`tests.redis_server.ThrowawayRedis`), stopped after it."""
+    from tests.redis_server import ThrowawayRedis
+
+    server = ThrowawayRedis()
+    server.start()
+    yield server
+    server.stop()

@@ -20,7 +20,6 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.conftest import test_keys_json as signing_keys_json
-from tests.integration.test_jobs_redis_outage import ThrowawayRedis
 from webapp.config import Settings
 from webapp.extensions import db
 from webapp.outbox.models import ENQUEUED, SENT, EmailDelivery, OutboxMessage
@@ -211,14 +210,6 @@ DEFAULTS = {
 }
 
 
-@pytest.fixture
-def own_redis() -> Iterator[ThrowawayRedis]:
-    server = ThrowawayRedis()
-    server.start()
-    yield server
-    server.stop()
-
-
 def _elapsed_until(condition: Callable[[], bool], since: float, deadline: float) -> float:
     """Seconds from `since` until `condition` held; fails once `deadline` seconds passed."""
     while not condition():
@@ -228,7 +219,7 @@ def _elapsed_until(condition: Callable[[], bool], since: float, deadline: float)
 
 
 def test_after_redis_restarts_empty_every_accepted_email_is_delivered_within_30_seconds(
-    app, smtp_sink, queue_email, start_worker, own_redis
+    app, smtp_sink, queue_email, start_worker, throwaway_redis
 ):
     import threading
 
@@ -237,13 +228,13 @@ def test_after_redis_restarts_empty_every_accepted_email_is_delivered_within_30_
     smtp_sink.hold = threading.Event()
     for recipient in recipients:
         queue_email("new_login", recipient=recipient)
-    start_worker(REDIS_URL=own_redis.url, **DEFAULTS)
+    start_worker(REDIS_URL=throwaway_redis.url, **DEFAULTS)
     # One job is mid-send, the other three wait in Redis' queue when Redis goes away.
     assert smtp_sink.entered.wait(30), "the worker never started sending"
     _wait(lambda: _statuses(app)[ENQUEUED] == 4)
 
-    own_redis.stop()
-    own_redis.start()  # no persistence: the three queued jobs are gone
+    throwaway_redis.stop()
+    throwaway_redis.start()  # no persistence: the three queued jobs are gone
     back = time.monotonic()
     smtp_sink.hold.set()
     smtp_sink.hold = None

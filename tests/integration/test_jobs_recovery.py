@@ -5,10 +5,8 @@ sweep; either way the messages are due at once, and only orphaned claims are rel
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 
-import pytest
 import redis
 from rq.job import Job
 from rq.worker import Worker
@@ -17,18 +15,9 @@ from sqlalchemy import select
 from jobs import queues
 from jobs.dispatcher import dispatch
 from jobs.recovery import STALE_AFTER, Recovery, RedisEpoch, release_killed, release_orphans
-from tests.integration.test_jobs_redis_outage import ThrowawayRedis
 from webapp.db import utcnow
 from webapp.extensions import db
 from webapp.outbox.models import ENQUEUED, SENDING, EmailDelivery, OutboxMessage
-
-
-@pytest.fixture
-def own_redis() -> Iterator[ThrowawayRedis]:
-    server = ThrowawayRedis()
-    server.start()
-    yield server
-    server.stop()
 
 
 def _message(app, message_id: uuid.UUID) -> OutboxMessage:
@@ -81,40 +70,40 @@ def _start_on_worker(connection: redis.Redis, job_id: str, name: str) -> Worker:
     return worker
 
 
-def test_the_epoch_changes_when_redis_restarts(own_redis):
-    connection = redis.Redis.from_url(own_redis.url)
+def test_the_epoch_changes_when_redis_restarts(throwaway_redis):
+    connection = redis.Redis.from_url(throwaway_redis.url)
     epoch = RedisEpoch()
     first = epoch.observe(connection)
     assert first is not None  # never seen: a dispatcher that starts checks once
     epoch.accept(first)
     assert epoch.observe(connection) is None
 
-    own_redis.stop()
-    own_redis.start()
+    throwaway_redis.stop()
+    throwaway_redis.start()
 
-    assert epoch.observe(redis.Redis.from_url(own_redis.url)) not in (None, first)
+    assert epoch.observe(redis.Redis.from_url(throwaway_redis.url)) not in (None, first)
 
 
 def test_after_redis_restarts_empty_the_lost_messages_are_due_at_once(
-    app, make_app, own_redis, queue_email
+    app, make_app, throwaway_redis, queue_email
 ):
-    gatehouse = make_app(redis_url=own_redis.url)
+    gatehouse = make_app(redis_url=throwaway_redis.url)
     settings = gatehouse.config["GATEHOUSE"]
     lost = queue_email("new_login")
     recovery = Recovery()
     with gatehouse.app_context():
-        connection = queues.connect(own_redis.url, socket_timeout=5)
+        connection = queues.connect(throwaway_redis.url, socket_timeout=5)
         assert dispatch(db.session, connection, settings).enqueued == 1
         at_start = recovery.check(db.session, connection)
         db.session.remove()
     assert (at_start.restarted, at_start.lost) == (True, 0)  # its job is there: left alone
     assert _message(gatehouse, lost).available_at > utcnow() + timedelta(seconds=200)
 
-    own_redis.stop()
-    own_redis.start()
+    throwaway_redis.stop()
+    throwaway_redis.start()
     kept = queue_email("new_login")  # enqueued into the new Redis: its job is there
     with gatehouse.app_context():
-        connection = queues.connect(own_redis.url, socket_timeout=5)
+        connection = queues.connect(throwaway_redis.url, socket_timeout=5)
         assert dispatch(db.session, connection, settings).enqueued == 1
         before = utcnow()
         report = recovery.check(db.session, connection)

