@@ -39,7 +39,7 @@ forwarded_allow_ips = "*" if int(os.environ.get("TRUSTED_PROXIES", "0")) else "1
 
 # Prometheus multiprocess mode: every worker writes its samples under this directory and /metrics
 # aggregates them. It is emptied when the master starts, and a dead worker's live gauges are
-# dropped when it exits (NOTES: prometheus-flask-exporter under gunicorn).
+# dropped when it exits (docs/observability.md, "Multiprocess mode").
 # Unset, each master gets its own directory: two gunicorns on one host must not wipe each other's.
 if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gatehouse-metrics-")
