@@ -59,7 +59,8 @@ function jsonField(res, field) {
 
 // --- thresholds ----------------------------------------------------------------------------------
 // THRESHOLDS=slo (default; CI's k6 stage, `make load`): the SLOs of docs/observability.md and the
-// CI gate of docs/deploy.md — overall p95 < 100 ms and p99 < 250 ms, errors < 0.1 %, password hashing 99 % < 500 ms — plus correctness.
+// CI gate of docs/deploy.md — overall p95 < 100 ms and p99 < 250 ms, errors < 0.1 %, password
+// hashing 99 % < 500 ms — plus correctness.
 // THRESHOLDS=errors: correctness only (no failed request or check, every endpoint exercised), for
 // functional smoke runs on a shared machine where latency is not what is measured (make test).
 const THRESHOLD_SET = __ENV.THRESHOLDS || 'slo';
