@@ -61,6 +61,12 @@ class EmailUnverified(Forbidden):
     title = "Email address not verified"
 
 
+class MalformedRequest(DomainError):
+    status = 400
+    slug = "malformed-request"
+    title = "Malformed request"
+
+
 class NotFound(DomainError):
     status = 404
     slug = "not-found"
@@ -77,6 +83,12 @@ class PreconditionFailed(DomainError):
     status = 412
     slug = "precondition-failed"
     title = "Precondition failed"
+
+
+class UriTooLong(DomainError):
+    status = 414
+    slug = "uri-too-long"
+    title = "URI too long"
 
 
 class ValidationFailed(DomainError):

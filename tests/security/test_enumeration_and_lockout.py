@@ -22,11 +22,9 @@ from typing import Any
 
 import pytest
 import redis
-from sqlalchemy import select
 
 from tests.conftest import STRONG_PASSWORD
-from webapp.audit.models import AuditEvent
-from webapp.extensions import db
+from tests.helpers import audit_events
 from webapp.security import passwords
 
 LOGIN = "/api/v1/auth/login"
@@ -64,19 +62,6 @@ def same_wait(one, other) -> bool:
     return abs(int(one.headers["Retry-After"]) - int(other.headers["Retry-After"])) <= 1
 
 
-def audit(app, action: str) -> list[AuditEvent]:
-    with app.app_context():
-        rows = list(
-            db.session.scalars(
-                select(AuditEvent)
-                .where(AuditEvent.action == action)
-                .order_by(AuditEvent.created_at)
-            )
-        )
-        db.session.remove()
-    return rows
-
-
 # --- the same answer for unknown and known emails ----------------------------------------------
 
 
@@ -107,7 +92,7 @@ def test_an_unknown_email_is_locked_and_audited_like_a_known_one(make_app):
     statuses = [login(client, "ghost@example.com").status_code for _ in range(4)]
 
     assert statuses == [401, 401, 401, 429]
-    [event] = audit(app, "auth.lockout")
+    [event] = audit_events(app, "auth.lockout")
     assert event.details["scope"] == "account_ip"
     assert event.target_id is None
 
@@ -185,7 +170,7 @@ def test_the_per_account_limit_across_ips_delays_with_a_true_retry_after(make_ap
     assert slug(known) == "login-throttled"
     # The first failure opened the 900 s window a moment ago: that is how long to wait.
     assert 890 <= int(known.headers["Retry-After"]) <= 900
-    events = [e for e in audit(app, "auth.lockout") if e.details["scope"] == "account"]
+    events = [e for e in audit_events(app, "auth.lockout") if e.details["scope"] == "account"]
     assert [e.target_id for e in events] == [account.id, None]
 
 

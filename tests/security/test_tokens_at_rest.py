@@ -70,6 +70,19 @@ def assert_no_candidate_works(client, dump: str) -> None:
         assert slug(reset) == "invalid-token"
 
 
+def emailed_tokens(smtp_sink, new_user: str, resetting_user: str) -> tuple[str, str]:
+    """The tokens of the verification and reset emails the sink received."""
+    [verification] = [m for m in smtp_sink.to(new_user) if "Confirm" in m.subject]
+    [reset] = [m for m in smtp_sink.to(resetting_user) if "Reset" in m.subject]
+    return token_of(verification.link), token_of(reset.link)
+
+
+def assert_emailed_tokens_work(client, verify_token: str, reset_token: str) -> None:
+    assert client.post(VERIFY, json={"token": verify_token}).status_code == 204
+    confirmed = client.post(CONFIRM, json={"token": reset_token, "password": NEW_PASSWORD})
+    assert confirmed.status_code == 200, confirmed.json
+
+
 def queue_both_token_emails(client, make_user) -> tuple[str, str]:
     """A registration (verification email) and a password reset request; returns the emails."""
     registered = client.post(
@@ -108,9 +121,7 @@ def test_a_dump_taken_while_emails_are_queued_holds_no_working_token(
     # The worker sends the real emails; their tokens work, and were never in the dump.
     with caplog.at_level(logging.DEBUG):
         work_jobs(jobs_app)
-    [verification] = [m for m in smtp_sink.to(new_user) if "Confirm" in m.subject]
-    [reset] = [m for m in smtp_sink.to(resetting_user) if "Reset" in m.subject]
-    verify_token, reset_token = token_of(verification.link), token_of(reset.link)
+    verify_token, reset_token = emailed_tokens(smtp_sink, new_user, resetting_user)
     assert verify_token not in dump
     assert reset_token not in dump
     # Everything the worker, RQ and the app logged (not the test's SMTP server, which logs DATA).
@@ -119,9 +130,7 @@ def test_a_dump_taken_while_emails_are_queued_holds_no_working_token(
     )
     assert verify_token not in logged
     assert reset_token not in logged
-    assert client.post(VERIFY, json={"token": verify_token}).status_code == 204
-    confirmed = client.post(CONFIRM, json={"token": reset_token, "password": NEW_PASSWORD})
-    assert confirmed.status_code == 200, confirmed.json
+    assert_emailed_tokens_work(client, verify_token, reset_token)
 
 
 def test_a_dead_letter_holds_no_working_token_in_the_database_or_in_redis(
@@ -157,14 +166,10 @@ def test_a_dead_letter_holds_no_working_token_in_the_database_or_in_redis(
         assert dead_letters.requeue_all(db.session, rq_connection, settings) >= 2
         db.session.remove()
     work_jobs(jobs_app)
-    [verification] = [m for m in smtp_sink.to(new_user) if "Confirm" in m.subject]
-    [reset] = [m for m in smtp_sink.to(resetting_user) if "Reset" in m.subject]
-    verify_token, reset_token = token_of(verification.link), token_of(reset.link)
+    verify_token, reset_token = emailed_tokens(smtp_sink, new_user, resetting_user)
     assert verify_token not in dump
     assert reset_token not in dump
-    assert client.post(VERIFY, json={"token": verify_token}).status_code == 204
-    confirmed = client.post(CONFIRM, json={"token": reset_token, "password": NEW_PASSWORD})
-    assert confirmed.status_code == 200, confirmed.json
+    assert_emailed_tokens_work(client, verify_token, reset_token)
 
 
 def test_a_dead_verification_email_whose_address_was_verified_meanwhile_is_not_replayed(

@@ -89,22 +89,14 @@ def reauthenticate(
     if not check.ok:
         lockout.record_failure(db, user.email, user, origin, reason="reauth_invalid_password")
         raise InvalidCredentials("The password is incorrect.")
-    method = "password"
-    if mfa_enabled:
-        if code is not None:
-            method, ok = "totp", mfa.accept_code(db, user_id, code)
-        else:
-            method, ok = "recovery_code", mfa.use_recovery_code(db, user_id, recovery_code or "")
-        if not ok:
-            lockout.record_failure(db, user.email, user, origin, reason=f"reauth_invalid_{method}")
-            raise Unauthorized(
-                "The code is incorrect or was already used.", slug="invalid-mfa-code"
-            )
+    method = (
+        check_second_factor(db, origin, user, code, recovery_code, reason_prefix="reauth_")
+        if mfa_enabled
+        else "password"
+    )
     if check.upgraded_hash:
         user.password_hash = check.upgraded_hash
     lockout.register_success(user.email, origin)
-    if method == "recovery_code":
-        record_recovery_code_use(db, origin, user)
     now = utcnow()
     session.auth_time = now
     audit.record(
@@ -120,6 +112,32 @@ def reauthenticate(
         state.publish_user(user)
     max_age = current_settings().reauth_max_age
     return Reauthenticated(now, now + timedelta(seconds=max_age), max_age)
+
+
+def check_second_factor(
+    db: DbSession,
+    origin: Origin,
+    user: User,
+    code: str | None,
+    recovery_code: str | None,
+    *,
+    reason_prefix: str = "",
+) -> str:
+    """The second factor of a login's MFA step or a reauthentication: a TOTP code (its time step
+    consumed) or else a recovery code (used up, audited, the owner told). Returns the method; a
+    wrong or replayed code counts towards the lockout and is 401 `invalid-mfa-code`."""
+    if code is not None:
+        method, ok = "totp", mfa.accept_code(db, user.id, code)
+    else:
+        method, ok = "recovery_code", mfa.use_recovery_code(db, user.id, recovery_code or "")
+    if not ok:
+        lockout.record_failure(
+            db, user.email, user, origin, reason=f"{reason_prefix}invalid_{method}"
+        )
+        raise Unauthorized("The code is incorrect or was already used.", slug="invalid-mfa-code")
+    if method == "recovery_code":
+        record_recovery_code_use(db, origin, user)
+    return method
 
 
 def record_recovery_code_use(db: DbSession, origin: Origin, user: User) -> None:

@@ -270,17 +270,12 @@ def complete_mfa_login(
     loaded_version = user.version
     signed_in_before, seen_here = db.execute(select(*_device_checks(user.id, origin))).one()
     _ensure_login_not_locked(user.email, origin, known_device=bool(seen_here))
-    if code is not None:
-        method, ok = "totp", mfa.accept_code(db, user.id, code)
-    else:
-        method, ok = "recovery_code", mfa.use_recovery_code(db, user.id, recovery_code or "")
-    if not ok:
-        lockout.record_failure(db, user.email, user, origin, reason=f"invalid_{method}")
+    try:
+        method = reauth.check_second_factor(db, origin, user, code, recovery_code)
+    except Unauthorized:
         metrics.LOGINS.labels(result="invalid_mfa_code").inc()
-        raise Unauthorized("The code is incorrect or was already used.", slug="invalid-mfa-code")
+        raise
     row.used_at = utcnow()
-    if method == "recovery_code":
-        reauth.record_recovery_code_use(db, origin, user)
     # The first sign-in of an account is not news to its owner.
     new_device = bool(signed_in_before) and not seen_here
     remember_me = row.purpose == email_tokens.MFA_LOGIN_REMEMBER

@@ -27,7 +27,7 @@ from typing import Any
 from flask import Flask, request
 
 from observability.context import STARTED_KEY
-from webapp.errors import DomainError, ValidationFailed
+from webapp.errors import MalformedRequest, UriTooLong, ValidationFailed
 
 MAX_JSON_DEPTH = 32
 # Well above any list query this API takes (a 512-character cursor and a few filters), and under
@@ -47,18 +47,6 @@ _HEADER_CONTROLS = bytes([*range(0x00, 0x09), *range(0x0A, 0x20), 0x7F])
 _JSON_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
 _OPENERS = frozenset(b"[{")
 _CLOSERS = frozenset(b"]}")
-
-
-class MalformedRequest(DomainError):
-    status = 400
-    slug = "malformed-request"
-    title = "Malformed request"
-
-
-class UriTooLong(DomainError):
-    status = 414
-    slug = "uri-too-long"
-    title = "URI too long"
 
 
 def check_request() -> None:
