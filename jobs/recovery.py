@@ -40,6 +40,7 @@ from typing import TypeVar
 import redis
 from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
+from rq.utils import utcparse
 from rq.worker import Worker
 from sqlalchemy import select, update
 
@@ -287,8 +288,6 @@ def _worker_heartbeats(connection: redis.Redis, names: set[str]) -> dict[str, da
     beats: dict[str, datetime] = {}
     for name, value in zip(ordered, values, strict=True):
         if value:
-            from rq.utils import utcparse
-
             beats[name] = _aware(utcparse(value.decode()))
     return beats
 

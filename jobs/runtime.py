@@ -21,6 +21,8 @@ from contextlib import contextmanager
 
 from flask import Flask
 
+from webapp.sqlite import is_file_database
+
 _app: Flask | None = None
 _fork_hook_installed = False
 _fork_lock = threading.Lock()
@@ -48,8 +50,6 @@ def app() -> Flask:
 def fork_guard() -> Iterator[None]:
     """Excludes a fork from database work in other threads; a no-op unless the database is a
     SQLite file (PostgreSQL connections can be left behind by a fork safely)."""
-    from webapp.sqlite import is_file_database
-
     if _app is None or not is_file_database(str(_app.config["SQLALCHEMY_DATABASE_URI"])):
         yield
         return

@@ -12,6 +12,7 @@ from flask import Flask, Request
 from flask.sessions import SecureCookieSession, SessionInterface
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from webapp import sqlite
 from webapp.config import Settings
 from webapp.security.keys import KeyRing, write_new_keyfile
 
@@ -52,8 +53,6 @@ def _engine_options(settings: Settings, url: str) -> dict[str, Any]:
     # SQL parameters never appear in an exception's text, so never in a traceback that is logged:
     # they hold password hashes, token digests, emails.
     if url.startswith("sqlite"):
-        from webapp import sqlite
-
         return sqlite.engine_options(url)
     return {
         "hide_parameters": True,

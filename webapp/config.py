@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 
 from environs import Env, EnvError
 
+from webapp.security.entropy import key_weakness, secret_weakness
+
 ENVIRONMENTS = ("development", "test", "production")
 DEV_SECRET = "dev-insecure-secret-change-me"  # noqa: S105 - the default production refuses
 DEV_DATABASE_URL = "sqlite:///instance/gatehouse.db"
@@ -376,8 +378,6 @@ class Settings:
 
 
 def _refuse_weak_secret(name: str, value: str) -> None:
-    from webapp.security.entropy import secret_weakness
-
     reason = secret_weakness(value.encode())
     if reason is not None:  # names the defect, never the value
         raise ConfigError(f"{name} {reason}: use a random value in production")
@@ -385,7 +385,6 @@ def _refuse_weak_secret(name: str, value: str) -> None:
 
 def _refuse_weak_keys(encryption_keys: str) -> None:
     from webapp.security.encryption import EncryptionKeyRing
-    from webapp.security.entropy import key_weakness
 
     for kid, key in EncryptionKeyRing.parse(encryption_keys).keys:
         reason = key_weakness(key)
