@@ -9,6 +9,7 @@ import jwt
 from sqlalchemy import select, update
 
 from tests.conftest import STRONG_PASSWORD
+from tests.helpers import stored_row
 from webapp.audit.models import AuditEvent
 from webapp.auth.models import AuthSession, RefreshToken
 from webapp.auth.tokens import format_refresh_token
@@ -32,15 +33,6 @@ def me(client, access_token: str):
 
 def session_id_of(access_token: str) -> uuid.UUID:
     return uuid.UUID(jwt.decode(access_token, options={"verify_signature": False})["sid"])
-
-
-def stored_session(app, session_id: uuid.UUID) -> AuthSession:
-    with app.app_context():
-        session = db.session.get(AuthSession, session_id)
-        assert session is not None
-        db.session.expunge(session)
-        db.session.remove()
-    return session
 
 
 def test_refresh_rotates_to_a_new_working_pair_in_the_same_session(client, member):
@@ -79,7 +71,7 @@ def test_a_reused_refresh_token_revokes_the_whole_session(client, app, member):
     assert slug(after) == "invalid-refresh-token"
     assert me(client, newest["access_token"]).status_code == 401
     assert me(client, member.access_token).status_code == 401
-    session = stored_session(app, session_id_of(member.access_token))
+    session = stored_row(app, AuthSession, session_id_of(member.access_token))
     assert session.revoked_at is not None
     assert session.revoked_reason == "refresh_token_reuse"
 

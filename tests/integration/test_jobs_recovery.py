@@ -15,18 +15,10 @@ from sqlalchemy import select
 from jobs import queues
 from jobs.dispatcher import dispatch
 from jobs.recovery import STALE_AFTER, Recovery, RedisEpoch, release_killed, release_orphans
+from tests.helpers import stored_row
 from webapp.db import utcnow
 from webapp.extensions import db
 from webapp.outbox.models import ENQUEUED, SENDING, EmailDelivery, OutboxMessage
-
-
-def _message(app, message_id: uuid.UUID) -> OutboxMessage:
-    with app.app_context():
-        row = db.session.get(OutboxMessage, message_id)
-        assert row is not None
-        db.session.expunge(row)
-        db.session.remove()
-        return row
 
 
 def _claim(app, message_id: uuid.UUID, seconds: float = 100) -> None:
@@ -97,7 +89,8 @@ def test_after_redis_restarts_empty_the_lost_messages_are_due_at_once(
         at_start = recovery.check(db.session, connection)
         db.session.remove()
     assert (at_start.restarted, at_start.lost) == (True, 0)  # its job is there: left alone
-    assert _message(gatehouse, lost).available_at > utcnow() + timedelta(seconds=200)
+    lost_row = stored_row(gatehouse, OutboxMessage, lost)
+    assert lost_row.available_at > utcnow() + timedelta(seconds=200)
 
     throwaway_redis.stop()
     throwaway_redis.start()
@@ -115,7 +108,7 @@ def test_after_redis_restarts_empty_the_lost_messages_are_due_at_once(
     assert (again.restarted, again.lost) == (False, 0)
     assert after.enqueued == 1  # the lost one, at once instead of after JOBS_LEASE
     assert Job.exists(str(lost), connection=connection)
-    assert _message(gatehouse, kept).available_at > before + timedelta(seconds=200)
+    assert stored_row(gatehouse, OutboxMessage, kept).available_at > before + timedelta(seconds=200)
 
 
 def test_a_started_job_whose_worker_stopped_beating_is_released(app, queue_email, rq_connection):
@@ -138,7 +131,7 @@ def test_a_started_job_whose_worker_stopped_beating_is_released(app, queue_email
     assert silent == (1, 1)
     assert _claimed_until(app, orphan) == later  # the next job may take the claim over
     assert redispatched.enqueued == 1
-    assert _message(app, orphan).status == ENQUEUED
+    assert stored_row(app, OutboxMessage, orphan).status == ENQUEUED
 
 
 def test_a_started_job_whose_worker_vanished_from_redis_is_released(
@@ -206,7 +199,7 @@ def test_a_killed_work_horse_frees_its_message_unless_another_started_job_carrie
     for message_id in (alone, shared):
         release_killed(Job.fetch(str(message_id), connection=rq_connection), rq_connection)
 
-    assert _message(app, alone).available_at <= utcnow()
+    assert stored_row(app, OutboxMessage, alone).available_at <= utcnow()
     assert _claimed_until(app, alone) <= utcnow()
-    assert _message(app, shared).available_at > before + timedelta(seconds=200)
+    assert stored_row(app, OutboxMessage, shared).available_at > before + timedelta(seconds=200)
     assert _claimed_until(app, shared) > before + timedelta(seconds=60)

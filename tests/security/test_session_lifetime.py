@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import select, update
 
 from tests.conftest import STRONG_PASSWORD
+from tests.helpers import stored_row
 from tests.integration.test_mfa import code_at, enable
 from webapp.audit.models import AuditEvent
 from webapp.auth.models import AuthSession
@@ -40,15 +41,6 @@ def login(client, account, **extra: Any) -> dict[str, Any]:
 def session_id(tokens: dict[str, Any]) -> uuid.UUID:
     claims = jwt.decode(tokens["access_token"], options={"verify_signature": False})
     return uuid.UUID(claims["sid"])
-
-
-def stored(app, sid: uuid.UUID) -> AuthSession:
-    with app.app_context():
-        row = db.session.get(AuthSession, sid)
-        assert row is not None
-        db.session.expunge(row)
-        db.session.remove()
-    return row
 
 
 def idle_for(app, sid: uuid.UUID, seconds: int) -> None:
@@ -89,7 +81,7 @@ def test_the_defaults_are_twelve_hours_absolute_and_thirty_minutes_idle():
 
 
 def test_a_session_ends_twelve_hours_after_login(client, app, member):
-    row = stored(app, session_id(login(client, member)))
+    row = stored_row(app, AuthSession, session_id(login(client, member)))
 
     assert seconds_between(row.expires_at, row.created_at) == 12 * 3600
     assert row.remember_me is False
@@ -105,7 +97,7 @@ def test_a_refresh_after_thirty_idle_minutes_is_refused_and_ends_the_session(cli
     assert response.status_code == 401
     assert slug(response) == "session-idle-timeout"
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
-    row = stored(app, sid)
+    row = stored_row(app, AuthSession, sid)
     assert row.revoked_at is not None
     assert row.revoked_reason == "idle_timeout"
     # The session is over: its access token and its refresh token are dead, and it is audited.
@@ -156,7 +148,7 @@ def test_the_idle_timeout_follows_the_setting(make_app, make_user):
 def test_remember_me_gets_thirty_days_and_seven_idle_days(client, app, member):
     tokens = login(client, member, remember_me=True)
     sid = session_id(tokens)
-    row = stored(app, sid)
+    row = stored_row(app, AuthSession, sid)
     assert row.remember_me is True
     assert seconds_between(row.expires_at, row.created_at) == 30 * 24 * 3600
 
@@ -225,7 +217,7 @@ def test_remember_me_survives_the_mfa_step(client, app, member):
     )
 
     assert second.status_code == 200, second.get_json()
-    row = stored(app, session_id(second.json))
+    row = stored_row(app, AuthSession, session_id(second.json))
     assert row.remember_me is True
     assert seconds_between(row.expires_at, row.created_at) == 30 * 24 * 3600
 
@@ -239,7 +231,7 @@ def test_without_remember_me_the_mfa_step_gives_the_short_session(client, app, m
         json={"mfa_token": first.json["mfa_token"], "code": code_at(secret, 1)},
     )
 
-    assert stored(app, session_id(second.json)).remember_me is False
+    assert stored_row(app, AuthSession, session_id(second.json)).remember_me is False
 
 
 @pytest.mark.parametrize(
