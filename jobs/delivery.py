@@ -1,23 +1,23 @@
 """Delivering outbox messages, exactly once in effect.
 
-For each message:
+For the messages of one job (one, or a batch on `low`):
 
-1. Lock its outbox row (this waits for a dispatcher still committing it) and skip it if it is
-   already sent or dead.
-2. Claim its delivery record, keyed by the message's idempotency key under a unique constraint,
-   and commit: inserting the record, or taking over a released or expired claim with a
-   conditional UPDATE. A job that finds a live claim (another worker is sending this very
-   message right now) postpones instead of sending; one that finds the record `sent` only marks
-   the outbox row sent. So retried, replayed and duplicated jobs never send twice.
-3. Send over SMTP with no transaction open.
-4. Record the delivery as `sent` and the message as `sent` in one commit.
+1. Lock their outbox rows, in id order (this waits for a dispatcher still committing them), and
+   leave out those already sent or dead.
+2. Claim their delivery records (`jobs.claims`), keyed by each message's idempotency key under a
+   unique constraint, all in one commit. A message whose live claim another job holds (it is
+   sending this very message right now) is postponed instead of sent; one whose record is `sent`
+   is only marked sent. So retried, replayed and duplicated jobs never send twice.
+3. Send each over SMTP with no transaction open.
+4. Record each delivery and its message as `sent` in one commit, right after its send.
 
 The crash window, between the server's 250 reply (3) and that commit (4), is handled on purpose
-in favour of *not losing* the email: the claim stays `sending` and expires after
-`claim_ttl` (10 x SMTP_TIMEOUT, longer than any send can take); the message's lease then
-brings it back and the next job sends it again, with the same Message-ID, so the rare copy is
-recognisably the same email. Losing a password-reset email is the worse failure (the promise is: no
-email lost). A failed send releases the claim (`failed`) at once, so retries do not wait.
+in favour of *not losing* the email: the claim stays `sending` until it expires (or the job's
+death is noticed, `jobs.recovery`); the message's lease then brings it back and the next job sends
+it again, with the same Message-ID, so the rare copy is recognisably the same email. Losing a
+password-reset email is the worse failure (the promise is: no email lost). A failed send releases
+its claim (`failed`) at once, so retries do not wait; so does a batch cut short (the server gone,
+an error, the job's timeout) for the messages it had not tried yet.
 """
 
 from __future__ import annotations
@@ -29,14 +29,15 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from email.message import Message
 from enum import StrEnum
 from typing import Any
 
 import redis
-from sqlalchemy import or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from jobs import retry
+from jobs import claims, retry
 from jobs.emails import Envelope, compose
 from jobs.mailer import BreakerOpen, Mailer, Refused, SmtpSession, Unreachable
 from observability.context import bound
@@ -45,12 +46,8 @@ from webapp.config import Settings
 from webapp.db import DbSession, utcnow
 from webapp.outbox.models import (
     DEAD,
-    DELIVERED,
-    FAILED,
     PENDING,
-    SENDING,
     SENT,
-    EmailDelivery,
     OutboxMessage,
 )
 from webapp.outbox.sealing import open_payload, scrubbed
@@ -70,8 +67,15 @@ def claim_ttl(settings: Settings) -> float:
     return SEND_ROUND_TRIPS * settings.smtp_timeout
 
 
+def batch_claim_ttl(settings: Settings, messages: int) -> float:
+    """A batch claims all its messages at once: the claims outlive the job that holds them (it
+    is stopped at its timeout, and its process killed soon after, see `jobs.supervisor`)."""
+    return job_timeout(settings, messages) + 30.0
+
+
 def job_timeout(settings: Settings, messages: int = 1) -> int:
-    """RQ's timeout for a job sending `messages` emails (the horse is killed past it)."""
+    """RQ's timeout for a job sending `messages` emails: RQ stops the job there, and the
+    supervisor kills its process soon after if it did not stop."""
     return int(claim_ttl(settings) + 30 + (messages - 1) * 2 * settings.smtp_timeout)
 
 
@@ -111,6 +115,15 @@ class Outcome:
     detail: str = ""
 
 
+_LEVELS = {
+    Result.DEAD: logging.ERROR,
+    Result.RETRY: logging.WARNING,
+    Result.POSTPONED: logging.WARNING,
+    Result.BUSY: logging.WARNING,
+    Result.DEFERRED: logging.WARNING,
+}
+
+
 def _log_extra(outcome: Outcome) -> dict[str, Any]:
     return {
         "message_id": str(outcome.message_id),
@@ -121,6 +134,19 @@ def _log_extra(outcome: Outcome) -> dict[str, Any]:
 
 class DeliveryFailed(Exception):
     """Raised from a job whose message failed its last try: RQ files the job as failed."""
+
+
+@dataclass(frozen=True)
+class _Ready:
+    """A claimed message, copied out of its row: what its send and its record need."""
+
+    message_id: uuid.UUID
+    template: str
+    attempts: int
+    key: str
+    request_id: str | None
+    stored_payload: dict[str, Any]
+    email: Message
 
 
 class Deliverer:
@@ -145,195 +171,182 @@ class Deliverer:
         self.clock = clock
 
     def deliver(self, message_ids: Sequence[uuid.UUID]) -> list[Outcome]:
-        outcomes: list[Outcome] = []
-        with self.mailer.session() as session:
-            for index, message_id in enumerate(message_ids):
-                outcome = self._deliver_one(session, message_id)
-                outcomes.append(outcome)
-                if outcome.result is Result.POSTPONED:
-                    # The server is away: the rest of the batch waits too, without trying.
-                    rest = message_ids[index + 1 :]
-                    outcomes.extend(self._postpone_unsent(rest, outcome.detail))
-                    break
-        return outcomes
+        ids = list(dict.fromkeys(message_ids))
+        outcomes: dict[uuid.UUID, Outcome] = {}
+        with self.mailer.kept_session() as session:
+            ready = self._prepare(ids, outcomes)
+            untried = list(ready)
+            try:
+                while untried:
+                    item = untried.pop(0)
+                    outcome = self._send(session, item)
+                    self._report(outcome, item.request_id)
+                    outcomes[item.message_id] = outcome
+                    if outcome.result is Result.POSTPONED:
+                        # The server is away: the rest of the batch waits too, without trying.
+                        for rest in self._postpone_unsent(untried, outcome.detail):
+                            outcomes[rest.message_id] = rest
+                        untried = []
+            finally:
+                if untried:  # cut short (an error, the job's timeout): free what was not tried
+                    self._free_untried(untried)
+        return [outcomes[m] for m in ids]
 
-    # --- one message -----------------------------------------------------------------------
+    # --- before sending: lock, render, claim ------------------------------------------------
 
-    def _deliver_one(self, session: SmtpSession, message_id: uuid.UUID) -> Outcome:
+    def _prepare(self, ids: list[uuid.UUID], outcomes: dict[uuid.UUID, Outcome]) -> list[_Ready]:
+        """Lock, render and claim the job's messages in one transaction; decided outcomes go
+        into `outcomes`, the messages to send come back."""
         try:
-            message = self.db.scalar(
-                select(OutboxMessage).where(OutboxMessage.id == message_id).with_for_update()
-            )
+            rows = {
+                row.id: row
+                for row in self.db.scalars(
+                    select(OutboxMessage)
+                    .where(OutboxMessage.id.in_(ids))
+                    .order_by(OutboxMessage.id)
+                    .with_for_update()
+                )
+            }
         except BEFORE_ATTEMPT_ERRORS as exc:
-            outcome = self._retry_later(message_id, None, f"cannot read the message: {exc!r}")
-            log.warning("email %s", outcome.result.value, extra=_log_extra(outcome))
-            return outcome
-        if message is None:
-            self.db.rollback()
-            return Outcome(message_id, Result.SKIPPED, detail="no such message")
-        with bound(request_id=message.request_id):
-            outcome = self._deliver_locked(session, message)
-            level = logging.ERROR if outcome.result is Result.DEAD else logging.INFO
-            if outcome.result in (Result.RETRY, Result.POSTPONED, Result.BUSY):
-                level = logging.WARNING
-            if outcome.result is Result.DEFERRED:
-                level = logging.WARNING
-            log.log(level, "email %s", outcome.result.value, extra=_log_extra(outcome))
-        if outcome.template and outcome.result is not Result.SKIPPED:
-            EMAILS.labels(template=outcome.template, result=outcome.result.value).inc()
-        return outcome
-
-    def _deliver_locked(self, session: SmtpSession, message: OutboxMessage) -> Outcome:
-        message_id, template, attempts = message.id, message.template, message.attempts
-        if message.status == SENT:
-            self.db.rollback()
-            return Outcome(message_id, Result.DUPLICATE, template, "already sent")
-        if message.status == DEAD:
-            self.db.rollback()
-            return Outcome(message_id, Result.SKIPPED, template, "dead letter")
-        stored_payload = dict(message.payload)
-        try:
-            # Secrets are opened here, in memory, and live only as long as this send.
-            envelope = Envelope(
-                template=template,
-                recipient=message.recipient,
-                idempotency_key=message.idempotency_key,
-                payload=open_payload(stored_payload, message_id),
+            for message_id in ids:
+                outcome = self._retry_later(message_id, None, f"cannot read the message: {exc!r}")
+                self._report(outcome, None)
+                outcomes[message_id] = outcome
+            return []
+        candidates: list[tuple[OutboxMessage, Envelope, Message]] = []
+        unrenderable: list[tuple[OutboxMessage, str]] = []
+        for message_id in ids:
+            message = rows.get(message_id)
+            if message is None:
+                outcomes[message_id] = Outcome(message_id, Result.SKIPPED, detail="no such message")
+            elif message.status == SENT:
+                outcomes[message_id] = Outcome(
+                    message_id, Result.DUPLICATE, message.template, "already sent"
+                )
+            elif message.status == DEAD:
+                outcomes[message_id] = Outcome(
+                    message_id, Result.SKIPPED, message.template, "dead letter"
+                )
+            else:
+                try:
+                    # Secrets are opened here, in memory, and live only as long as this send.
+                    envelope = Envelope(
+                        template=message.template,
+                        recipient=message.recipient,
+                        idempotency_key=message.idempotency_key,
+                        payload=open_payload(dict(message.payload), message_id),
+                    )
+                    candidates.append((message, envelope, compose(envelope, self.settings)))
+                except Exception as exc:  # noqa: BLE001 - a template or payload error spends a try
+                    unrenderable.append((message, f"cannot render: {exc!r}"))
+        ready = self._claim(candidates, outcomes)
+        for message, reason in unrenderable:
+            outcome = self._failed_try(
+                message.id, message.template, message.attempts, reason, dict(message.payload)
             )
-            email = compose(envelope, self.settings)
-        except Exception as exc:  # noqa: BLE001 - a template or payload error spends a try
-            self.db.rollback()
-            reason = f"cannot render: {exc!r}"
-            return self._failed_try(message_id, template, attempts, reason, stored_payload)
+            self._report(outcome, message.request_id)
+            outcomes[message.id] = outcome
+        return ready
 
+    def _claim(
+        self,
+        candidates: list[tuple[OutboxMessage, Envelope, Message]],
+        outcomes: dict[uuid.UUID, Outcome],
+    ) -> list[_Ready]:
+        if not candidates:
+            self.db.rollback()
+            return []
         now = self.clock()
+        ttl = (
+            self.policy.claim_ttl
+            if len(candidates) == 1
+            else batch_claim_ttl(self.settings, len(candidates))
+        )
+        copies = {
+            message.id: _Ready(
+                message.id,
+                message.template,
+                message.attempts,
+                message.idempotency_key,
+                message.request_id,
+                dict(message.payload),
+                email,
+            )
+            for message, _, email in candidates
+        }
+        wanted = [claims.Wanted(message, email["Message-ID"]) for message, _, email in candidates]
         try:
-            claim = self._claim(message, email["Message-ID"], now)
-        except BEFORE_ATTEMPT_ERRORS as exc:
-            # Nothing was claimed (the claim is one commit): the claim stays the authority.
-            return self._retry_later(message_id, template, f"cannot claim: {exc!r}")
-        if claim == "sent":
-            return Outcome(message_id, Result.DUPLICATE, template, "already sent")
-        if isinstance(claim, datetime):
-            self._postpone(message_id, claim, "another worker is sending this message")
-            return Outcome(message_id, Result.BUSY, template, "claimed by another worker")
+            decisions = claims.claim_all(self.db, wanted, now, ttl)
+            self.db.commit()
+        except (IntegrityError, *BEFORE_ATTEMPT_ERRORS) as exc:
+            # Nothing was claimed (one commit): the claims stay the authority. A concurrent
+            # job that inserted the same claim first makes this one wait, as any failure does.
+            self.db.rollback()
+            for copy in copies.values():
+                outcome = self._retry_later(
+                    copy.message_id, copy.template, f"cannot claim: {exc!r}"
+                )
+                self._report(outcome, copy.request_id)
+                outcomes[copy.message_id] = outcome
+            return []
+        ready: list[_Ready] = []
+        for message_id, decision in decisions.items():
+            copy = copies[message_id]
+            if decision == claims.CLAIMED:
+                ready.append(copy)
+                continue
+            if decision == claims.ALREADY_SENT:
+                outcome = Outcome(message_id, Result.DUPLICATE, copy.template, "already sent")
+            else:
+                assert isinstance(decision, datetime)
+                self._postpone(message_id, decision, "another worker is sending this message")
+                outcome = Outcome(
+                    message_id, Result.BUSY, copy.template, "claimed by another worker"
+                )
+            self._report(outcome, copy.request_id)
+            outcomes[message_id] = outcome
+        return ready
 
+    # --- sending one message ----------------------------------------------------------------
+
+    def _send(self, session: SmtpSession, item: _Ready) -> Outcome:
+        message_id, template = item.message_id, item.template
         try:
-            reply = session.send(email)
+            reply = session.send(item.email)
         except (BreakerOpen, Unreachable) as exc:
             wait = self.policy.unreachable_wait * random.uniform(1.0, 1.2)  # noqa: S311
-            self._release(envelope.idempotency_key, str(exc))
+            claims.release(self.db, [item.key], str(exc))
             self._postpone(message_id, self.clock() + timedelta(seconds=wait), str(exc))
             return Outcome(message_id, Result.POSTPONED, template, str(exc))
         except Refused as exc:
-            self._release(envelope.idempotency_key, str(exc))
+            claims.release(self.db, [item.key], str(exc))
             reason = f"refused: {exc}"
-            return self._failed_try(message_id, template, attempts, reason, stored_payload)
+            return self._failed_try(
+                message_id, template, item.attempts, reason, item.stored_payload
+            )
         except Exception as exc:  # noqa: BLE001 - e.g. the job timeout: a failed try
-            self._release(envelope.idempotency_key, repr(exc))
+            claims.release(self.db, [item.key], repr(exc))
             reason = f"send failed: {exc!r}"
-            return self._failed_try(message_id, template, attempts, reason, stored_payload)
-
-        self._record_sent(message_id, envelope.idempotency_key, scrubbed(stored_payload), reply)
+            return self._failed_try(
+                message_id, template, item.attempts, reason, item.stored_payload
+            )
+        self._record_sent(item, reply)
         return Outcome(message_id, Result.SENT, template, reply)
 
-    # --- the delivery record ---------------------------------------------------------------
-
-    def _claim(self, message: OutboxMessage, smtp_message_id: str, now: datetime) -> str | datetime:
-        """'claimed', 'sent', or the moment a live claim of another worker ends."""
-        key = message.idempotency_key
-        until = now + timedelta(seconds=self.policy.claim_ttl)
-        existing = self.db.scalar(select(EmailDelivery).where(EmailDelivery.idempotency_key == key))
-        if existing is None:
-            self.db.add(
-                EmailDelivery(
-                    idempotency_key=key,
-                    message_id=message.id,
-                    status=SENDING,
-                    send_attempts=1,
-                    claimed_until=until,
-                    smtp_message_id=smtp_message_id,
-                )
-            )
-            try:
-                self.db.commit()
-            except IntegrityError:  # a concurrent job inserted it first
-                self.db.rollback()
-                return until
-            return "claimed"
-        if existing.status == DELIVERED:
-            self.db.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id == message.id)
-                .values(
-                    status=SENT,
-                    sent_at=existing.sent_at or now,
-                    last_error=None,
-                    payload=scrubbed(message.payload),
-                )
-            )
-            self.db.commit()
-            return "sent"
-        previous_status, previous_until = existing.status, existing.claimed_until
-        if previous_status == SENDING and previous_until is not None and previous_until > now:
-            self.db.rollback()
-            return previous_until
-        taken = self.db.execute(
-            update(EmailDelivery)
-            .where(
-                EmailDelivery.idempotency_key == key,
-                EmailDelivery.status == previous_status,
-                or_(EmailDelivery.claimed_until.is_(None), EmailDelivery.claimed_until <= now),
-            )
-            .values(
-                status=SENDING,
-                claimed_until=until,
-                send_attempts=EmailDelivery.send_attempts + 1,
-                smtp_message_id=smtp_message_id,
-            )
+    def _spend_try(self, item: _Ready, reason: str, claim_note: str) -> Outcome:
+        claims.release(self.db, [item.key], claim_note)
+        return self._failed_try(
+            item.message_id, item.template, item.attempts, reason, item.stored_payload
         )
-        if getattr(taken, "rowcount", 0) != 1:
-            self.db.rollback()
-            return until
-        self.db.commit()
-        if previous_status == SENDING:
-            log.warning(
-                "an earlier send of this email was interrupted before it was recorded; "
-                "sending again with the same Message-ID",
-                extra={"message_id": str(message.id)},
-            )
-        return "claimed"
 
-    def _release(self, key: str, reason: str) -> None:
-        self.db.execute(
-            update(EmailDelivery)
-            .where(EmailDelivery.idempotency_key == key, EmailDelivery.status == SENDING)
-            .values(status=FAILED, claimed_until=None, smtp_response=reason[:1000])
-        )
-        # committed together with the outbox row's new state by the caller
-
-    def _record_sent(
-        self, message_id: uuid.UUID, key: str, payload: dict[str, Any], reply: str
-    ) -> None:
+    def _record_sent(self, item: _Ready, reply: str) -> None:
         """Sent: record it, retrying briefly through a database blip (the send cannot be undone;
         if recording fails for good, the claim expires and the email is sent again). The stored
         payload loses its secrets: the outbox table (and its backups) need not keep them."""
+        payload = scrubbed(item.stored_payload)
         for delay in (*RECORD_RETRY_DELAYS, None):
-            now = self.clock()
             try:
-                self.db.execute(
-                    update(EmailDelivery)
-                    .where(EmailDelivery.idempotency_key == key)
-                    .values(status=DELIVERED, sent_at=now, claimed_until=None, smtp_response=reply)
-                )
-                self.db.execute(
-                    update(OutboxMessage)
-                    .where(OutboxMessage.id == message_id)
-                    .values(
-                        status=SENT, sent_at=now, last_error=None, available_at=now, payload=payload
-                    )
-                )
-                self.db.commit()
+                claims.record_sent(self.db, item.message_id, item.key, payload, reply, self.clock())
                 return
             except OperationalError:
                 self.db.rollback()
@@ -341,6 +354,14 @@ class Deliverer:
                     raise
                 log.warning("could not record a sent email yet; retrying", exc_info=True)
                 time.sleep(delay)
+
+    def _report(self, outcome: Outcome, request_id: str | None) -> None:
+        """One log line and one count per message, under the request id that wrote it."""
+        level = _LEVELS.get(outcome.result, logging.INFO)
+        with bound(request_id=request_id):
+            log.log(level, "email %s", outcome.result.value, extra=_log_extra(outcome))
+        if outcome.template and outcome.result is not Result.SKIPPED:
+            EMAILS.labels(template=outcome.template, result=outcome.result.value).inc()
 
     # --- the outbox row --------------------------------------------------------------------
 
@@ -376,12 +397,34 @@ class Deliverer:
         )
         self.db.commit()
 
-    def _postpone_unsent(self, message_ids: Sequence[uuid.UUID], reason: str) -> list[Outcome]:
+    def _postpone_unsent(self, untried: list[_Ready], reason: str) -> list[Outcome]:
+        """The server went away mid-batch: free the claims of the messages not tried yet and
+        bring them back after the breaker's wait, without spending their tries."""
         wait = self.policy.unreachable_wait
-        for message_id in message_ids:
+        claims.release(self.db, [item.key for item in untried], reason)
+        outcomes = []
+        for item in untried:
             until = self.clock() + timedelta(seconds=wait * random.uniform(1.0, 1.2))  # noqa: S311
-            self._postpone(message_id, until, reason)
-        return [Outcome(mid, Result.POSTPONED, None, reason) for mid in message_ids]
+            self._postpone(item.message_id, until, reason)
+            outcome = Outcome(item.message_id, Result.POSTPONED, item.template, reason)
+            self._report(outcome, item.request_id)
+            outcomes.append(outcome)
+        return outcomes
+
+    def _free_untried(self, untried: list[_Ready]) -> None:
+        """A batch cut short by an exception: its untried messages are due again at once, their
+        claims free (they were never sent). Best effort: the lease and the claims' expiry
+        remain."""
+        reason = "the job ended before this message was tried"
+        try:
+            self.db.rollback()
+            claims.release(self.db, [item.key for item in untried], reason)
+            now = self.clock()
+            for item in untried:
+                self._postpone(item.message_id, now, reason)
+        except Exception:
+            self.db.rollback()
+            log.warning("could not free the untried messages of a batch", exc_info=True)
 
     def _failed_try(
         self,

@@ -249,7 +249,7 @@ def _waiting(job: Job) -> bool:
 def _in_failed_registry(job: Job) -> bool:
     # A message sent again must not stay listed as a dead letter (e.g. an abandoned job, or a
     # replayed one). Jobs still running or finished are left alone: deleting a job under a
-    # running work-horse confuses RQ, and finished ones expire by themselves.
+    # running job confuses RQ, and finished ones expire by themselves.
     return job.get_status(refresh=False) in FINAL_FAILURES
 
 

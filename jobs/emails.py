@@ -7,6 +7,10 @@ string, so a broken template fails loudly in the tests instead of mailing nonsen
 
 The Message-ID is derived from the message's idempotency key: if a crash forces a resend, the
 copy carries the same Message-ID and mail systems treat it as the same email.
+
+Messages are built with the `email.mime` classes: the same MIME as `EmailMessage` with the
+default policy, which parses every header it is given and costs a job process ten times more
+per email. Addresses that are not ASCII (SMTPUTF8) take the `EmailMessage` path.
 """
 
 from __future__ import annotations
@@ -14,8 +18,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
+from email.charset import QP, Charset
+from email.header import Header
 from email.headerregistry import Address
-from email.message import EmailMessage
+from email.message import EmailMessage, Message
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
 from email.utils import formataddr, formatdate, parseaddr
 from typing import Any
 
@@ -81,7 +89,7 @@ def render(
 
 
 def warm_up() -> None:
-    """Compile every template now, in the worker, so forked work-horses inherit them compiled."""
+    """Compile every template now, in the supervisor, so job processes inherit them compiled."""
     for name in _env.list_templates():
         _env.get_template(name)
 
@@ -92,23 +100,55 @@ def message_id_for(idempotency_key: str, mail_from: str) -> str:
     return f"<{digest}@{domain}>"
 
 
-def compose(envelope: Envelope, settings: Settings) -> EmailMessage:
+_UTF8 = Charset("utf-8")
+_UTF8.body_encoding = QP  # readable in the raw message, unlike base64
+_UTF8.header_encoding = QP
+
+
+def _headers(
+    envelope: Envelope, rendered: Rendered, settings: Settings, to: str
+) -> list[tuple[str, str]]:
+    return [
+        ("From", settings.mail_from),
+        ("To", to),
+        ("Subject", rendered.subject),
+        ("Date", formatdate(usegmt=True)),
+        ("Message-ID", message_id_for(envelope.idempotency_key, settings.mail_from)),
+        ("Auto-Submitted", "auto-generated"),  # RFC 3834: no auto-replies, please
+        ("X-Gatehouse-Template", envelope.template),
+    ]
+
+
+def _text_part(text: str, subtype: str) -> MIMEText:
+    return MIMEText(text, subtype, "us-ascii" if text.isascii() else _UTF8)  # type: ignore[arg-type]
+
+
+def compose(envelope: Envelope, settings: Settings) -> Message:
     rendered = render(
         envelope.template, envelope.payload, recipient=envelope.recipient, settings=settings
     )
-    message = EmailMessage()
-    message["From"] = settings.mail_from
+    if not (envelope.recipient.isascii() and parseaddr(settings.mail_from)[1].isascii()):
+        return _compose_international(envelope, rendered, settings)
     name = envelope.payload.get("name")
-    message["To"] = (
-        formataddr((str(name), envelope.recipient))
-        if name
-        else str(Address(addr_spec=envelope.recipient))
-    )
-    message["Subject"] = rendered.subject
-    message["Date"] = formatdate(usegmt=True)
-    message["Message-ID"] = message_id_for(envelope.idempotency_key, settings.mail_from)
-    message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies, please
-    message["X-Gatehouse-Template"] = envelope.template
+    to = formataddr((str(name), envelope.recipient)) if name else envelope.recipient
+    message = MIMEMultipart("alternative")
+    for header, value in _headers(envelope, rendered, settings, to):
+        # formataddr already encoded a display name; other text is encoded here if it must be
+        message[header] = value if value.isascii() else Header(value, _UTF8).encode()
+    message.attach(_text_part(rendered.text, "plain"))
+    message.attach(_text_part(rendered.html, "html"))
+    return message
+
+
+def _compose_international(
+    envelope: Envelope, rendered: Rendered, settings: Settings
+) -> EmailMessage:
+    """An address beyond ASCII: `EmailMessage`, which smtplib sends with SMTPUTF8."""
+    name = str(envelope.payload.get("name") or "")
+    to = str(Address(display_name=name, addr_spec=envelope.recipient))
+    message = EmailMessage()
+    for header, value in _headers(envelope, rendered, settings, to):
+        message[header] = value
     message.set_content(rendered.text)
     message.add_alternative(rendered.html, subtype="html")
     return message

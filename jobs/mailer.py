@@ -11,20 +11,26 @@ Two kinds of failure, treated differently (see docs/jobs.md):
 - the server answers and refuses (a 4xx/5xx reply: `Refused`): the server is healthy, so the
   breaker does not count it; the message spends a try.
 
-The breaker's state lives in Redis, so every worker and every forked work-horse sees the same
-breaker (an in-memory breaker would be forgotten with each horse).
+The breaker's state lives in Redis, so every worker process sees the same breaker.
+
+A job process keeps one SMTP connection between jobs (`Mailer.kept_session()`), closed after
+`KEEP_IDLE` seconds without a send. A server may still drop a kept connection while it idles; a
+send that finds it dropped before the message began (no DATA sent, so nothing can have been
+accepted) reconnects and sends once more.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
 import smtplib
 import ssl
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from email.message import EmailMessage
+from email.message import Message
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -37,6 +43,7 @@ log = logging.getLogger(__name__)
 
 BREAKER_NAMESPACE = "gatehouse:smtp-breaker"
 BREAKER_STATE_KEY = f"{BREAKER_NAMESPACE}:pybreaker:state"  # "closed", "open" or "half-open"
+KEEP_IDLE = 10.0  # seconds a kept SMTP connection may idle before it is closed, not reused
 
 
 class DeliveryError(Exception):
@@ -115,7 +122,7 @@ _breakers: dict[tuple[int, float, int], pybreaker.CircuitBreaker] = {}
 
 
 def breaker_for(settings: Settings, connection: redis.Redis | None) -> pybreaker.CircuitBreaker:
-    """The SMTP breaker, shared through Redis when a connection is given. Built once (work-horses
+    """The SMTP breaker, shared through Redis when a connection is given. Built once (job processes
     inherit the worker's), since setting up its Redis storage costs round trips."""
     key = (
         settings.smtp_breaker_fail_max,
@@ -146,11 +153,14 @@ def breaker_for(settings: Settings, connection: redis.Redis | None) -> pybreaker
 
 
 class _RepliesKept:
-    """Keeps the server's reply to DATA (it usually names the queue id) for the record."""
+    """Keeps the server's reply to DATA (it usually names the queue id) for the record, and
+    whether the message got as far as DATA."""
 
     last_data_reply: tuple[int, bytes] | None = None
+    data_started = False
 
     def data(self, msg: Any) -> tuple[int, bytes]:
+        self.data_started = True
         reply: tuple[int, bytes] = super().data(msg)  # type: ignore[misc]
         self.last_data_reply = reply
         return reply
@@ -171,11 +181,14 @@ def tls_context() -> ssl.SSLContext:
 
 
 class Mailer:
-    """Sends `EmailMessage`s; `session()` reuses one connection for several messages."""
+    """Sends email `Message`s; `session()` reuses one connection for several messages,
+    `kept_session()` keeps it for the next job of this process too."""
 
     def __init__(self, config: SmtpConfig, breaker: pybreaker.CircuitBreaker) -> None:
         self.config = config
         self.breaker = breaker
+        self._kept: SmtpSession | None = None
+        self._kept_pid = 0
 
     @contextmanager
     def session(self) -> Iterator[SmtpSession]:
@@ -184,6 +197,23 @@ class Mailer:
             yield session
         finally:
             session.close()
+
+    @contextmanager
+    def kept_session(self) -> Iterator[SmtpSession]:
+        """This process's session: its connection stays open after the block, for the next
+        one, unless it idled longer than `KEEP_IDLE` since its last send."""
+        if self._kept is None or self._kept_pid != os.getpid():
+            # A forked process never writes on a connection its parent opened.
+            self._kept, self._kept_pid = SmtpSession(self), os.getpid()
+        session = self._kept
+        if session.idle_for() > KEEP_IDLE:
+            session.close()
+        yield session
+
+    def close(self) -> None:
+        if self._kept is not None and self._kept_pid == os.getpid():
+            self._kept.close()
+        self._kept = None
 
     def _connect(self) -> _SMTP | _SMTPS:
         cfg = self.config
@@ -212,8 +242,12 @@ class SmtpSession:
     def __init__(self, mailer: Mailer) -> None:
         self._mailer = mailer
         self._smtp: _SMTP | _SMTPS | None = None
+        self._last_used = time.monotonic()
 
-    def send(self, message: EmailMessage) -> str:
+    def idle_for(self) -> float:
+        return time.monotonic() - self._last_used
+
+    def send(self, message: Message) -> str:
         """Send one message; returns the server's reply. Raises Unreachable, BreakerOpen, Refused
         or, for anything else, the original exception."""
         try:
@@ -229,14 +263,26 @@ class SmtpSession:
                 raise _reply_of(exc) from exc
             raise
 
-    def _send(self, message: EmailMessage) -> str:
-        if self._smtp is None:
-            self._smtp = self._mailer._connect()
-        smtp = self._smtp
-        smtp.last_data_reply = None
-        smtp.send_message(message)
+    def _send(self, message: Message) -> str:
+        reused = self._smtp is not None
+        try:
+            smtp = self._send_on(self._smtp or self._mailer._connect(), message)
+        except smtplib.SMTPServerDisconnected:
+            if not reused or self._smtp is None or self._smtp.data_started:
+                raise
+            # The server dropped the kept connection while it idled; the message never
+            # reached DATA, so nothing can have been accepted: once more on a new connection.
+            self.close()
+            smtp = self._send_on(self._mailer._connect(), message)
+        self._last_used = time.monotonic()
         code, reply = smtp.last_data_reply or (250, b"")
         return f"{code} {_text(reply)}".strip()
+
+    def _send_on(self, smtp: _SMTP | _SMTPS, message: Message) -> _SMTP | _SMTPS:
+        self._smtp = smtp
+        smtp.last_data_reply, smtp.data_started = None, False
+        smtp.send_message(message)
+        return smtp
 
     def close(self) -> None:
         smtp, self._smtp = self._smtp, None

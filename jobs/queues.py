@@ -14,7 +14,7 @@ _connections: dict[tuple[str, float | None], redis.Redis] = {}
 
 
 def connect(url: str, *, socket_timeout: float | None = None) -> redis.Redis:
-    """A Redis client for RQ (bytes, no decoding), one per URL and timeout. Forked work-horses
+    """A Redis client for RQ (bytes, no decoding), one per URL and timeout. Forked job processes
     inherit it safely: redis-py's pool notices the new process and opens its own connections.
 
     The worker's own connection has no socket timeout (it blocks in BLPOP); the dispatcher's and

@@ -8,7 +8,7 @@ Two faults lose RQ jobs while their messages stay `enqueued` in PostgreSQL:
   happened before — every `enqueued` message whose job is not in Redis any more has its lease
   ended in one UPDATE, and the dispatcher's next pass enqueues it again.
 - **A worker died mid-job** (SIGKILL, a lost node). A worker beats every
-  `JOB_MONITORING_INTERVAL` (5 s) while its work-horse runs, on its own hash and on the job.
+  `JOB_MONITORING_INTERVAL` (5 s), also while a job waits on a slow server (a beat thread).
   The sweep (every `SWEEP_INTERVAL`) reads the started-job registries; a started job whose
   newest heartbeat is older than `STALE_AFTER` (or that has none) is orphaned: its messages'
   leases end and their delivery claims are released, so the next job neither waits for the
@@ -18,10 +18,11 @@ Exactly once in effect still rests on the delivery claim: a lease ended too earl
 the dispatcher look at the job again (a job still waiting or running is left alone, see
 `jobs.dispatcher`). A claim is released only for a job no live job shares a message with, and
 only once its worker missed six heartbeats in a row; a slow send keeps beating and is never
-touched. A work-horse dies with its worker (`die_with_parent`), so a silent worker means no
-horse is sending. What remains is a worker alive but cut off from Redis for `STALE_AFTER` while
-its horse still sends: that email may go out twice, with the same Message-ID, as after a crash
-between the server's 250 and its record (docs/jobs.md, "crash window").
+touched. A job process dies with its supervisor (`die_with_parent`) and is killed by it once
+it stops beating (`jobs.supervisor`), so a silent worker means no job is sending. What remains
+is a worker alive but cut off from Redis for `STALE_AFTER` while it still sends: that email may
+go out twice, with the same Message-ID, as after a crash between the server's 250 and its
+record (docs/jobs.md, "crash window").
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from webapp.outbox.models import ENQUEUED, SENDING, EmailDelivery, OutboxMessage
 
 log = logging.getLogger(__name__)
 
-JOB_MONITORING_INTERVAL = 5  # seconds between a worker's heartbeats while its horse runs
+JOB_MONITORING_INTERVAL = 5  # seconds between a worker's heartbeats
 STALE_AFTER = 6 * JOB_MONITORING_INTERVAL  # six missed heartbeats: the worker is gone
 SWEEP_INTERVAL = 5.0  # seconds between two looks at the started-job registries
 _IN_CHUNK = 500  # ids per IN (...) list
@@ -208,7 +209,7 @@ def release_orphans(
 
 
 def release_killed(job: Job, connection: redis.Redis) -> None:
-    """In the worker, once it saw the work-horse running `job` die (SIGKILL, OOM kill): nothing
+    """In the supervisor, once it saw the job process running `job` die (SIGKILL, OOM kill): nothing
     sends these messages any more, so they are due now, their claims free — unless another
     started job carries one of them too. Never raises: the worker goes on, the lease is the
     fallback."""
@@ -226,10 +227,10 @@ def release_killed(job: Job, connection: redis.Redis) -> None:
             finally:
                 db.session.remove()
     except Exception:  # a database or Redis blip must not take the worker down
-        log.exception("job recovery: could not release the messages of a killed work-horse")
+        log.exception("job recovery: could not release the messages of a killed job process")
         return
     log.warning(
-        "job recovery: work-horse killed mid-job, its messages are due now",
+        "job recovery: job process killed mid-job, its messages are due now",
         extra={"job": job.id, "messages": released[0], "claims_released": released[1]},
     )
 
@@ -320,9 +321,9 @@ _PR_SET_PDEATHSIG = 1
 
 
 def die_with_parent(parent_pid: int | None) -> None:
-    """In a work-horse: be killed when the worker that forked it dies (Linux). RQ puts the horse
-    in a process group of its own, so a SIGKILL of the worker alone would leave it sending with
-    nobody beating for it, and the sweep would release its claim under it."""
+    """In a job process: be killed when the supervisor that forked it dies (Linux). It has a
+    process group of its own, so a SIGKILL of the supervisor alone would leave it sending with
+    nobody watching it, and the sweep would release its claim under it."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)

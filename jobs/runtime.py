@@ -1,15 +1,15 @@
 """The Flask application that job functions run in.
 
-`flask --app wsgi jobs worker` binds its app here before it forks work-horses, so a horse uses
+`flask --app wsgi jobs worker` binds its app here before it forks its job process, which uses
 the worker's app (settings, database engine) without building another. A stock `rq worker`
 process, which binds nothing, builds one from the environment on first use.
 
-Forked horses must not share the parent's pooled database connections (the parent's dispatcher
-thread keeps using them): each horse drops the inherited pool and opens its own. On SQLite that is
-not enough: SQLite keeps a file's lock state per process, so a horse forked while the dispatcher
-thread had a connection open inherits that state and finds the file locked for good. There the
-worker forks only under `fork_guard()`, which the dispatcher holds for each pass (its
-connections are unpooled and closed when the pass ends, see `webapp.sqlite`).
+A forked job process must not share the parent's pooled database connections (the parent's
+dispatcher thread keeps using them): it drops the inherited pool and opens its own. On SQLite
+that is not enough: SQLite keeps a file's lock state per process, so a process forked while the
+dispatcher thread had a connection open inherits that state and finds the file locked for
+good. There the worker forks only under `fork_guard()`, which the dispatcher holds for each pass
+(its connections are unpooled and closed when the pass ends, see `webapp.sqlite`).
 """
 
 from __future__ import annotations

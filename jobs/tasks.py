@@ -8,6 +8,7 @@ what happens next.
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections import Counter
@@ -40,7 +41,10 @@ _JOB_STATES = {
 }
 
 
+@functools.lru_cache(maxsize=8)
 def mailer_for(settings: Settings) -> Mailer:
+    """One mailer (breaker, Redis connection, kept SMTP connection) per settings and process
+    lifetime: a job process sends every job's emails through it."""
     connection = queues.connect(settings.redis_url) if settings.redis_url else None
     return Mailer(SmtpConfig.from_settings(settings), breaker_for(settings, connection))
 

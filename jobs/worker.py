@@ -1,14 +1,18 @@
-"""The worker process: `flask --app wsgi jobs worker`.
+"""The worker: `flask --app wsgi jobs worker`.
 
 An RQ worker on `high`, `default`, `low` (strict priority: it always empties `high` first) plus
-the outbox dispatcher in a thread beside it. Each job runs in a forked work-horse, so a job that
-crashes or leaks cannot take the worker down.
+the outbox dispatcher in a thread beside it. Two processes (see `jobs.supervisor`): the
+supervisor runs the dispatcher and keeps one job process running; the job process runs jobs one
+after another in itself, with one pooled database connection and one SMTP connection kept
+between jobs, and is replaced after `JOBS_WORKER_MAX_JOBS` jobs or once it grew past
+`JOBS_WORKER_MAX_MEMORY_MB`. `--burst` and `--in-process` run the jobs in the command's own
+process, without a supervisor.
 
 Shutdown: on SIGTERM (or Ctrl-C) RQ's warm shutdown lets the job in hand finish — bounded by its
-timeout (see `jobs.delivery.job_timeout`) — then the worker exits; a second signal kills the
-horse at once. A job cut short (second signal, SIGKILL, a lost node) is safe: its message is still
-`enqueued` in the database, `jobs.recovery` (or its lease) brings it back within seconds, and
-its delivery claim keeps the email from going out twice. Give the worker's Kubernetes pod a
+timeout (see `jobs.delivery.job_timeout`) — then the worker exits; a second signal kills the job
+process at once. A job cut short (second signal, SIGKILL, a lost node) is safe: its message is
+still `enqueued` in the database, `jobs.recovery` (or its lease) brings it back within seconds,
+and its delivery claim keeps the email from going out twice. Give the worker's Kubernetes pod a
 termination grace period longer than the job timeout.
 
 The request id of the request that wrote a message travels in the job's meta and is bound to
@@ -17,21 +21,29 @@ the logging context around the job, so the worker's lines about that job carry i
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
+import os
+import resource
+import threading
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
+import redis
 from flask import Flask
-from rq import SimpleWorker, Worker
+from rq import SimpleWorker
 from rq.job import Job
 from rq.queue import Queue
+from rq.utils import now
 
-from jobs import queues, runtime
+from jobs import queues, runtime, tasks
 from jobs.dispatcher import DispatcherThread, dispatch
-from jobs.recovery import JOB_MONITORING_INTERVAL, die_with_parent, release_killed
+from jobs.recovery import JOB_MONITORING_INTERVAL
+from jobs.supervisor import BEAT_INTERVAL, JobWatch, Supervisor
 from observability.context import bound
-from observability.worker import process_exited, serve_metrics
+from observability.worker import serve_metrics
 from webapp.config import Settings
 from webapp.extensions import db
 
@@ -46,37 +58,88 @@ class _JobContext:
             return super().execute_job(job, queue)  # type: ignore[misc]
 
 
-class GatehouseWorker(_JobContext, Worker):
-    """The production worker: a forked work-horse per job."""
+def resident_megabytes() -> float:
+    """This process's resident memory now (Linux), else its peak."""
+    try:
+        with open("/proc/self/statm") as statm:
+            pages = int(statm.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-    _killed_job: Job | None = None
 
-    def fork_work_horse(self, job: Job, queue: Queue) -> None:
-        with runtime.fork_guard():
-            super().fork_work_horse(job, queue)
+class GatehouseWorker(_JobContext, SimpleWorker):
+    """The job process's worker: jobs in this process, one after another. It marks each job's
+    deadline and its own beat on the supervisor's `JobWatch`, and stops (to be replaced) after
+    the job during which its memory passed `max_memory_mb`."""
 
-    def main_work_horse(self, job: Job, queue: Queue) -> None:
-        die_with_parent(self.pid)  # a horse must not outlive the worker that beats for it
-        super().main_work_horse(job, queue)
+    watch: JobWatch | None = None
+    max_memory_mb: float | None = None
 
-    def handle_work_horse_killed(self, job: Job, *args: Any) -> None:
-        super().handle_work_horse_killed(job, *args)
-        self._killed_job = job
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        """RQ beats three times per job, three Redis round trips each: a third of a short
+        job's Redis work. Here a beat within a second of the last one is skipped (the beat
+        thread keeps the worker alive during a job) and the rest go in one round trip. Beats
+        RQ sends within its own pipelines (with a job's timeout) are left as they are."""
+        if pipeline is not None:
+            super().heartbeat(timeout, pipeline)
+            return
+        if self.last_heartbeat is not None and (now() - self.last_heartbeat).total_seconds() < 1:
+            return
+        with self.connection.pipeline(transaction=False) as pipe:
+            super().heartbeat(timeout, pipe)
+            pipe.execute()
 
-    def monitor_work_horse(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> Any:
-        horse = self.horse_pid
-        self._killed_job = None
+    def execute_job(self, job: Job, queue: Queue) -> Any:
+        if self.watch is not None:
+            self.watch.job_started(float(job.timeout or Queue.DEFAULT_TIMEOUT))
         try:
-            return super().monitor_work_horse(job, queue, *args, **kwargs)
+            return super().execute_job(job, queue)
         finally:
-            if horse:
-                process_exited(horse)
-            if self._killed_job is not None:  # after RQ filed it as failed, not before
-                release_killed(self._killed_job, self.connection)
+            if self.watch is not None:
+                self.watch.job_ended()
+            self._check_memory()
+
+    def _check_memory(self) -> None:
+        if self.max_memory_mb is None or self._stop_requested:
+            return
+        used = resident_megabytes()
+        if used > self.max_memory_mb:
+            log.warning(
+                "job process over its memory limit: replaced after this job",
+                extra={"resident_mb": round(used), "limit_mb": self.max_memory_mb},
+            )
+            self._stop_requested = True
 
 
-class InProcessWorker(_JobContext, SimpleWorker):
-    """Runs jobs in the worker's own process (tests, one-off `--burst --in-process` runs)."""
+class InProcessWorker(GatehouseWorker):
+    """Runs jobs in the command's own process, without a supervisor (`--in-process`,
+    `--burst`, tests)."""
+
+
+class _Beat(threading.Thread):
+    """Marks the job process alive on the watch every second and, every
+    `JOB_MONITORING_INTERVAL`, on its RQ worker hash — the heartbeat `jobs.recovery` reads —
+    also while a job waits on a slow server."""
+
+    def __init__(self, worker: GatehouseWorker, watch: JobWatch) -> None:
+        super().__init__(name="job-process-beat", daemon=True)
+        self.worker, self.watch = worker, watch
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        next_heartbeat = 0.0
+        while not self._stop_event.wait(BEAT_INTERVAL):
+            self.watch.beat()
+            next_heartbeat -= BEAT_INTERVAL
+            if next_heartbeat <= 0:
+                next_heartbeat = JOB_MONITORING_INTERVAL
+                # Redis away: RQ's own loop reports it; the next beat tries again.
+                with contextlib.suppress(redis.RedisError):
+                    self.worker.heartbeat()
+
+    def stop(self) -> None:
+        self._stop_event.set()
 
 
 def build_worker(
@@ -85,30 +148,32 @@ def build_worker(
     queue_names: Sequence[str] = queues.QUEUES,
     name: str | None = None,
     in_process: bool = False,
-) -> Worker | SimpleWorker:
+) -> GatehouseWorker:
     if not settings.redis_url:
         raise RuntimeError("REDIS_URL must be set to run a job worker")
     connection = queues.connect(settings.redis_url)
     worker_class = InProcessWorker if in_process else GatehouseWorker
-    return worker_class(
+    worker = worker_class(
         [queues.queue(q, connection) for q in queue_names],
         connection=connection,
         name=name,
         job_monitoring_interval=JOB_MONITORING_INTERVAL,
     )
+    worker.max_memory_mb = settings.jobs_worker_max_memory_mb
+    return worker
 
 
 def _prepare_for_forking(settings: Settings) -> None:
-    """Do once in the worker what every forked work-horse would otherwise redo per job."""
-    from jobs import emails, tasks
+    """Do once in the supervisor what every job process would otherwise redo."""
+    from jobs import emails
     from jobs.mailer import tls_context
 
     emails.warm_up()
     mailer = tasks.mailer_for(settings)
     if mailer.config.implicit_tls or mailer.config.starttls:
         tls_context()
-    # Keep the garbage collector off everything loaded so far: otherwise each horse's GC writes
-    # to those pages and the kernel copies them (copy-on-write), per job.
+    # Keep the garbage collector off everything loaded so far: otherwise each job process's GC
+    # writes to those pages and the kernel copies them (copy-on-write).
     gc.collect()
     gc.freeze()
 
@@ -123,7 +188,8 @@ def run(
     in_process: bool = False,
     metrics_port: int | None = None,
 ) -> bool:
-    """Work until stopped (or, with `burst`, until the queues are empty); True if any job ran.
+    """Work until stopped (or, with `burst`, until the queues are empty). True if any job ran
+    (in-process and burst runs; a supervised worker returns True once stopped cleanly).
 
     With `metrics_port`, the worker serves its own `/metrics` (Prometheus job gatehouse-worker).
     """
@@ -132,8 +198,8 @@ def run(
     if metrics_port is not None:
         serve_metrics(metrics_port)
     _prepare_for_forking(settings)
-    worker = build_worker(settings, queue_names=queue_names, name=name, in_process=in_process)
-    assert settings.redis_url is not None
+    if not settings.redis_url:
+        raise RuntimeError("REDIS_URL must be set to run a job worker")
     dispatcher_connection = queues.connect(settings.redis_url, socket_timeout=5)
     thread: DispatcherThread | None = None
     if with_dispatcher and burst:
@@ -150,7 +216,26 @@ def run(
         extra={"queues": list(queue_names), "dispatcher": with_dispatcher, "burst": burst},
     )
     try:
-        return worker.work(burst=burst, logging_level=settings.log_level)
+        if burst or in_process:
+            worker = build_worker(settings, queue_names=queue_names, name=name, in_process=True)
+            return worker.work(burst=burst, logging_level=settings.log_level)
+
+        def job_main(watch: JobWatch, process_name: str) -> int:
+            worker = build_worker(settings, queue_names=queue_names, name=process_name)
+            worker.watch = watch
+            beat = _Beat(worker, watch)
+            beat.start()
+            try:
+                worker.work(
+                    logging_level=settings.log_level, max_jobs=settings.jobs_worker_max_jobs
+                )
+            finally:
+                beat.stop()
+                tasks.mailer_for(settings).close()  # a polite QUIT on the kept connection
+            return 0
+
+        supervisor = Supervisor(job_main, dispatcher_connection, name or uuid.uuid4().hex)
+        return supervisor.run() == 0
     finally:
         if thread is not None:
             thread.stop()

@@ -259,7 +259,7 @@ class MultiProcessCollector(multiprocess.MultiProcessCollector):
 
     A process creates its `<type>_<pid>.db` file empty and sizes it a moment later; a scrape that
     reads it in between fails with `struct.error`, so /metrics answered 500 whenever gunicorn
-    (re)started a worker or the job worker forked a work-horse. Such a file holds no sample yet.
+    (re)started a worker or the job worker forked a job process. Such a file holds no sample yet.
     """
 
     def collect(self) -> Iterable[Metric]:

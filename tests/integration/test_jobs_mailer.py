@@ -53,6 +53,8 @@ def test_smtp_settings_come_from_the_url_with_explicit_credentials_taking_preced
         ({"jobs_lease": 0}, "JOBS_LEASE"),
         ({"smtp_timeout": 0}, "SMTP_TIMEOUT"),
         ({"jobs_batch_size": 0}, "JOBS_BATCH_SIZE"),
+        ({"jobs_worker_max_jobs": 0}, "JOBS_WORKER_MAX_JOBS"),
+        ({"jobs_worker_max_memory_mb": 0}, "JOBS_WORKER_MAX_MEMORY_MB"),
     ],
 )
 def test_bad_job_settings_are_refused_naming_the_variable(overrides, variable):
@@ -66,8 +68,12 @@ def test_job_settings_are_read_from_the_environment(monkeypatch):
     monkeypatch.setenv("SMTP_URL", "smtp://relay.internal:587")
     monkeypatch.setenv("SMTP_STARTTLS", "true")
     monkeypatch.setenv("SMTP_BREAKER_FAIL_MAX", "3")
+    monkeypatch.setenv("JOBS_WORKER_MAX_JOBS", "250")
+    monkeypatch.setenv("JOBS_WORKER_MAX_MEMORY_MB", "300")
 
     settings = Settings.from_env()
+
+    assert (settings.jobs_worker_max_jobs, settings.jobs_worker_max_memory_mb) == (250, 300)
 
     assert (settings.jobs_max_retries, settings.jobs_retry_backoff) == (7, 2.5)
     assert (settings.smtp_url, settings.smtp_starttls, settings.smtp_breaker_fail_max) == (
