@@ -49,7 +49,11 @@ def _connection_or_none(settings: Settings) -> redis.Redis | None:
     help="Comma-separated queues, highest priority first.",
 )
 @click.option("--name", default=None, help="Worker name (default: random).")
-@click.option("--in-process", is_flag=True, help="Run jobs in this process (no fork).")
+@click.option(
+    "--in-process",
+    is_flag=True,
+    help="Run jobs in this process: no supervised job process, no recycling.",
+)
 @click.option(
     "--metrics-port",
     type=click.IntRange(1, 65535),

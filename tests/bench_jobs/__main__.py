@@ -3,10 +3,15 @@
     python -m tests.bench_jobs [--messages 1000] [--workers 1,2]
 
 Each run commits N messages to the outbox in one transaction while `flask --app wsgi jobs worker`
-processes (forked work-horses, dispatcher threads — the production setup) wait, then times
-until a real SMTP server (aiosmtpd, in this process) has accepted all N. Two kinds of message:
+processes (the production setup, at the production log level INFO) wait, then times until a
+real SMTP server (aiosmtpd, in this process) has accepted all N. Two kinds of message:
 `new_login` (queue `default`, one job per email) and `welcome` (queue `low`, batches of
 `JOBS_BATCH_SIZE` over one SMTP connection).
+
+Beside them, in the same run, the sink's own ceiling (`tests.bench_jobs.ceiling`: a plain
+`smtplib` loop over one connection, before and after the pipeline runs; the higher counts),
+and the targets: one job per email at least 500 emails/s or 40 % of the ceiling, whichever is
+lower; batches at least 80 % of the ceiling.
 
 Uses a database of its own beside `TEST_DATABASE_URL`, and a throwaway `redis-server` of its own
 on a free port (`BENCH_REDIS_URL` names an existing one instead; it is emptied between runs).
@@ -15,6 +20,7 @@ on a free port (`BENCH_REDIS_URL` names an existing one instead; it is emptied b
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import signal
@@ -32,7 +38,12 @@ from flask_migrate import upgrade
 from sqlalchemy import text
 
 ROOT = Path(__file__).resolve().parents[2]
-DB_NAME = "gatehouse_bench_jobs"
+DB_NAME = os.environ.get("BENCH_JOBS_DB_NAME", "gatehouse_bench_jobs")
+PER_EMAIL_FLOOR, PER_EMAIL_SHARE, BATCHED_SHARE = 500.0, 0.40, 0.80
+KINDS = {
+    "new_login": "new_login (default queue, 1 job/email)",
+    "welcome": "welcome (low queue, batches of 50)",
+}
 
 
 class CountingSink:
@@ -134,10 +145,82 @@ def _stop(workers: list[subprocess.Popen[bytes]]) -> None:
             worker.kill()
 
 
+def _ceiling(port: int, messages: int, sink: CountingSink) -> float:
+    """The sink's own rate, fed by `tests.bench_jobs.ceiling` in a process of its own."""
+    sink.expect(messages)
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.bench_jobs.ceiling", str(port), str(messages)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"ceiling: the feeder failed:\n{out.stderr}")
+    if not sink.done.wait(30):
+        raise SystemExit(f"ceiling: only {sink.count} of {messages} emails arrived")
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def _bare(
+    template: str, port: int, database_url: str, redis_url: str, messages: int, workers: int
+) -> float:
+    """The floor: the same emails with only the unavoidable work (`tests.bench_jobs.bare`)."""
+    mode = "batched" if template == "welcome" else "per-email"
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.bench_jobs.bare", mode, str(port), database_url,
+         redis_url, str(messages), str(workers)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    if out.returncode != 0:
+        raise SystemExit(f"bare {mode}: failed:\n{out.stderr}")
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def target(template: str, ceiling: float) -> float:
+    if template == "welcome":
+        return BATCHED_SHARE * ceiling
+    return min(PER_EMAIL_FLOOR, PER_EMAIL_SHARE * ceiling)
+
+
+def report(
+    results: list[tuple[str, int, float]],
+    ceilings: list[float],
+    floors: dict[tuple[str, int], float] | None = None,
+) -> str:
+    """The table: emails/s per kind and worker count, their share of the ceiling, the verdict."""
+    ceiling = max(ceilings)
+    counts = sorted({w for _, w, _ in results})
+    lines = [
+        "emails/second (outbox -> queue -> worker -> SMTP sink)",
+        "sink ceiling (plain smtplib loop, one connection): "
+        + " / ".join(f"{c:.0f}" for c in ceilings)
+        + f" emails/s; counted: {ceiling:.0f}",
+        f"{'message kind':<40} "
+        + " ".join(f"{w} worker(s)".rjust(18) for w in counts)
+        + "  target (largest run)"
+        + ("   bare work (largest run)" if floors else ""),
+    ]
+    for template, label in KINDS.items():
+        rates = {w: r for t, w, r in results if t == template}
+        if not rates:
+            continue
+        cells = [f"{rates[w]:.0f} ({rates[w] / ceiling:.0%})".rjust(18) for w in counts]
+        goal = target(template, ceiling)
+        verdict = "PASS" if rates[max(counts)] >= goal else "MISS"
+        line = f"{label:<40} " + " ".join(cells) + f"  >= {goal:.0f}: {verdict}"
+        bare = (floors or {}).get((template, max(counts)))
+        if bare is not None:
+            line += f"   {bare:.0f} ({bare / ceiling:.0%})"
+        lines.append(line)
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--no-bare", action="store_true", help="skip the bare-work floor runs")
     args = parser.parse_args(argv)
 
     from rq import Worker
@@ -151,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     connection = redis.Redis.from_url(redis_url)
     sink = CountingSink()
     port = _free_port()
+    # aiosmtpd logs every connection at INFO: in this process that would slow the sink itself.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
     controller = Controller(sink, hostname="127.0.0.1", port=port)
     controller.start()
     keys = test_keys_json()
@@ -167,11 +252,15 @@ def main(argv: list[str] | None = None) -> int:
         "REDIS_URL": redis_url,
         "SMTP_URL": f"smtp://127.0.0.1:{port}",
         "JWT_KEYS": keys,
-        "LOG_LEVEL": "WARNING",
+        "LOG_LEVEL": "INFO",
         "JOBS_DISPATCH_INTERVAL": "0.2",
     }
     results: list[tuple[str, int, float]] = []
+    ceilings: list[float] = []
+    floors: dict[tuple[str, int], float] = {}
     try:
+        ceilings.append(_ceiling(port, args.messages, sink))
+        print(f"sink ceiling: {ceilings[-1]:.0f} emails/s", flush=True)
         for workers in [int(n) for n in args.workers.split(",")]:
             for template in ("new_login", "welcome"):
                 connection.flushdb()
@@ -201,6 +290,14 @@ def main(argv: list[str] | None = None) -> int:
                     f"{elapsed:.2f} s = {rate:.0f} emails/s",
                     flush=True,
                 )
+                if not args.no_bare:
+                    connection.flushdb()
+                    sink.expect(args.messages)
+                    floor = _bare(template, port, database_url, redis_url, args.messages, workers)
+                    floors[(template, workers)] = floor
+                    print(f"{template:<10} bare work, {workers} process(es): {floor:.0f} emails/s")
+        ceilings.append(_ceiling(port, args.messages, sink))
+        print(f"sink ceiling: {ceilings[-1]:.0f} emails/s", flush=True)
     finally:
         controller.stop()
         with app.app_context():
@@ -214,15 +311,7 @@ def main(argv: list[str] | None = None) -> int:
             redis_server.wait(timeout=10)
         else:
             connection.flushdb()
-    print("\nemails/second (outbox -> queue -> worker -> SMTP sink)")
-    print(f"{'message kind':<38} " + " ".join(f"{w} worker(s)".rjust(12) for w in [1, 2]))
-    kinds = {
-        "new_login": "new_login (default queue, 1 job/email)",
-        "welcome": "welcome (low queue, batches of 50)",
-    }
-    for template, label in kinds.items():
-        rates = [f"{r:.0f}".rjust(12) for t, _, r in results if t == template]
-        print(f"{label:<38} " + " ".join(rates))
+    print("\n" + report(results, ceilings, floors))
     return 0
 
 
