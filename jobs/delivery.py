@@ -146,7 +146,19 @@ class _Ready:
     key: str
     request_id: str | None
     stored_payload: dict[str, Any]
-    email: Message
+    email: Message | None  # None: it could not be rendered
+
+    @classmethod
+    def of(cls, message: OutboxMessage, email: Message | None) -> _Ready:
+        return cls(
+            message.id,
+            message.template,
+            message.attempts,
+            message.idempotency_key,
+            message.request_id,
+            dict(message.payload),
+            email,
+        )
 
 
 class Deliverer:
@@ -213,20 +225,20 @@ class Deliverer:
                 self._report(outcome, None)
                 outcomes[message_id] = outcome
             return []
-        candidates: list[tuple[OutboxMessage, Envelope, Message]] = []
-        unrenderable: list[tuple[OutboxMessage, str]] = []
+        candidates: list[tuple[OutboxMessage, Message]] = []
+        unrenderable: list[tuple[_Ready, str]] = []
         for message_id in ids:
             message = rows.get(message_id)
             if message is None:
                 outcomes[message_id] = Outcome(message_id, Result.SKIPPED, detail="no such message")
-            elif message.status == SENT:
-                outcomes[message_id] = Outcome(
-                    message_id, Result.DUPLICATE, message.template, "already sent"
+            elif message.status in (SENT, DEAD):
+                outcome = (
+                    Outcome(message_id, Result.DUPLICATE, message.template, "already sent")
+                    if message.status == SENT
+                    else Outcome(message_id, Result.SKIPPED, message.template, "dead letter")
                 )
-            elif message.status == DEAD:
-                outcomes[message_id] = Outcome(
-                    message_id, Result.SKIPPED, message.template, "dead letter"
-                )
+                self._report(outcome, message.request_id)
+                outcomes[message_id] = outcome
             else:
                 try:
                     # Secrets are opened here, in memory, and live only as long as this send.
@@ -236,21 +248,21 @@ class Deliverer:
                         idempotency_key=message.idempotency_key,
                         payload=open_payload(dict(message.payload), message_id),
                     )
-                    candidates.append((message, envelope, compose(envelope, self.settings)))
+                    candidates.append((message, compose(envelope, self.settings)))
                 except Exception as exc:  # noqa: BLE001 - a template or payload error spends a try
-                    unrenderable.append((message, f"cannot render: {exc!r}"))
+                    unrenderable.append((_Ready.of(message, None), f"cannot render: {exc!r}"))
         ready = self._claim(candidates, outcomes)
-        for message, reason in unrenderable:
+        for item, reason in unrenderable:
             outcome = self._failed_try(
-                message.id, message.template, message.attempts, reason, dict(message.payload)
+                item.message_id, item.template, item.attempts, reason, item.stored_payload
             )
-            self._report(outcome, message.request_id)
-            outcomes[message.id] = outcome
+            self._report(outcome, item.request_id)
+            outcomes[item.message_id] = outcome
         return ready
 
     def _claim(
         self,
-        candidates: list[tuple[OutboxMessage, Envelope, Message]],
+        candidates: list[tuple[OutboxMessage, Message]],
         outcomes: dict[uuid.UUID, Outcome],
     ) -> list[_Ready]:
         if not candidates:
@@ -262,19 +274,8 @@ class Deliverer:
             if len(candidates) == 1
             else batch_claim_ttl(self.settings, len(candidates))
         )
-        copies = {
-            message.id: _Ready(
-                message.id,
-                message.template,
-                message.attempts,
-                message.idempotency_key,
-                message.request_id,
-                dict(message.payload),
-                email,
-            )
-            for message, _, email in candidates
-        }
-        wanted = [claims.Wanted(message, email["Message-ID"]) for message, _, email in candidates]
+        copies = {message.id: _Ready.of(message, email) for message, email in candidates}
+        wanted = [claims.Wanted(message, email["Message-ID"]) for message, email in candidates]
         try:
             decisions = claims.claim_all(self.db, wanted, now, ttl)
             self.db.commit()
@@ -311,6 +312,7 @@ class Deliverer:
 
     def _send(self, session: SmtpSession, item: _Ready) -> Outcome:
         message_id, template = item.message_id, item.template
+        assert item.email is not None
         try:
             reply = session.send(item.email)
         except (BreakerOpen, Unreachable) as exc:

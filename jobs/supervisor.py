@@ -107,6 +107,7 @@ class Supervisor:
         self.pid: int | None = None
         self.name = ""
         self._signals = 0
+        self._passed_on = 0
         self._failed_starts = 0
         self._started_at = 0.0
 
@@ -123,11 +124,14 @@ class Supervisor:
                 signal.signal(sig, handler)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self._signals += 1
-        if self.pid is None:
+        self._signals += 1  # acted on by the loop, which knows the job process for sure
+
+    def _pass_signals_on(self) -> None:
+        if self._signals == self._passed_on or self.pid is None:
             return
-        if self._signals == 1:
-            log.info("job worker: stopping after the job in hand", extra={"signal": signum})
+        self._passed_on = self._signals
+        if self._passed_on == 1:
+            log.info("job worker: stopping after the job in hand")
             self._send(signal.SIGTERM)
         else:
             log.warning("job worker: stopping now, the job in hand is cut short")
@@ -140,6 +144,7 @@ class Supervisor:
                     return 0
                 self._start()
             assert self.pid is not None
+            self._pass_signals_on()
             done, status = os.waitpid(self.pid, os.WNOHANG)
             if done:
                 code = self._ended(status)

@@ -69,9 +69,9 @@ def resident_megabytes() -> float:
 
 
 class GatehouseWorker(_JobContext, SimpleWorker):
-    """The job process's worker: jobs in this process, one after another. It marks each job's
-    deadline and its own beat on the supervisor's `JobWatch`, and stops (to be replaced) after
-    the job during which its memory passed `max_memory_mb`."""
+    """The job process's worker: jobs in this process, one after another. Under a supervisor
+    it marks each job's deadline on the supervisor's `JobWatch`, and stops (to be replaced)
+    after the job during which its memory passed `max_memory_mb`."""
 
     watch: JobWatch | None = None
     max_memory_mb: float | None = None
@@ -153,14 +153,12 @@ def build_worker(
         raise RuntimeError("REDIS_URL must be set to run a job worker")
     connection = queues.connect(settings.redis_url)
     worker_class = InProcessWorker if in_process else GatehouseWorker
-    worker = worker_class(
+    return worker_class(
         [queues.queue(q, connection) for q in queue_names],
         connection=connection,
         name=name,
         job_monitoring_interval=JOB_MONITORING_INTERVAL,
     )
-    worker.max_memory_mb = settings.jobs_worker_max_memory_mb
-    return worker
 
 
 def _prepare_for_forking(settings: Settings) -> None:
@@ -222,7 +220,7 @@ def run(
 
         def job_main(watch: JobWatch, process_name: str) -> int:
             worker = build_worker(settings, queue_names=queue_names, name=process_name)
-            worker.watch = watch
+            worker.watch, worker.max_memory_mb = watch, settings.jobs_worker_max_memory_mb
             beat = _Beat(worker, watch)
             beat.start()
             try:
