@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import email
 import socket
+import uuid
 from datetime import timedelta
 from email import policy
 
@@ -16,6 +17,7 @@ from jobs import emails, mailer
 from jobs.delivery import Deliverer, Result
 from jobs.tasks import mailer_for
 from tests.conftest import EMAIL_PAYLOADS, FAST_JOBS, free_port
+from tests.helpers import hold_claim
 from webapp.config import Settings
 from webapp.db import utcnow
 from webapp.extensions import db
@@ -69,20 +71,7 @@ def test_a_batch_claims_its_messages_in_one_commit_and_records_each_right_after_
 def test_a_live_claim_inside_a_batch_postpones_that_message_only(jobs_app, smtp_sink, queue_email):
     ids = [queue_email("welcome", recipient=f"busy{i}@example.com") for i in range(3)]
     until = utcnow() + timedelta(seconds=120)
-    with jobs_app.app_context():
-        message = db.session.get(Message, ids[1])
-        db.session.add(
-            EmailDelivery(
-                idempotency_key=message.idempotency_key,
-                message_id=message.id,
-                status=SENDING,
-                send_attempts=1,
-                claimed_until=until,
-                smtp_message_id="<other@gatehouse.local>",
-            )
-        )
-        db.session.commit()
-        db.session.remove()
+    hold_claim(jobs_app, ids[1], until)
 
     outcomes = _deliver(jobs_app, ids, batch=True)
 
@@ -159,16 +148,25 @@ def test_a_job_process_sends_one_job_after_another_over_one_kept_connection(
     assert len(smtp_sink.wait_for(2)) == 2
 
 
-def test_a_kept_connection_the_server_dropped_is_reopened_and_the_email_sent_once(
-    jobs_app, smtp_sink, queue_email, rq_connection
-):
+@pytest.fixture
+def one_sent(jobs_app, queue_email) -> tuple[mailer.Mailer, mailer._SMTP, uuid.UUID]:
+    """One email sent through this process's mailer: the mailer, the connection it kept, and
+    a second message waiting."""
     first, second = queue_email("welcome"), queue_email("welcome")
     _deliver(jobs_app, [first])
     with jobs_app.app_context():
         kept = mailer_for(jobs_app.config["GATEHOUSE"])
     assert kept._kept is not None
-    assert kept._kept._smtp is not None
-    kept._kept._smtp.sock.shutdown(socket.SHUT_RDWR)  # gone, as after a server's idle timeout
+    connection = kept._kept._smtp
+    assert isinstance(connection, mailer._SMTP)
+    return kept, connection, second
+
+
+def test_a_kept_connection_the_server_dropped_is_reopened_and_the_email_sent_once(
+    jobs_app, smtp_sink, one_sent
+):
+    kept, connection, second = one_sent
+    connection.sock.shutdown(socket.SHUT_RDWR)  # gone, as after a server's idle timeout
 
     [outcome] = _deliver(jobs_app, [second])
 
@@ -179,20 +177,15 @@ def test_a_kept_connection_the_server_dropped_is_reopened_and_the_email_sent_onc
 
 
 def test_a_kept_connection_idle_too_long_is_closed_and_a_new_one_opened(
-    jobs_app, smtp_sink, queue_email, monkeypatch
+    jobs_app, smtp_sink, one_sent, monkeypatch
 ):
-    first, second = queue_email("welcome"), queue_email("welcome")
-    _deliver(jobs_app, [first])
-    with jobs_app.app_context():
-        kept = mailer_for(jobs_app.config["GATEHOUSE"])
-    assert kept._kept is not None
-    old = kept._kept._smtp
+    kept, old, second = one_sent
     monkeypatch.setattr(mailer, "KEEP_IDLE", 0.0)
 
     _deliver(jobs_app, [second])
 
-    assert old is not None
-    assert old.sock is None
+    assert old.sock is None  # closed (QUIT), not reused
+    assert kept._kept is not None
     assert kept._kept._smtp is not None
     assert kept._kept._smtp is not old
 

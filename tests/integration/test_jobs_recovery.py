@@ -15,29 +15,15 @@ from sqlalchemy import select
 from jobs import queues
 from jobs.dispatcher import dispatch
 from jobs.recovery import STALE_AFTER, Recovery, RedisEpoch, release_killed, release_orphans
-from tests.helpers import stored_row
+from tests.helpers import hold_claim, stored_row
 from webapp.db import utcnow
 from webapp.extensions import db
-from webapp.outbox.models import ENQUEUED, SENDING, EmailDelivery, OutboxMessage
+from webapp.outbox.models import ENQUEUED, EmailDelivery, OutboxMessage
 
 
 def _claim(app, message_id: uuid.UUID, seconds: float = 100) -> None:
     """A live delivery claim, as a job that started sending holds it."""
-    with app.app_context():
-        row = db.session.get(OutboxMessage, message_id)
-        assert row is not None
-        db.session.add(
-            EmailDelivery(
-                idempotency_key=row.idempotency_key,
-                message_id=message_id,
-                status=SENDING,
-                send_attempts=1,
-                claimed_until=utcnow() + timedelta(seconds=seconds),
-                smtp_message_id=f"<{message_id}@test>",
-            )
-        )
-        db.session.commit()
-        db.session.remove()
+    hold_claim(app, message_id, utcnow() + timedelta(seconds=seconds))
 
 
 def _claimed_until(app, message_id: uuid.UUID):

@@ -19,6 +19,7 @@ from jobs.dispatcher import dispatch
 from jobs.mailer import BREAKER_STATE_KEY
 from jobs.tasks import mailer_for
 from tests.conftest import FAST_JOBS, free_port
+from tests.helpers import hold_claim
 from webapp.db import utcnow
 from webapp.extensions import db
 from webapp.outbox.models import (
@@ -193,20 +194,7 @@ def test_a_live_claim_of_another_worker_postpones_the_job_instead_of_sending(
 ):
     message_id = queue_email("verify_email")
     claimed_until = utcnow() + timedelta(seconds=120)
-    with jobs_app.app_context():
-        message = db.session.get(OutboxMessage, message_id)
-        db.session.add(
-            EmailDelivery(
-                idempotency_key=message.idempotency_key,
-                message_id=message_id,
-                status=SENDING,
-                send_attempts=1,
-                claimed_until=claimed_until,
-                smtp_message_id="<x@gatehouse.local>",
-            )
-        )
-        db.session.commit()
-        db.session.remove()
+    hold_claim(jobs_app, message_id, claimed_until)
 
     outcome = deliver_now(jobs_app, message_id)
 
