@@ -175,8 +175,22 @@ def test_sigterm_during_a_job_lets_it_finish_then_the_worker_exits_cleanly(
     assert any(line["message"] == "email sent" for line in tagged)
 
 
+def _quiet(connection) -> bool:
+    """No job waiting or running on any queue: every duplicate in transit has run."""
+    from rq import Queue
+    from rq.registry import StartedJobRegistry
+
+    from jobs.queues import QUEUES
+
+    return all(
+        Queue(name, connection=connection).count == 0
+        and StartedJobRegistry(name, connection=connection).count == 0
+        for name in QUEUES
+    )
+
+
 def test_two_workers_with_two_dispatchers_racing_send_each_email_exactly_once(
-    app, smtp_sink, queue_email, start_worker
+    app, smtp_sink, queue_email, start_worker, rq_connection
 ):
     smtp_sink.delay = 0.01
     templates = ["verify_email", "new_login", "welcome", "password_reset"]
@@ -191,7 +205,8 @@ def test_two_workers_with_two_dispatchers_racing_send_each_email_exactly_once(
 
     received = smtp_sink.wait_for(count, timeout=90)
     _wait(lambda: _statuses(app)[SENT] == count, timeout=60)
-    time.sleep(1.0)  # let any straggling duplicate job run: it must send nothing
+    # Every straggling duplicate job has run (none waits or runs any more): it sent nothing.
+    _wait(lambda: _quiet(rq_connection), timeout=60)
     received = list(smtp_sink.received)
     assert len(received) == count
     assert len({m.message_id for m in received}) == count

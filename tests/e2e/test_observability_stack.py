@@ -877,7 +877,16 @@ def test_alertmanager_routes_by_severity_inhibits_twins_and_drops_info(stack: St
     info = alerts[("GatehouseRefreshTokenReuseDetected", "info")]
     assert info["status"]["state"] == "active"
     assert [r["name"] for r in info["receivers"]] == ["null"]
-    time.sleep(2)  # two more group intervals: anything wrongly routed would have been sent
+    # A sentinel posted after them reaching its receiver proves Alertmanager has dispatched
+    # what was posted before it: anything wrongly routed would have been sent by now.
+    sentinel = alert("GatehouseRoutingSentinel", "warning")
+    response = requests.post(
+        f"{stack.alertmanager}/api/v2/alerts", json=[sentinel], timeout=REQUEST
+    )
+    assert response.ok, response.text
+    stack.webhook.wait_for_alert(
+        "ticket", SETTLE, alertname="GatehouseRoutingSentinel", namespace="am-check"
+    )
     for receiver in ("pager", "ticket"):
         sent = [
             (a["labels"]["alertname"], a["labels"]["severity"])

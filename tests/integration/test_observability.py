@@ -92,7 +92,7 @@ def test_log_lines_are_json_with_request_and_user_ids(
     assert access["level"] == "INFO"
     assert access["message"] == "request"
     assert (access["method"], access["route"], access["status"]) == ("GET", "/api/v1/users/me", 200)
-    assert access["duration_ms"] >= 0
+    assert access["duration_ms"] > 0
     assert access["timestamp"]
     # Present (null without tracing; see the tracing test for real ids).
     assert "trace_id" in access
@@ -326,12 +326,23 @@ def _samples(body: str) -> list[Any]:
 
 
 def test_metrics_use_route_templates_and_expose_the_scrape_time_gauges(
-    client: FlaskClient, member: Account, redis_url: str
+    app: Flask, client: FlaskClient, member: Account, redis_url: str
 ) -> None:
+    from datetime import UTC, datetime, timedelta
+
     import redis
     from rq import Queue
     from rq.registry import FailedJobRegistry
+    from sqlalchemy import func, select, update
 
+    from webapp.extensions import db
+    from webapp.outbox.models import PENDING, OutboxMessage
+
+    def scraped(name: str) -> float:
+        samples = _samples(client.get("/metrics").get_data(as_text=True))
+        return float(sum(s.value for s in samples if s.name == name))
+
+    registrations_before = scraped("gatehouse_registrations_total")
     other = uuid.uuid4()
     assert client.get(f"/api/v1/users/{member.id}", headers=member.headers).status_code == 200
     assert client.get(f"/api/v1/users/{other}", headers=member.headers).status_code in (403, 404)
@@ -357,6 +368,17 @@ def test_metrics_use_route_templates_and_expose_the_scrape_time_gauges(
     dead = Queue("high", connection=connection).enqueue("builtins.len", "y")
     FailedJobRegistry(queue=Queue("high", connection=connection)).add(dead, exc_string="boom")
     assert waiting.id
+    # The oldest unsent message is five minutes old: the age gauge must say so, not just be >= 0.
+    with app.app_context():
+        db.session.execute(
+            update(OutboxMessage).values(created_at=datetime.now(UTC) - timedelta(seconds=300))
+        )
+        db.session.commit()
+        pending = db.session.scalar(
+            select(func.count()).select_from(OutboxMessage).where(OutboxMessage.status == PENDING)
+        )
+        db.session.remove()
+    assert pending
 
     response = client.get("/metrics")
     assert response.status_code == 200
@@ -387,12 +409,12 @@ def test_metrics_use_route_templates_and_expose_the_scrape_time_gauges(
     assert value("gatehouse_dead_letter_jobs", queue="high") == 1
     assert value("gatehouse_redis_up") == 1
     assert value("gatehouse_database_up") == 1
-    assert value("gatehouse_outbox_messages", status="pending") >= 1
+    assert value("gatehouse_outbox_messages", status="pending") == pending
     assert value("gatehouse_outbox_messages", status="dead") == 0
-    assert value("gatehouse_outbox_oldest_unsent_age_seconds") >= 0
+    assert 300 <= value("gatehouse_outbox_oldest_unsent_age_seconds") < 360
     assert value("gatehouse_db_pool_capacity") > 0
     assert any(s.name == "gatehouse_build_info" and s.value == 1 for s in samples)
-    assert value("gatehouse_registrations_total") >= 0
+    assert value("gatehouse_registrations_total") == registrations_before + 1
 
 
 def test_requests_answered_by_the_catch_all_handler_count_as_exceptions(
