@@ -68,7 +68,7 @@ format: install
 
 test: lint tools ## the whole suite against real PostgreSQL and Redis (throwaway ones if none is reachable)
 	$(BIN)/python scripts/testenv.py -- $(BIN)/python -m pytest -n $(PYTEST_WORKERS) \
-		--cov --cov-report=term --cov-fail-under=90 $(PYTEST_ARGS)
+		--cov --cov-report=term --cov-fail-under=90 --durations=15 $(PYTEST_ARGS)
 
 bench: install ## requests/s and latency of /users/me and /auth/login vs a bare Flask endpoint
 	$(BIN)/python -m tests.bench $(BENCH_ARGS)
