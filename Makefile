@@ -57,10 +57,11 @@ ops-deps:
 run: install ## the API on embedded defaults (SQLite, bundled Redis) at http://127.0.0.1:8000
 	$(BIN)/python scripts/dev_run.py
 
-lint: install ## ruff (lint + format check) and mypy
+lint: install ## ruff (lint + format check), mypy and the import rules (import-linter)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: install
 	$(BIN)/ruff format .

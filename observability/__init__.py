@@ -1,6 +1,8 @@
 """Observability: JSON logs with correlation ids, Prometheus metrics, OpenTelemetry traces.
 
-`init_app(app)` wires all three into a Flask application; jobs use the same modules directly.
+`init_app(app, ...)` wires all three into a Flask application; jobs use the same modules
+directly. Nothing here knows Gatehouse's application: the application passes its settings in and
+adds its own `/metrics` endpoint (`webapp.ops.metrics`).
 """
 
 from __future__ import annotations
@@ -8,13 +10,14 @@ from __future__ import annotations
 from flask import Flask
 
 
-def init_app(app: Flask) -> None:
+def init_app(
+    app: Flask, *, log_level: str, metrics_port: int | None, otel_endpoint: str | None
+) -> None:
     from observability import exposure, metrics, tracing
     from observability import logging as log_setup
 
-    settings = app.config["GATEHOUSE"]
-    log_setup.configure(settings.log_level)
+    log_setup.configure(log_level)
     log_setup.init_access_log(app)
     metrics.init_app(app)
-    exposure.init_app(app)
-    tracing.init_app(app, settings.otel_exporter_otlp_endpoint)
+    exposure.init_app(app, metrics_port)
+    tracing.init_app(app, otel_endpoint)

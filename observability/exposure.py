@@ -24,8 +24,6 @@ from typing import Any
 
 from flask import Flask, request
 
-from webapp.config import Settings
-
 METRICS_PATH = "/metrics"
 ON_METRICS_LISTENER = "gatehouse.metrics_listener"
 _NOT_FOUND = b'{"title":"Not Found","status":404}'
@@ -70,14 +68,13 @@ class MetricsListener:
         return self.app(environ, start_response)
 
 
-def served_here(settings: Settings) -> bool:
+def served_here(metrics_port: int | None, *, production: bool) -> bool:
     """Whether the request in context may read `/metrics` (see the module docstring)."""
     if request.environ.get(ON_METRICS_LISTENER):
         return True
-    return settings.metrics_port is None and not settings.is_production
+    return metrics_port is None and not production
 
 
-def init_app(app: Flask) -> None:
-    settings: Settings = app.config["GATEHOUSE"]
-    if settings.metrics_port is not None:
-        app.wsgi_app = MetricsListener(app.wsgi_app, settings.metrics_port)  # type: ignore[method-assign]
+def init_app(app: Flask, metrics_port: int | None) -> None:
+    if metrics_port is not None:
+        app.wsgi_app = MetricsListener(app.wsgi_app, metrics_port)  # type: ignore[method-assign]

@@ -2,8 +2,9 @@
 
 HTTP metrics (`HttpMetrics`) are labelled by route *template* (never the raw path).
 Counters of business events are incremented where the events happen. State that is shared by
-every process (queue depth, dead letters, outbox backlog) is read at scrape time by
-`StateCollector`, so it is right however many API processes and workers run. Under gunicorn
+every process (queue depth, dead letters, outbox backlog) is read at scrape time by collectors the
+application passes to `exposition` (Gatehouse's: `webapp.ops.metrics`), so it is right however
+many API processes and workers run. Under gunicorn
 (`PROMETHEUS_MULTIPROC_DIR` set) every process writes its samples to that directory and `/metrics`
 aggregates them (see gunicorn.conf.py for the directory's cleanup and dead-worker marking).
 """
@@ -14,15 +15,13 @@ import functools
 import glob
 import os
 import platform
-from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
+from collections.abc import Iterable
 from importlib.metadata import PackageNotFoundError, version
 from timeit import default_timer
 from typing import Any
 
-from flask import Flask, Request, Response, abort, request
+from flask import Flask, Request, Response, request
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -30,7 +29,6 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import event
@@ -181,79 +179,6 @@ class HttpMetrics:
             self.exceptions.labels(method=request.method, status=500).inc()
 
 
-class StateCollector(Collector):
-    """Shared state read at scrape time: queues, dead letters and the outbox."""
-
-    def __init__(self, app: Flask) -> None:
-        self.app = app
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        yield from self._queues()
-        yield from self._outbox()
-
-    def _queues(self) -> Iterator[GaugeMetricFamily]:
-        from webapp.extensions import redis_store
-
-        depth = GaugeMetricFamily(
-            "gatehouse_queue_depth", "Jobs waiting per queue", labels=["queue"]
-        )
-        dead = GaugeMetricFamily(
-            "gatehouse_dead_letter_jobs", "Jobs in the failed-job registry", labels=["queue"]
-        )
-        up = GaugeMetricFamily("gatehouse_redis_up", "1 when Redis answered this scrape")
-        client = redis_store.client
-        try:
-            if client is None:
-                raise ConnectionError("redis not configured")
-            pipe = client.pipeline(transaction=False)
-            for queue in QUEUES:
-                pipe.llen(f"rq:queue:{queue}")
-                pipe.zcard(f"rq:failed:{queue}")
-            counts = pipe.execute()
-            for index, queue in enumerate(QUEUES):
-                depth.add_metric([queue], counts[2 * index])
-                dead.add_metric([queue], counts[2 * index + 1])
-            up.add_metric([], 1)
-        except Exception:  # noqa: BLE001 - a scrape reports Redis as down, it does not fail
-            up.add_metric([], 0)
-        yield from (depth, dead, up)
-
-    def _outbox(self) -> Iterator[GaugeMetricFamily]:
-        from sqlalchemy import func, select
-
-        from webapp.extensions import db
-        from webapp.outbox.models import DEAD, ENQUEUED, PENDING, OutboxMessage
-
-        messages = GaugeMetricFamily(
-            "gatehouse_outbox_messages", "Unsent outbox messages by status", labels=["status"]
-        )
-        oldest = GaugeMetricFamily(
-            "gatehouse_outbox_oldest_unsent_age_seconds",
-            "Age of the oldest pending or enqueued outbox message (0 when none)",
-        )
-        up = GaugeMetricFamily("gatehouse_database_up", "1 when the database answered this scrape")
-        try:
-            with self.app.app_context():
-                rows = db.session.execute(
-                    select(OutboxMessage.status, func.count(), func.min(OutboxMessage.created_at))
-                    .where(OutboxMessage.status.in_((PENDING, ENQUEUED, DEAD)))
-                    .group_by(OutboxMessage.status)
-                ).all()
-                db.session.remove()
-            by_status = {status: (count, first) for status, count, first in rows}
-            for status in (PENDING, ENQUEUED, DEAD):
-                messages.add_metric([status], by_status.get(status, (0, None))[0])
-            firsts = [first for status, (_, first) in by_status.items() if status != DEAD and first]
-            age = (datetime.now(UTC) - _aware(min(firsts))).total_seconds() if firsts else 0.0
-            oldest.add_metric([], max(0.0, age))
-            up.add_metric([], 1)
-        except Exception:  # noqa: BLE001
-            up.add_metric([], 0)
-            yield up
-            return
-        yield from (messages, oldest, up)
-
-
 class MultiProcessCollector(multiprocess.MultiProcessCollector):
     """prometheus_client's multiprocess collector, minus the files not initialised yet.
 
@@ -273,11 +198,8 @@ class MultiProcessCollector(multiprocess.MultiProcessCollector):
         return self.merge(files, accumulate=True)
 
 
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def _track_pool(engine: Engine) -> None:
+def track_pool(engine: Engine) -> None:
+    """Count the connections `engine`'s pool can hold and how many are checked out."""
     pool: Any = engine.pool
     size = getattr(pool, "size", lambda: 0)() + max(0, getattr(pool, "_max_overflow", 0))
     DB_POOL_CAPACITY.inc(size)
@@ -291,10 +213,12 @@ def _track_pool(engine: Engine) -> None:
         DB_POOL_IN_USE.dec()
 
 
-def render(app: Flask) -> bytes:
-    """The exposition of every process's samples plus the shared state, for one scrape."""
+def exposition(app: Flask, *shared: Collector) -> bytes:
+    """One scrape: every process's samples (or this process's and the app's HTTP metrics),
+    then the `shared` collectors, which read state every process shares at scrape time."""
     state = CollectorRegistry()
-    state.register(StateCollector(app))
+    for collector in shared:
+        state.register(collector)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         samples = CollectorRegistry()
         MultiProcessCollector(samples)
@@ -306,26 +230,16 @@ def render(app: Flask) -> bytes:
 
 
 def init_app(app: Flask) -> None:
+    """HTTP metrics for `app`, the build info, and the pools of its Flask-SQLAlchemy engines.
+    The `/metrics` endpoint is the application's to add (it knows its shared state)."""
     # A registry per app: tests build several apps in one process. Under gunicorn the samples go
     # to the multiprocess directory whatever the registry.
     http_metrics = HttpMetrics(CollectorRegistry())
     http_metrics.init_app(app)
     app.extensions["gatehouse_http_metrics"] = http_metrics
     BUILD_INFO.labels(version=_version(), python=platform.python_version()).set(1)
-
-    from webapp.extensions import db, limiter
-
-    with app.app_context():
-        for engine in db.engines.values():
-            _track_pool(engine)
-
-    from observability.exposure import served_here
-
-    settings = app.config["GATEHOUSE"]
-
-    @app.get("/metrics")
-    @limiter.exempt
-    def metrics_endpoint() -> Response:
-        if not served_here(settings):
-            abort(404)  # off the public port: observability/exposure.py
-        return Response(render(app), mimetype=CONTENT_TYPE_LATEST)
+    sqlalchemy = app.extensions.get("sqlalchemy")
+    if sqlalchemy is not None:
+        with app.app_context():
+            for engine in sqlalchemy.engines.values():
+                track_pool(engine)

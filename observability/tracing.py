@@ -47,14 +47,14 @@ def init_app(app: Flask, endpoint: str | None, exporter: SpanExporter | None = N
     from opentelemetry.instrumentation.flask import FlaskInstrumentor
     from opentelemetry.instrumentation.redis import RedisInstrumentor
 
-    from webapp.extensions import db
-
     tracer_provider = provider(exporter, endpoint)
     FlaskInstrumentor().instrument_app(
         app, tracer_provider=tracer_provider, excluded_urls="health,metrics"
     )
-    with app.app_context():
-        instrument_engines(list(db.engines.values()), tracer_provider)
+    sqlalchemy = app.extensions.get("sqlalchemy")  # Flask-SQLAlchemy's engines, if any
+    if sqlalchemy is not None:
+        with app.app_context():
+            instrument_engines(list(sqlalchemy.engines.values()), tracer_provider)
     if not RedisInstrumentor().is_instrumented_by_opentelemetry:
         RedisInstrumentor().instrument(tracer_provider=tracer_provider)
     return True

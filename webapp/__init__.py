@@ -135,6 +135,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from webapp.cache import RedisStore
     from webapp.extensions import api, db, migrate
     from webapp.http import headers, hostile, problems, ratelimit, request_id
+    from webapp.ops import metrics as ops_metrics
     from webapp.routes import register_blueprints
     from webapp.security import encryption
 
@@ -166,7 +167,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     ratelimit.init_app(app)
     api.init_app(app)
     problems.init_app(app)  # after flask-smorest, so that its error handler is replaced
-    observability.init_app(app)
+    observability.init_app(
+        app,
+        log_level=settings.log_level,
+        metrics_port=settings.metrics_port,
+        otel_endpoint=settings.otel_exporter_otlp_endpoint,
+    )
+    ops_metrics.init_app(app)
     ratelimit.warn_if_off_in_production(app)  # once logging is set up
     register_blueprints(app, api)
     cli.init_app(app)

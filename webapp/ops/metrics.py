@@ -1,0 +1,106 @@
+"""The API's `/metrics`: every process's samples plus the state all of them share.
+
+State that every API process and worker shares (queue depth, dead letters, the outbox backlog,
+whether Redis and the database answer) is read at scrape time by `StateCollector`, so it is right
+however many processes run. Where `/metrics` is answered at all is `observability.exposure`'s
+rule: on the metrics listener, or on the API's own port outside production while `METRICS_PORT`
+is unset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+from flask import Flask, Response, abort
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+
+from observability import exposure
+from observability.metrics import QUEUES, exposition
+from webapp.config import Settings
+from webapp.extensions import db, limiter, redis_store
+from webapp.outbox.models import DEAD, ENQUEUED, PENDING, OutboxMessage
+
+
+class StateCollector(Collector):
+    """Shared state read at scrape time: queues, dead letters and the outbox."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield from self._queues()
+        yield from self._outbox()
+
+    def _queues(self) -> Iterator[GaugeMetricFamily]:
+        depth = GaugeMetricFamily(
+            "gatehouse_queue_depth", "Jobs waiting per queue", labels=["queue"]
+        )
+        dead = GaugeMetricFamily(
+            "gatehouse_dead_letter_jobs", "Jobs in the failed-job registry", labels=["queue"]
+        )
+        up = GaugeMetricFamily("gatehouse_redis_up", "1 when Redis answered this scrape")
+        client = redis_store.client
+        try:
+            if client is None:
+                raise ConnectionError("redis not configured")
+            pipe = client.pipeline(transaction=False)
+            for queue in QUEUES:
+                pipe.llen(f"rq:queue:{queue}")
+                pipe.zcard(f"rq:failed:{queue}")
+            counts = pipe.execute()
+            for index, queue in enumerate(QUEUES):
+                depth.add_metric([queue], counts[2 * index])
+                dead.add_metric([queue], counts[2 * index + 1])
+            up.add_metric([], 1)
+        except Exception:  # noqa: BLE001 - a scrape reports Redis as down, it does not fail
+            up.add_metric([], 0)
+        yield from (depth, dead, up)
+
+    def _outbox(self) -> Iterator[GaugeMetricFamily]:
+        messages = GaugeMetricFamily(
+            "gatehouse_outbox_messages", "Unsent outbox messages by status", labels=["status"]
+        )
+        oldest = GaugeMetricFamily(
+            "gatehouse_outbox_oldest_unsent_age_seconds",
+            "Age of the oldest pending or enqueued outbox message (0 when none)",
+        )
+        up = GaugeMetricFamily("gatehouse_database_up", "1 when the database answered this scrape")
+        try:
+            with self.app.app_context():
+                rows = db.session.execute(
+                    select(OutboxMessage.status, func.count(), func.min(OutboxMessage.created_at))
+                    .where(OutboxMessage.status.in_((PENDING, ENQUEUED, DEAD)))
+                    .group_by(OutboxMessage.status)
+                ).all()
+                db.session.remove()
+            by_status = {status: (count, first) for status, count, first in rows}
+            for status in (PENDING, ENQUEUED, DEAD):
+                messages.add_metric([status], by_status.get(status, (0, None))[0])
+            firsts = [first for status, (_, first) in by_status.items() if status != DEAD and first]
+            age = (datetime.now(UTC) - _aware(min(firsts))).total_seconds() if firsts else 0.0
+            oldest.add_metric([], max(0.0, age))
+            up.add_metric([], 1)
+        except Exception:  # noqa: BLE001
+            up.add_metric([], 0)
+            yield up
+            return
+        yield from (messages, oldest, up)
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def init_app(app: Flask) -> None:
+    settings: Settings = app.config["GATEHOUSE"]
+
+    @app.get(exposure.METRICS_PATH)
+    @limiter.exempt
+    def metrics_endpoint() -> Response:
+        if not exposure.served_here(settings.metrics_port, production=settings.is_production):
+            abort(404)  # off the public port: observability/exposure.py
+        return Response(exposition(app, StateCollector(app)), mimetype=CONTENT_TYPE_LATEST)
