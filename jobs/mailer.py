@@ -181,22 +181,13 @@ def tls_context() -> ssl.SSLContext:
 
 
 class Mailer:
-    """Sends email `Message`s; `session()` reuses one connection for several messages,
-    `kept_session()` keeps it for the next job of this process too."""
+    """Sends email `Message`s over this process's one kept connection (`kept_session()`)."""
 
     def __init__(self, config: SmtpConfig, breaker: pybreaker.CircuitBreaker) -> None:
         self.config = config
         self.breaker = breaker
         self._kept: SmtpSession | None = None
         self._kept_pid = 0
-
-    @contextmanager
-    def session(self) -> Iterator[SmtpSession]:
-        session = SmtpSession(self)
-        try:
-            yield session
-        finally:
-            session.close()
 
     @contextmanager
     def kept_session(self) -> Iterator[SmtpSession]:
