@@ -108,7 +108,7 @@ def rotate_encryption(batch_size: int) -> None:
 
     ring = encryption.keyring()
     try:
-        counts = encryption.rotate_all(batch_size=batch_size)
+        counts = encryption.rotate_all(db.engine, db.metadata, batch_size=batch_size)
     except encryption.DecryptionError as exc:
         raise click.ClickException(
             f"{exc} — is the key that encrypted it still in ENCRYPTION_KEYS?"

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from flask import current_app
 from sqlalchemy import JSON, DateTime, MetaData, TypeDecorator, Uuid
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -73,9 +74,10 @@ DbSession = Session | scoped_session[Any]
 
 @contextmanager
 def read_only_session() -> Iterator[DbSession]:
-    """A session for read-only queries: on the replica when `DATABASE_REPLICA_URL` is set."""
-    from webapp.extensions import db
-
+    """A session for read-only queries: on the replica when `DATABASE_REPLICA_URL` is set.
+    (Flask-SQLAlchemy's extension of the app in context: this module imports nothing of the
+    application, so models and every layer above can use it.)"""
+    db = current_app.extensions["sqlalchemy"]
     engine = db.engines.get("replica")
     if engine is None:
         yield db.session

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import cast
 
 from flask import current_app
@@ -14,7 +15,6 @@ from werkzeug.local import LocalProxy
 
 from webapp.cache import RedisStore
 from webapp.db import Base
-from webapp.http.ratelimit import rate_limit_key
 
 # Objects stay usable after commit without a reload query: each use case commits once at its end
 # and then only reads what it just wrote (responses, cache publication).
@@ -22,6 +22,15 @@ db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
 migrate = Migrate()
 api = Api()
 jwt = JWTManager()
-limiter = Limiter(key_func=rate_limit_key)
+
+
+def _rate_limit_key() -> str:
+    """Whom a request counts against: the HTTP layer's answer (`webapp.http.ratelimit`, which
+    registers it), looked up so that this module imports nothing above it."""
+    key: Callable[[], str] = current_app.extensions["gatehouse_rate_limit_key"]
+    return key()
+
+
+limiter = Limiter(key_func=_rate_limit_key)
 # Per application (its Redis URL is a setting): resolved through the app in context.
 redis_store = cast(RedisStore, LocalProxy(lambda: current_app.extensions["gatehouse_redis"]))

@@ -27,6 +27,7 @@ from webapp.auth.state import Principal, load_principal
 from webapp.auth.tokens import bearer_claims, bearer_token
 from webapp.errors import DomainError, Forbidden, Unauthorized
 from webapp.extensions import db
+from webapp.http.origin import client_ip
 from webapp.security import rbac
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -41,7 +42,6 @@ def api_key_principal(*, optional: bool = False) -> Principal | None:
     expired, rotated out, or whose owner is disabled."""
     if "api_key_principal" not in g:
         from webapp.apikeys import service as apikeys
-        from webapp.http.ratelimit import client_ip
 
         presented = request.headers.get(API_KEY_HEADER)
         g.api_key_principal = (

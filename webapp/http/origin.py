@@ -6,7 +6,11 @@ from flask import g, request
 
 from webapp.context import Origin
 from webapp.http import request_id
-from webapp.http.ratelimit import client_ip
+
+
+def client_ip() -> str:
+    """The client's address (the proxy's forwarded one when TRUSTED_PROXIES says so: ProxyFix)."""
+    return request.remote_addr or "unknown"
 
 
 def request_origin() -> Origin:

@@ -14,12 +14,12 @@ from flask import Flask, Response, current_app, request
 
 from observability import metrics
 from observability.metrics import route
+from webapp.auth.tokens import bearer_claims
+from webapp.extensions import limiter
+from webapp.http.access import api_key_principal
+from webapp.http.origin import client_ip
 
 log = logging.getLogger(__name__)
-
-
-def client_ip() -> str:
-    return request.remote_addr or "unknown"
 
 
 def rate_limit_key() -> str:
@@ -28,14 +28,10 @@ def rate_limit_key() -> str:
     The token is verified (and memoised for the auth layer) so that a forged `sub` cannot drain
     somebody else's budget.
     """
-    from webapp.auth.tokens import bearer_claims
-
     claims = bearer_claims(optional=True)
     if claims is not None:
         return f"user:{claims['sub']}"
     if "X-API-Key" in request.headers:
-        from webapp.http.access import api_key_principal
-
         # Verified like the bearer token, and keyed by owner: more keys mean no more budget.
         principal = api_key_principal(optional=True)
         if principal is not None:
@@ -48,8 +44,6 @@ def ip_key() -> str:
 
 
 def _headers(response: Response) -> Response:
-    from webapp.extensions import limiter
-
     if not limiter.enabled:
         return response
     try:
@@ -116,8 +110,7 @@ def warn_if_off_in_production(app: Flask) -> None:
 
 
 def init_app(app: Flask) -> None:
-    from webapp.extensions import limiter
-
+    app.extensions["gatehouse_rate_limit_key"] = rate_limit_key
     settings = app.config["GATEHOUSE"]
     app.config.update(
         RATELIMIT_ENABLED=settings.ratelimit_enabled,

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import Engine, MetaData, select, update
 
 VERSION = "v1"
 KEY_BYTES = 32
@@ -209,21 +210,17 @@ def register(column: EncryptedColumn) -> EncryptedColumn:
     return column
 
 
-def rotate_all(batch_size: int = 500) -> dict[str, int]:
+def rotate_all(engine: Engine, metadata: MetaData, batch_size: int = 500) -> dict[str, int]:
     """Re-encrypt every registered column's values that are not under the primary key.
 
     Works in batches (keyset order by row id), each in its own transaction with the rows locked,
     so it can run while the service serves traffic and be resumed after an interruption.
     Returns `table.column` → rows re-encrypted.
     """
-    from sqlalchemy import select, update
-
-    from webapp.extensions import db
-
     ring = keyring()
     done: dict[str, int] = {}
     for spec in ENCRYPTED_COLUMNS:
-        table = db.metadata.tables[spec.table]
+        table = metadata.tables[spec.table]
         id_col, value_col = table.c[spec.id_column], table.c[spec.column]
         present = (
             value_col[spec.json_key].as_string().is_not(None)
@@ -235,7 +232,7 @@ def rotate_all(batch_size: int = 500) -> dict[str, int]:
             query = select(id_col, value_col).where(present).order_by(id_col)
             if after is not None:
                 query = query.where(id_col > after)
-            with db.engine.begin() as conn:
+            with engine.begin() as conn:
                 if conn.dialect.name == "postgresql":
                     query = query.with_for_update()
                 rows = conn.execute(query.limit(batch_size)).all()
