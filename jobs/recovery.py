@@ -35,7 +35,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 import redis
@@ -46,7 +46,7 @@ from rq.worker import Worker
 from sqlalchemy import select, update
 
 from jobs import queues
-from webapp.db import DbSession, utcnow
+from webapp.db import DbSession, aware, utcnow
 from webapp.outbox.models import ENQUEUED, SENDING, EmailDelivery, OutboxMessage
 
 log = logging.getLogger(__name__)
@@ -180,7 +180,7 @@ def release_orphans(
     """Make the messages of started jobs whose worker stopped beating due, and release their
     delivery claims; returns (messages, claims)."""
     now = now or utcnow()
-    started = _started_jobs(connection)
+    started = started_jobs(connection)
     if not started:
         return 0, 0
     beats = _worker_heartbeats(connection, {job.worker_name for job in started if job.worker_name})
@@ -218,7 +218,7 @@ def release_killed(job: Job, connection: redis.Redis) -> None:
 
     try:
         others = {
-            m for other in _started_jobs(connection) if other.id != job.id for m in _messages(other)
+            m for other in started_jobs(connection) if other.id != job.id for m in _messages(other)
         }
         mine = sorted(set(_messages(job)) - others)
         with runtime.app().app_context():
@@ -267,7 +267,8 @@ def _release(
     return messages, claims
 
 
-def _started_jobs(connection: redis.Redis) -> list[Job]:
+def started_jobs(connection: redis.Redis) -> list[Job]:
+    """The jobs RQ lists as running on any queue."""
     ids: set[str] = set()
     for name in queues.QUEUES:
         registry = StartedJobRegistry(name, connection=connection)
@@ -289,17 +290,13 @@ def _worker_heartbeats(connection: redis.Redis, names: set[str]) -> dict[str, da
     beats: dict[str, datetime] = {}
     for name, value in zip(ordered, values, strict=True):
         if value:
-            beats[name] = _aware(utcparse(value.decode()))
+            beats[name] = aware(utcparse(value.decode()))
     return beats
 
 
 def _newest(*stamps: datetime | None) -> datetime | None:
-    known = [_aware(s) for s in stamps if s is not None]
+    known = [aware(s) for s in stamps if s is not None]
     return max(known) if known else None
-
-
-def _aware(stamp: datetime) -> datetime:
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
 
 
 def _messages(job: Job) -> list[uuid.UUID]:

@@ -38,11 +38,10 @@ from collections.abc import Callable
 from types import FrameType
 
 import redis
-from rq.job import Job
-from rq.registry import StartedJobRegistry
+from rq import SimpleWorker
 
 from jobs import queues, runtime
-from jobs.recovery import STALE_AFTER, die_with_parent, release_killed
+from jobs.recovery import STALE_AFTER, die_with_parent, release_killed, started_jobs
 from observability.worker import process_exited
 
 log = logging.getLogger(__name__)
@@ -196,20 +195,15 @@ class Supervisor:
     def _release_jobs_of(self, name: str, reason: str) -> None:
         """File the dead process's started jobs as failed (as RQ does for a killed work-horse),
         free their messages, and remove the process from RQ's worker registry."""
-        from jobs.worker import GatehouseWorker
-
         try:
-            dead = GatehouseWorker(
+            dead = SimpleWorker(
                 [queues.queue(q, self.connection) for q in queues.QUEUES],
                 connection=self.connection,
                 name=name,
             )
-            for queue in dead.queues:
-                registry = StartedJobRegistry(queue.name, connection=self.connection)
-                for job_id in registry.get_job_ids(cleanup=False):
-                    job = Job.fetch(job_id, connection=self.connection)
-                    if job.worker_name != name:
-                        continue
+            for job in started_jobs(self.connection):
+                if job.worker_name == name:
+                    queue = queues.queue(job.origin, self.connection)
                     dead.handle_job_failure(job, queue=queue, exc_string=reason)
                     release_killed(job, self.connection)
             dead.register_death()

@@ -112,11 +112,6 @@ class GatehouseWorker(_JobContext, SimpleWorker):
             self._stop_requested = True
 
 
-class InProcessWorker(GatehouseWorker):
-    """Runs jobs in the command's own process, without a supervisor (`--in-process`,
-    `--burst`, tests)."""
-
-
 class _Beat(threading.Thread):
     """Marks the job process alive on the watch every second and, every
     `JOB_MONITORING_INTERVAL`, on its RQ worker hash — the heartbeat `jobs.recovery` reads —
@@ -142,18 +137,20 @@ class _Beat(threading.Thread):
         self._stop_event.set()
 
 
+def _redis_url(settings: Settings) -> str:
+    if not settings.redis_url:
+        raise RuntimeError("REDIS_URL must be set to run a job worker")
+    return settings.redis_url
+
+
 def build_worker(
     settings: Settings,
     *,
     queue_names: Sequence[str] = queues.QUEUES,
     name: str | None = None,
-    in_process: bool = False,
 ) -> GatehouseWorker:
-    if not settings.redis_url:
-        raise RuntimeError("REDIS_URL must be set to run a job worker")
-    connection = queues.connect(settings.redis_url)
-    worker_class = InProcessWorker if in_process else GatehouseWorker
-    return worker_class(
+    connection = queues.connect(_redis_url(settings))
+    return GatehouseWorker(
         [queues.queue(q, connection) for q in queue_names],
         connection=connection,
         name=name,
@@ -196,9 +193,7 @@ def run(
     if metrics_port is not None:
         serve_metrics(metrics_port)
     _prepare_for_forking(settings)
-    if not settings.redis_url:
-        raise RuntimeError("REDIS_URL must be set to run a job worker")
-    dispatcher_connection = queues.connect(settings.redis_url, socket_timeout=5)
+    dispatcher_connection = queues.connect(_redis_url(settings), socket_timeout=5)
     thread: DispatcherThread | None = None
     if with_dispatcher and burst:
         with app.app_context():
@@ -215,7 +210,7 @@ def run(
     )
     try:
         if burst or in_process:
-            worker = build_worker(settings, queue_names=queue_names, name=name, in_process=True)
+            worker = build_worker(settings, queue_names=queue_names, name=name)
             return worker.work(burst=burst, logging_level=settings.log_level)
 
         def job_main(watch: JobWatch, process_name: str) -> int:

@@ -177,6 +177,16 @@ class Account:
         return {"Authorization": f"Bearer {self.access_token}"}
 
 
+def log_in(client: FlaskClient, account: Account) -> None:
+    """Sign `account` in with its password; its access and refresh tokens are set."""
+    response = client.post(
+        "/api/v1/auth/login", json={"email": account.email, "password": account.password}
+    )
+    assert response.status_code == 200, response.get_json()
+    account.access_token = response.json["access_token"]
+    account.refresh_token = response.json["refresh_token"]
+
+
 @pytest.fixture
 def make_user(app: Flask, client: FlaskClient) -> Callable[..., Account]:
     """Create a verified account through the service layer and sign it in through the API."""
@@ -201,12 +211,7 @@ def make_user(app: Flask, client: FlaskClient) -> Callable[..., Account]:
             account = Account(user.id, email, password, role)
             db.session.remove()
         if login:
-            response = client.post(
-                "/api/v1/auth/login", json={"email": email, "password": password}
-            )
-            assert response.status_code == 200, response.get_json()
-            account.access_token = response.json["access_token"]
-            account.refresh_token = response.json["refresh_token"]
+            log_in(client, account)
         return account
 
     return build
@@ -422,7 +427,7 @@ def work_jobs() -> Callable[..., int]:
                 with application.app_context():
                     dispatch(db.session, queues.connect(settings.redis_url), settings)
                     db.session.remove()
-                build_worker(settings, in_process=True).work(burst=True)
+                build_worker(settings).work(burst=True)
                 with application.app_context():
                     open_rows = db.session.scalar(
                         select(func.count())

@@ -64,6 +64,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def aware(value: datetime) -> datetime:
+    """`value` as UTC when it carries no zone (SQLite and RQ hand back naive UTC times)."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 def new_id() -> uuid.UUID:
     return uuid.uuid4()
 

@@ -162,18 +162,22 @@ def _errors(log: str) -> list[str]:
     return [line[:2000] for line in log.splitlines() if bad(line)]
 
 
+def _register(embedded: Embedded, recipient: str, name: str) -> None:
+    status, body = embedded.call(
+        "POST",
+        "/api/v1/auth/register",
+        {"email": recipient, "password": STRONG_PASSWORD, "name": name},
+    )
+    assert status == 201, body
+
+
 def test_every_registration_prints_its_link_at_once_and_the_account_then_works(
     embedded: Embedded,
 ) -> None:
     recipients = [f"newcomer{i}@example.com" for i in range(REGISTRATIONS)]
     delays = []
     for recipient in recipients:
-        status, body = embedded.call(
-            "POST",
-            "/api/v1/auth/register",
-            {"email": recipient, "password": STRONG_PASSWORD, "name": "Newcomer"},
-        )
-        assert status == 201, body
+        _register(embedded, recipient, "Newcomer")
         email, took = embedded.wait_for_email(recipient, "Confirm your email address")
         delays.append(took)
     print(f"verification email printed after (s): {', '.join(f'{d:.2f}' for d in delays)}")
@@ -197,12 +201,7 @@ def test_every_registration_prints_its_link_at_once_and_the_account_then_works(
 
 def test_a_forgotten_password_is_reset_by_the_printed_link(embedded: Embedded) -> None:
     recipient = "forgetful@example.com"
-    status, body = embedded.call(
-        "POST",
-        "/api/v1/auth/register",
-        {"email": recipient, "password": STRONG_PASSWORD, "name": "Forgetful"},
-    )
-    assert status == 201, body
+    _register(embedded, recipient, "Forgetful")
     email, _ = embedded.wait_for_email(recipient, "Confirm your email address")
     token = _token(email, "/verify-email")
     assert embedded.call("POST", "/api/v1/auth/verify-email", {"token": token})[0] == 204

@@ -8,6 +8,7 @@ import bcrypt
 from sqlalchemy import select, update
 
 from tests.conftest import STRONG_PASSWORD
+from tests.helpers import stored_row
 from webapp.audit.models import AuditEvent
 from webapp.extensions import db
 from webapp.users.models import User
@@ -34,15 +35,6 @@ def audit(app, action: str) -> list[AuditEvent]:
         rows = list(db.session.scalars(query.order_by(AuditEvent.created_at)))
         db.session.remove()
     return rows
-
-
-def stored_user(app, user_id) -> User:
-    with app.app_context():
-        user = db.session.get(User, user_id)
-        assert user is not None
-        db.session.expunge(user)
-        db.session.remove()
-    return user
 
 
 def unverify(app, user_id) -> None:
@@ -260,10 +252,10 @@ def test_a_bcrypt_hash_signs_in_and_is_upgraded_to_argon2id(client, app, make_us
         db.session.remove()
 
     assert login(client, account.email, WRONG).status_code == 401
-    assert stored_user(app, account.id).password_hash == legacy
+    assert stored_row(app, User, account.id).password_hash == legacy
 
     assert login(client, account.email).status_code == 200
-    upgraded = stored_user(app, account.id).password_hash
+    upgraded = stored_row(app, User, account.id).password_hash
     assert upgraded.startswith("$argon2id$")
     assert login(client, account.email).status_code == 200
 

@@ -14,7 +14,7 @@ from flask import Flask
 from flask_migrate import upgrade
 from sqlalchemy import select
 
-from tests.conftest import FAST_JOBS, STRONG_PASSWORD, Account, SmtpSink
+from tests.conftest import FAST_JOBS, STRONG_PASSWORD, Account, SmtpSink, log_in
 from webapp.extensions import db
 from webapp.outbox.models import SENT, EmailDelivery, OutboxMessage
 from webapp.outbox.sealing import open_payload, seal
@@ -59,12 +59,7 @@ def make_user(jobs_app: Flask) -> Callable[..., Account]:
             account = Account(user.id, email, STRONG_PASSWORD, "user")
             db.session.remove()
         if login:
-            response = jobs_app.test_client().post(
-                "/api/v1/auth/login", json={"email": email, "password": STRONG_PASSWORD}
-            )
-            assert response.status_code == 200, response.get_json()
-            account.access_token = response.json["access_token"]
-            account.refresh_token = response.json["refresh_token"]
+            log_in(jobs_app.test_client(), account)
         return account
 
     return build

@@ -26,6 +26,15 @@ def _claim(app, message_id: uuid.UUID, seconds: float = 100) -> None:
     hold_claim(app, message_id, utcnow() + timedelta(seconds=seconds))
 
 
+def _dispatched(app, queue_email, connection: redis.Redis, template: str) -> uuid.UUID:
+    """A message written and moved to its queue by a dispatcher pass; returns its id."""
+    message_id = queue_email(template)
+    with app.app_context():
+        dispatch(db.session, connection, app.config["GATEHOUSE"])
+        db.session.remove()
+    return message_id
+
+
 def _claimed_until(app, message_id: uuid.UUID):
     with app.app_context():
         value = db.session.scalar(
@@ -99,10 +108,7 @@ def test_after_redis_restarts_empty_the_lost_messages_are_due_at_once(
 
 def test_a_started_job_whose_worker_stopped_beating_is_released(app, queue_email, rq_connection):
     settings = app.config["GATEHOUSE"]
-    orphan = queue_email("password_reset")
-    with app.app_context():
-        dispatch(db.session, rq_connection, settings)
-        db.session.remove()
+    orphan = _dispatched(app, queue_email, rq_connection, "password_reset")
     _start_on_worker(rq_connection, str(orphan), "doomed")
     _claim(app, orphan)
 
@@ -123,11 +129,7 @@ def test_a_started_job_whose_worker_stopped_beating_is_released(app, queue_email
 def test_a_started_job_whose_worker_vanished_from_redis_is_released(
     app, queue_email, rq_connection
 ):
-    settings = app.config["GATEHOUSE"]
-    orphan = queue_email("verify_email")
-    with app.app_context():
-        dispatch(db.session, rq_connection, settings)
-        db.session.remove()
+    orphan = _dispatched(app, queue_email, rq_connection, "verify_email")
     worker = _start_on_worker(rq_connection, str(orphan), "vanished")
     rq_connection.delete(worker.key)  # its key expired: nobody renews it any more
     _claim(app, orphan)
@@ -141,11 +143,7 @@ def test_a_started_job_whose_worker_vanished_from_redis_is_released(
 def test_a_claim_a_live_job_also_holds_is_not_released(app, queue_email, rq_connection):
     """A duplicate in transit: the dead job and a live one carry the same message; the live one
     may be sending it, so its claim stays."""
-    settings = app.config["GATEHOUSE"]
-    shared = queue_email("new_login")
-    with app.app_context():
-        dispatch(db.session, rq_connection, settings)
-        db.session.remove()
+    shared = _dispatched(app, queue_email, rq_connection, "new_login")
     _start_on_worker(rq_connection, str(shared), "doomed")
     later = utcnow() + timedelta(seconds=STALE_AFTER + 1)
     # The same message in a batch job that a live worker runs (it beats at `later`).

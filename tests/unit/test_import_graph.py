@@ -1,5 +1,5 @@
 """No import circle in the packages, counting the imports inside functions (grimp, the graph
-import-linter checks its contracts on), but for the one the composition root still closes."""
+import-linter checks its contracts on), but for the one the composition roots still close."""
 
 from __future__ import annotations
 
@@ -25,44 +25,15 @@ ROOT_CIRCLE = {
 
 
 def circles(graph: grimp.ImportGraph) -> list[set[str]]:
-    """The strongly connected components of more than one module (Tarjan, iterative)."""
-    edges = {m: sorted(graph.find_modules_directly_imported_by(m)) for m in graph.modules}
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
+    """The import circles: sets of two or more modules that each reach all the others."""
     found: list[set[str]] = []
-    for start in sorted(edges):
-        if start in index:
+    for module in sorted(graph.modules):
+        if any(module in circle for circle in found):
             continue
-        work = [(start, 0)]
-        while work:
-            node, child = work.pop()
-            if child == 0:
-                index[node] = low[node] = len(index)
-                stack.append(node)
-                on_stack.add(node)
-            if child < len(edges[node]):
-                work.append((node, child + 1))
-                target = edges[node][child]
-                if target not in index:
-                    work.append((target, 0))
-                elif target in on_stack:
-                    low[node] = min(low[node], index[target])
-                continue
-            for target in edges[node]:
-                if target in on_stack:
-                    low[node] = min(low[node], low[target])
-            if low[node] == index[node]:
-                component = set()
-                while True:
-                    member = stack.pop()
-                    on_stack.discard(member)
-                    component.add(member)
-                    if member == node:
-                        break
-                if len(component) > 1:
-                    found.append(component)
+        # What `module` imports, directly or not, and what imports it: both at once is a circle.
+        both = graph.find_upstream_modules(module) & graph.find_downstream_modules(module)
+        if both:
+            found.append({module, *both})
     return found
 
 

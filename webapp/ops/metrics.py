@@ -21,6 +21,7 @@ from sqlalchemy import func, select
 from observability import exposure
 from observability.metrics import QUEUES, exposition
 from webapp.config import Settings
+from webapp.db import aware
 from webapp.extensions import db, limiter, redis_store
 from webapp.outbox.models import DEAD, ENQUEUED, PENDING, OutboxMessage
 
@@ -81,7 +82,7 @@ class StateCollector(Collector):
             for status in (PENDING, ENQUEUED, DEAD):
                 messages.add_metric([status], by_status.get(status, (0, None))[0])
             firsts = [first for status, (_, first) in by_status.items() if status != DEAD and first]
-            age = (datetime.now(UTC) - _aware(min(firsts))).total_seconds() if firsts else 0.0
+            age = (datetime.now(UTC) - aware(min(firsts))).total_seconds() if firsts else 0.0
             oldest.add_metric([], max(0.0, age))
             up.add_metric([], 1)
         except Exception:  # noqa: BLE001
@@ -89,10 +90,6 @@ class StateCollector(Collector):
             yield up
             return
         yield from (messages, oldest, up)
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def init_app(app: Flask) -> None:
