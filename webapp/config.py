@@ -1,22 +1,42 @@
 """Configuration: the one place that reads the environment (12-factor).
 
+Each setting is declared once, below, as a field of `Settings` (pydantic-settings): its variable
+(the field's name in capitals unless an alias says otherwise), type, default, constraints and help
+text. The README's configuration table is generated from these declarations
+(`python -m scripts.settings_table`) and a test keeps the two equal.
+
 `Settings.from_env()` parses and validates every variable at start-up; a bad value raises
-`ConfigError` whose message names the variable, so the process stops with one clear line.
-Production refuses the development defaults of every secret.
+`ConfigError` whose one-line message names the variable, never its value, so the process stops
+with one clear line. Rules between settings and production's refusals of the development
+defaults are the explicit checks of `Settings.validate()`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
-from dataclasses import dataclass, fields, replace
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from environs import Env, EnvError
+from flask import current_app
+from pydantic import BeforeValidator, Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
+from webapp.security.encryption import EncryptionKeyError, EncryptionKeyRing
 from webapp.security.entropy import key_weakness, secret_weakness
 
 ENVIRONMENTS = ("development", "test", "production")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 DEV_SECRET = "dev-insecure-secret-change-me"  # noqa: S105 - the default production refuses
 DEV_DATABASE_URL = "sqlite:///instance/gatehouse.db"
 DEV_KEYS_FILE = "instance/jwt-keys.json"
@@ -35,253 +55,433 @@ class ConfigError(Exception):
     """A configuration variable is missing or invalid; the message names it."""
 
 
-@dataclass(frozen=True)
-class Settings:
-    env: str = "development"
-    secret_key: str = DEV_SECRET
-    database_url: str = DEV_DATABASE_URL
-    database_replica_url: str | None = None
-    db_pool_size: int = 10
-    db_max_overflow: int = 5
-    db_pool_timeout: float = 5.0
-    db_pool_recycle: int = 1800
-    db_pool_pre_ping: bool = True
-    db_statement_timeout_ms: int = 5000
-    redis_url: str | None = None
-    redis_timeout: float = 0.5
-    smtp_url: str = "smtp://localhost:1025"
-    smtp_starttls: bool = False
-    smtp_username: str | None = None
-    smtp_password: str | None = None
-    smtp_timeout: float = 10.0
-    smtp_breaker_fail_max: int = 5
-    smtp_breaker_reset_timeout: float = 30.0
-    jobs_max_retries: int = 5
-    jobs_retry_backoff: float = 10.0
-    jobs_lease: float = 300.0
-    jobs_dispatch_interval: float = 1.0
-    jobs_batch_size: int = 50
-    jobs_worker_max_jobs: int = 1000
-    jobs_worker_max_memory_mb: int = 512
-    mail_from: str = "Gatehouse <no-reply@gatehouse.local>"
-    public_base_url: str = "http://127.0.0.1:8000"
-    cors_origins: tuple[str, ...] = ()
-    trusted_proxies: int = 0
-    jwt_keys: str | None = None
-    jwt_keys_file: str | None = None
-    jwt_issuer: str = "gatehouse"
-    jwt_audience: str = "gatehouse"
-    jwks_max_age: int = 300
-    access_token_ttl: int = 900
-    refresh_token_ttl: int = 12 * 3600
-    session_idle_ttl: int = 30 * 60
-    remember_me_ttl: int = 30 * 24 * 3600
-    remember_me_idle_ttl: int = 7 * 24 * 3600
-    refresh_reuse_grace: int = 0
-    require_email_verification: bool = True
-    email_token_ttl: int = 24 * 3600
-    password_reset_ttl: int = 3600
-    unverified_account_ttl: int = 7 * 24 * 3600
-    lockout_threshold: int = 5
-    lockout_ip_threshold: int = 20
-    lockout_account_threshold: int = 50
-    lockout_window: int = 900
-    lockout_duration: int = 900
-    ratelimit_enabled: bool = True
-    unsafe_production_without_ratelimit: bool = False
-    ratelimit_default: str = "300 per minute"
-    ratelimit_auth: str = "20 per minute"
-    cache_ttl: int = 300
-    cache_local_ttl: float = 10.0
-    idempotency_ttl: int = 24 * 3600
-    encryption_keys: str | None = None
-    api_key_pepper: str | None = None
-    api_key_rotation_grace: int = 24 * 3600
-    api_key_usage_flush_interval: int = 60
-    api_key_max_per_user: int = 50
-    mfa_token_ttl: int = 300
-    mfa_issuer: str = "Gatehouse"
-    reauth_max_age: int = 300
-    log_level: str = "INFO"
-    otel_exporter_otlp_endpoint: str | None = None
-    web_concurrency: int = 2
-    metrics_port: int | None = None
+def _comma_list(value: Any) -> Any:
+    """CORS_ORIGINS is a comma-separated list in the environment (not JSON)."""
+    if isinstance(value, str):
+        return tuple(item.strip() for item in value.split(",") if item.strip())
+    return value
 
-    @property
-    def is_production(self) -> bool:
-        return self.env == "production"
+
+CommaList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_comma_list)]
+
+
+class Settings(BaseSettings):
+    """Every setting of the API and its job workers, one declaration each. Immutable: tests
+    derive variants with `with_overrides`."""
+
+    model_config = SettingsConfigDict(
+        frozen=True,
+        extra="forbid",
+        # The field name is accepted as well as an alias (`env=` for GATEHOUSE_ENV).
+        validate_by_name=True,
+        validate_by_alias=True,
+        case_sensitive=False,
+        # Checked by the validators of `Settings.validate()` and the field validators, not by
+        # re-validating defaults on every construction.
+        validate_default=False,
+    )
+
+    # -- Deployment ----------------------------------------------------------------------------
+    env: Literal["development", "test", "production"] = Field(
+        "development",
+        validation_alias="GATEHOUSE_ENV",
+        description="which rules apply: `production` refuses development defaults and weak "
+        "secrets; `test` is for the test suite",
+    )
+    secret_key: str = Field(
+        DEV_SECRET,
+        description="HMAC key for refresh tokens; 32+ random characters in production "
+        "(evidently non-random values are refused)",
+        json_schema_extra={"shown_default": "a development value"},
+    )
+    public_base_url: str = Field(
+        "http://127.0.0.1:8000",
+        description="where your web client lives: emails link to "
+        "`<PUBLIC_BASE_URL>/verify-email?token=…` and `/reset-password?token=…`; the client posts "
+        "the token to the API. `https://` required in production",
+    )
+    cors_origins: CommaList = Field(
+        (),
+        description="comma-separated allow-list of browser origins; in production exact "
+        "`https://host[:port]` origins only (no `*`)",
+        json_schema_extra={"shown_default": "empty (CORS off)"},
+    )
+    trusted_proxies: int = Field(
+        0,
+        ge=0,
+        description="number of proxies in front whose `X-Forwarded-For`/`-Proto`/`-Host` are "
+        "trusted (Werkzeug ProxyFix); per-IP limits and lockouts see the real client only when "
+        "this is right",
+    )
+    web_concurrency: int = Field(2, gt=0, description="gunicorn worker processes")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        "INFO", description="least severe level logged (any case)"
+    )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        None, description="OpenTelemetry collector (tracing is off when unset)"
+    )
+    metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="the port `/metrics` is served on: the job worker's own endpoint, and "
+        "gunicorn's second listener for the API (`METRICS_ADDR` picks the interface). The API "
+        "never answers `/metrics` on its own port in production; outside production it does "
+        "while `METRICS_PORT` is unset (`make run`)",
+        json_schema_extra={"shown_default": "unset (off)"},
+    )
+
+    # -- Database ------------------------------------------------------------------------------
+    database_url: str = Field(
+        DEV_DATABASE_URL,
+        description="`postgresql://user:pass@host:port/db` (the plain form platforms hand out; "
+        "psycopg 3 is used underneath)",
+    )
+    database_replica_url: str | None = Field(
+        None, description="a read replica; list endpoints read from it"
+    )
+    db_pool_size: int = Field(10, gt=0, description="SQLAlchemy pool size per process")
+    db_max_overflow: int = Field(
+        5, ge=0, description="connections a process may open beyond `DB_POOL_SIZE`"
+    )
+    db_pool_timeout: float = Field(5.0, description="seconds to wait for a pooled connection")
+    db_pool_recycle: int = Field(1800, description="seconds before a connection is replaced")
+    db_pool_pre_ping: bool = Field(
+        True, description="test connections before use (survives a database restart)"
+    )
+    db_statement_timeout_ms: int = Field(5000, description="PostgreSQL `statement_timeout`")
+
+    # -- Redis and caches ----------------------------------------------------------------------
+    redis_url: str | None = Field(
+        None,
+        description="`redis://host:port/db` or `unix:///path.sock`; without it, no cache and "
+        "in-memory rate limits",
+        json_schema_extra={"shown_default": "unset (`make run`: bundled server)"},
+    )
+    redis_timeout: float = Field(
+        0.5,
+        gt=0,
+        description="seconds before a Redis call counts as failed (the API then uses the "
+        "database for 2 s)",
+    )
+    cache_ttl: int = Field(
+        300, gt=0, description="seconds a user or session state stays cached in Redis"
+    )
+    cache_local_ttl: float = Field(
+        10.0,
+        ge=0,
+        description="seconds an API process keeps its own copy of a cached user, session or "
+        "API-key state, while its invalidation subscription is live (`0`: off; see "
+        "docs/architecture.md)",
+    )
+    idempotency_ttl: int = Field(
+        24 * 3600, gt=0, description="seconds an `Idempotency-Key` is remembered"
+    )
+
+    # -- Tokens and sessions -------------------------------------------------------------------
+    jwt_keys: str | None = Field(
+        None, description="a JWK Set with private parts (JSON); the first key signs"
+    )
+    jwt_keys_file: str | None = Field(
+        None,
+        description="the same as a file path (Kubernetes Secret mount)",
+        json_schema_extra={"shown_default": f"unset (`{DEV_KEYS_FILE}` outside production)"},
+    )
+    jwt_issuer: str = Field("gatehouse", description="`iss` claim")
+    jwt_audience: str = Field("gatehouse", description="`aud` claim")
+    jwks_max_age: int = Field(
+        300, description="`Cache-Control: max-age` of `/.well-known/jwks.json`"
+    )
+    access_token_ttl: int = Field(900, gt=0, description="seconds an access token is valid")
+    refresh_token_ttl: int = Field(
+        12 * 3600,
+        gt=0,
+        description="seconds; a session's absolute lifetime (ASVS 3.3.2)",
+        json_schema_extra={"shown_default": "`43200` (12 h)"},
+    )
+    session_idle_ttl: int = Field(
+        30 * 60,
+        gt=0,
+        description="seconds without a refresh after which a session ends (a later refresh is "
+        "401 `session-idle-timeout`); must exceed `ACCESS_TOKEN_TTL` and not exceed "
+        "`REFRESH_TOKEN_TTL`",
+        json_schema_extra={"shown_default": "`1800` (30 min)"},
+    )
+    remember_me_ttl: int = Field(
+        30 * 24 * 3600,
+        gt=0,
+        description='absolute lifetime of a session signed in with `"remember_me": true`',
+        json_schema_extra={"shown_default": "`2592000` (30 days)"},
+    )
+    remember_me_idle_ttl: int = Field(
+        7 * 24 * 3600,
+        gt=0,
+        description="idle timeout of such a session; must exceed `ACCESS_TOKEN_TTL` and not "
+        "exceed `REMEMBER_ME_TTL`",
+        json_schema_extra={"shown_default": "`604800` (7 days)"},
+    )
+    refresh_reuse_grace: int = Field(
+        0,
+        ge=0,
+        description="seconds during which a reused refresh token gets the same successor "
+        "instead of revoking the session; at most `60` in production",
+        json_schema_extra={"shown_default": "`0` (off)"},
+    )
+    reauth_max_age: int = Field(
+        300,
+        gt=0,
+        description="seconds after a session's last password or second-factor check during "
+        "which sensitive changes (API keys, TOTP, recovery codes, email) are allowed; later they "
+        "answer 403 `reauthentication-required` until `POST /auth/reauthenticate`",
+    )
+    mfa_token_ttl: int = Field(
+        300,
+        gt=0,
+        le=3600,
+        description="seconds (at most 3600) to complete `POST /auth/login/mfa` after the "
+        "password step",
+    )
+    mfa_issuer: str = Field(
+        "Gatehouse",
+        description="issuer shown by authenticator apps (in the `otpauth://` URI); no `:`",
+    )
+
+    # -- Accounts and email links --------------------------------------------------------------
+    require_email_verification: bool = Field(
+        True, description="refuse login (403 `email-unverified`) until the email is verified"
+    )
+    email_token_ttl: int = Field(24 * 3600, gt=0, description="verification link lifetime, seconds")
+    password_reset_ttl: int = Field(3600, gt=0, description="reset link lifetime, seconds")
+    unverified_account_ttl: int = Field(
+        7 * 24 * 3600,
+        gt=0,
+        description="seconds after which a sign-up whose address was never verified (and that "
+        "never signed in) expires: its address can be registered again at once, and it signs in "
+        "and resends like an unknown account; at least `EMAIL_TOKEN_TTL`",
+    )
+
+    # -- Sign-in throttling and rate limits ----------------------------------------------------
+    lockout_threshold: int = Field(
+        5,
+        gt=0,
+        description="failed logins for one email from one client IP within `LOCKOUT_WINDOW` "
+        "that lock that email for that IP (known and unknown emails alike; other IPs are not "
+        "affected)",
+    )
+    lockout_ip_threshold: int = Field(
+        20,
+        gt=0,
+        description="failed logins from one IP within `LOCKOUT_WINDOW` that lock the IP",
+    )
+    lockout_account_threshold: int = Field(
+        50,
+        gt=0,
+        description="failed logins for one email from all IPs within `LOCKOUT_WINDOW` after "
+        "which its sign-ins wait until the window ends (429 `login-throttled` with the true "
+        "`Retry-After`; a delay, not a lock; a device that signed in to the account before is "
+        "exempt)",
+    )
+    lockout_window: int = Field(900, gt=0, description="seconds over which failures are counted")
+    lockout_duration: int = Field(900, gt=0, description="seconds a lockout lasts")
+    ratelimit_enabled: bool = Field(
+        True,
+        description="rate limiting on/off; production refuses `false` unless "
+        "`UNSAFE_PRODUCTION_WITHOUT_RATELIMIT=true`",
+    )
+    unsafe_production_without_ratelimit: bool = Field(
+        False,
+        description="capacity benchmarks and load tests only: lets production run with "
+        "`RATELIMIT_ENABLED=false` (every start logs a warning). Never in a real deployment",
+    )
+    ratelimit_default: str = Field(
+        "300 per minute", description="per endpoint, per user (signed in) or per IP"
+    )
+    ratelimit_auth: str = Field(
+        "20 per minute", description="extra per-IP budget shared by the password endpoints"
+    )
+
+    # -- Secrets at rest and API keys ----------------------------------------------------------
+    encryption_keys: str | None = Field(
+        None,
+        description="`kid:base64key,kid:base64key` — AES-256 keys (32 bytes each) for secrets "
+        "at rest; the first encrypts, all decrypt. Required in production. New entry: "
+        "`flask --app wsgi keys new-encryption-key --kid K`",
+        json_schema_extra={
+            "shown_default": "unset (outside production: one key derived from `SECRET_KEY`)"
+        },
+    )
+    api_key_pepper: str | None = Field(
+        None,
+        description="HMAC key for stored API key hashes; 32+ random characters in production "
+        "when set. Set it to rotate `SECRET_KEY` without invalidating API keys; changing it "
+        "invalidates every API key",
+        json_schema_extra={"shown_default": "unset (derived from `SECRET_KEY`)"},
+    )
+    api_key_rotation_grace: int = Field(
+        24 * 3600,
+        ge=0,
+        description="seconds an API key's old secret keeps working after "
+        "`POST /api-keys/{id}/rotate` (`0`: stops at once)",
+    )
+    api_key_usage_flush_interval: int = Field(
+        60,
+        gt=0,
+        description="seconds between batched writes of API keys' last-use time and IP",
+    )
+    api_key_max_per_user: int = Field(50, gt=0, description="active API keys one user may hold")
+
+    # -- Email delivery and background jobs (read by the `jobs` package only) ------------------
+    smtp_url: str = Field(
+        "smtp://localhost:1025",
+        description="mail server for the workers (`smtp://` or `smtps://`, credentials may be in "
+        "the URL)",
+        json_schema_extra={"shown_default": "`smtp://localhost:1025` (`make run`: its mail sink)"},
+    )
+    smtp_starttls: bool = Field(False, description="upgrade `smtp://` connections with STARTTLS")
+    smtp_username: str | None = Field(None, description="SMTP authentication user")
+    smtp_password: str | None = Field(None, description="SMTP authentication password")
+    smtp_timeout: float = Field(10.0, gt=0, description="seconds per SMTP operation")
+    smtp_breaker_fail_max: int = Field(
+        5, gt=0, description="circuit breaker: consecutive connection failures that open it"
+    )
+    smtp_breaker_reset_timeout: float = Field(
+        30.0, gt=0, description="circuit breaker: seconds before it tries the server again"
+    )
+    mail_from: str = Field(
+        "Gatehouse <no-reply@gatehouse.local>", description="sender of every email"
+    )
+    jobs_max_retries: int = Field(
+        5, ge=0, description="tries of an email before it is dead-lettered"
+    )
+    jobs_retry_backoff: float = Field(
+        10.0,
+        gt=0,
+        description="first retry delay in seconds (doubles each try, ±20 % jitter, capped at 1 h)",
+    )
+    jobs_lease: float = Field(
+        300.0,
+        gt=0,
+        description="seconds after which an enqueued but unsent message is enqueued again",
+    )
+    jobs_dispatch_interval: float = Field(
+        1.0, gt=0, description="seconds between outbox dispatcher runs"
+    )
+    jobs_batch_size: int = Field(50, gt=0, description="emails per batch job on the `low` queue")
+    jobs_worker_max_jobs: int = Field(
+        1000,
+        gt=0,
+        description="jobs a worker's job process runs before it is replaced by a fresh one",
+    )
+    jobs_worker_max_memory_mb: int = Field(
+        512,
+        gt=0,
+        description="resident memory after which a job process is replaced (after its job)",
+    )
+
+    # -- Field validators: what one value alone must satisfy -----------------------------------
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _log_level_any_case(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_shape(cls, value: str) -> str:
+        if not value.startswith(("postgresql", "postgres://", "sqlite")):
+            raise ValueError("must be a postgresql:// (or sqlite:// in development) URL")
+        return value
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url_shape(cls, value: str) -> str:
+        smtp = urlsplit(value)
+        if smtp.scheme not in ("smtp", "smtps") or not smtp.hostname:
+            # The URL may hold credentials: the message never echoes it.
+            raise ValueError("must look like smtp://host:port or smtps://host:port")
+        return value
+
+    @field_validator("mfa_issuer")
+    @classmethod
+    def _mfa_issuer_shape(cls, value: str) -> str:
+        if not value.strip() or ":" in value:
+            raise ValueError("must be a non-empty name without ':'")
+        return value
+
+    @field_validator("encryption_keys")
+    @classmethod
+    def _encryption_keys_shape(cls, value: str | None) -> str | None:
+        if value:
+            try:
+                EncryptionKeyRing.parse(value)
+            except EncryptionKeyError as exc:  # the message never holds key material
+                # A leading ':' makes the message "ENCRYPTION_KEYS: <what is wrong>".
+                raise ValueError(f": {exc}") from None
+        return value
+
+    # -- Construction --------------------------------------------------------------------------
+    def __init__(self, **values: Any) -> None:
+        """Defaults plus `values`, each checked on its own; a bad one raises `ConfigError`."""
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigError(_message(exc.errors()[0])) from None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # `Settings(...)` is the defaults plus what it is given; only `from_env()` reads the
+        # environment, so a test's `Settings()` never depends on the shell it runs in.
+        return (init_settings,)
 
     @classmethod
     def from_env(cls) -> Settings:
         """Build settings from the process environment (defaults: development)."""
         try:
-            settings = cls._parse(Env(eager=True))
-        except EnvError as exc:
-            raise ConfigError(str(exc)) from None
+            found = EnvSettingsSource(cls)()
+        except SettingsError as exc:
+            raise ConfigError(str(exc).splitlines()[0]) from None
+        # An optional setting given as an empty string is unset (compose's `${VAR:-}`).
+        optional = {env_name(name): name for name in cls.model_fields if _is_optional(name)}
+        values = {
+            key: value
+            for key, value in found.items()
+            if not (value == "" and (key.upper() in optional or key in optional.values()))
+        }
+        settings = cls(**values)
         settings.validate()
         return settings
 
-    @classmethod
-    def _parse(cls, env: Env) -> Settings:
-        d = cls()
-        name = env.str("GATEHOUSE_ENV", d.env)
-        if name not in ENVIRONMENTS:
-            raise ConfigError(
-                f"GATEHOUSE_ENV must be one of {', '.join(ENVIRONMENTS)}, got {name!r}"
-            )
-        return cls(
-            env=name,
-            secret_key=env.str("SECRET_KEY", d.secret_key),
-            database_url=env.str("DATABASE_URL", d.database_url),
-            database_replica_url=env.str("DATABASE_REPLICA_URL", None) or None,
-            db_pool_size=env.int("DB_POOL_SIZE", d.db_pool_size),
-            db_max_overflow=env.int("DB_MAX_OVERFLOW", d.db_max_overflow),
-            db_pool_timeout=env.float("DB_POOL_TIMEOUT", d.db_pool_timeout),
-            db_pool_recycle=env.int("DB_POOL_RECYCLE", d.db_pool_recycle),
-            db_pool_pre_ping=env.bool("DB_POOL_PRE_PING", d.db_pool_pre_ping),
-            db_statement_timeout_ms=env.int("DB_STATEMENT_TIMEOUT_MS", d.db_statement_timeout_ms),
-            redis_url=env.str("REDIS_URL", None) or None,
-            redis_timeout=env.float("REDIS_TIMEOUT", d.redis_timeout),
-            smtp_url=env.str("SMTP_URL", d.smtp_url),
-            smtp_starttls=env.bool("SMTP_STARTTLS", d.smtp_starttls),
-            smtp_username=env.str("SMTP_USERNAME", None) or None,
-            smtp_password=env.str("SMTP_PASSWORD", None) or None,
-            smtp_timeout=env.float("SMTP_TIMEOUT", d.smtp_timeout),
-            smtp_breaker_fail_max=env.int("SMTP_BREAKER_FAIL_MAX", d.smtp_breaker_fail_max),
-            smtp_breaker_reset_timeout=env.float(
-                "SMTP_BREAKER_RESET_TIMEOUT", d.smtp_breaker_reset_timeout
-            ),
-            jobs_max_retries=env.int("JOBS_MAX_RETRIES", d.jobs_max_retries),
-            jobs_retry_backoff=env.float("JOBS_RETRY_BACKOFF", d.jobs_retry_backoff),
-            jobs_lease=env.float("JOBS_LEASE", d.jobs_lease),
-            jobs_dispatch_interval=env.float("JOBS_DISPATCH_INTERVAL", d.jobs_dispatch_interval),
-            jobs_batch_size=env.int("JOBS_BATCH_SIZE", d.jobs_batch_size),
-            jobs_worker_max_jobs=env.int("JOBS_WORKER_MAX_JOBS", d.jobs_worker_max_jobs),
-            jobs_worker_max_memory_mb=env.int(
-                "JOBS_WORKER_MAX_MEMORY_MB", d.jobs_worker_max_memory_mb
-            ),
-            mail_from=env.str("MAIL_FROM", d.mail_from),
-            public_base_url=env.str("PUBLIC_BASE_URL", d.public_base_url).rstrip("/"),
-            cors_origins=tuple(env.list("CORS_ORIGINS", [])),
-            trusted_proxies=env.int("TRUSTED_PROXIES", d.trusted_proxies),
-            jwt_keys=env.str("JWT_KEYS", None) or None,
-            jwt_keys_file=env.str("JWT_KEYS_FILE", None) or None,
-            jwt_issuer=env.str("JWT_ISSUER", d.jwt_issuer),
-            jwt_audience=env.str("JWT_AUDIENCE", d.jwt_audience),
-            jwks_max_age=env.int("JWKS_MAX_AGE", d.jwks_max_age),
-            access_token_ttl=env.int("ACCESS_TOKEN_TTL", d.access_token_ttl),
-            refresh_token_ttl=env.int("REFRESH_TOKEN_TTL", d.refresh_token_ttl),
-            session_idle_ttl=env.int("SESSION_IDLE_TTL", d.session_idle_ttl),
-            remember_me_ttl=env.int("REMEMBER_ME_TTL", d.remember_me_ttl),
-            remember_me_idle_ttl=env.int("REMEMBER_ME_IDLE_TTL", d.remember_me_idle_ttl),
-            refresh_reuse_grace=env.int("REFRESH_REUSE_GRACE", d.refresh_reuse_grace),
-            require_email_verification=env.bool(
-                "REQUIRE_EMAIL_VERIFICATION", d.require_email_verification
-            ),
-            email_token_ttl=env.int("EMAIL_TOKEN_TTL", d.email_token_ttl),
-            password_reset_ttl=env.int("PASSWORD_RESET_TTL", d.password_reset_ttl),
-            unverified_account_ttl=env.int("UNVERIFIED_ACCOUNT_TTL", d.unverified_account_ttl),
-            lockout_threshold=env.int("LOCKOUT_THRESHOLD", d.lockout_threshold),
-            lockout_ip_threshold=env.int("LOCKOUT_IP_THRESHOLD", d.lockout_ip_threshold),
-            lockout_account_threshold=env.int(
-                "LOCKOUT_ACCOUNT_THRESHOLD", d.lockout_account_threshold
-            ),
-            lockout_window=env.int("LOCKOUT_WINDOW", d.lockout_window),
-            lockout_duration=env.int("LOCKOUT_DURATION", d.lockout_duration),
-            ratelimit_enabled=env.bool("RATELIMIT_ENABLED", d.ratelimit_enabled),
-            unsafe_production_without_ratelimit=env.bool(
-                "UNSAFE_PRODUCTION_WITHOUT_RATELIMIT", d.unsafe_production_without_ratelimit
-            ),
-            ratelimit_default=env.str("RATELIMIT_DEFAULT", d.ratelimit_default),
-            ratelimit_auth=env.str("RATELIMIT_AUTH", d.ratelimit_auth),
-            cache_ttl=env.int("CACHE_TTL", d.cache_ttl),
-            cache_local_ttl=env.float("CACHE_LOCAL_TTL", d.cache_local_ttl),
-            idempotency_ttl=env.int("IDEMPOTENCY_TTL", d.idempotency_ttl),
-            encryption_keys=env.str("ENCRYPTION_KEYS", None) or None,
-            api_key_pepper=env.str("API_KEY_PEPPER", None) or None,
-            api_key_rotation_grace=env.int("API_KEY_ROTATION_GRACE", d.api_key_rotation_grace),
-            api_key_usage_flush_interval=env.int(
-                "API_KEY_USAGE_FLUSH_INTERVAL", d.api_key_usage_flush_interval
-            ),
-            api_key_max_per_user=env.int("API_KEY_MAX_PER_USER", d.api_key_max_per_user),
-            mfa_token_ttl=env.int("MFA_TOKEN_TTL", d.mfa_token_ttl),
-            mfa_issuer=env.str("MFA_ISSUER", d.mfa_issuer),
-            reauth_max_age=env.int("REAUTH_MAX_AGE", d.reauth_max_age),
-            log_level=env.str("LOG_LEVEL", d.log_level).upper(),
-            otel_exporter_otlp_endpoint=env.str("OTEL_EXPORTER_OTLP_ENDPOINT", None) or None,
-            web_concurrency=env.int("WEB_CONCURRENCY", d.web_concurrency),
-            # Empty counts as unset, as for the job worker's --metrics-port.
-            metrics_port=env.int("METRICS_PORT", None) if env.str("METRICS_PORT", "") else None,
-        )
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A copy with some values replaced (tests); validated like the original."""
+        unknown = set(changes) - set(type(self).model_fields)
+        if unknown:
+            raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
+        updated = type(self)(**{**self.model_dump(), **changes})
+        updated.validate()
+        return updated
 
-    def validate(self) -> None:
-        positive = [
-            "access_token_ttl",
-            "refresh_token_ttl",
-            "session_idle_ttl",
-            "remember_me_ttl",
-            "remember_me_idle_ttl",
-            "email_token_ttl",
-            "password_reset_ttl",
-            "unverified_account_ttl",
-            "lockout_threshold",
-            "lockout_ip_threshold",
-            "lockout_account_threshold",
-            "lockout_window",
-            "lockout_duration",
-            "cache_ttl",
-            "db_pool_size",
-            "web_concurrency",
-            "idempotency_ttl",
-            "redis_timeout",
-            "smtp_timeout",
-            "smtp_breaker_fail_max",
-            "smtp_breaker_reset_timeout",
-            "jobs_retry_backoff",
-            "jobs_lease",
-            "jobs_dispatch_interval",
-            "jobs_batch_size",
-            "jobs_worker_max_jobs",
-            "jobs_worker_max_memory_mb",
-            "api_key_usage_flush_interval",
-            "api_key_max_per_user",
-            "mfa_token_ttl",
-            "reauth_max_age",
-        ]
-        for attr in positive:
-            if getattr(self, attr) <= 0:
-                raise ConfigError(f"{attr.upper()} must be a positive number")
-        for attr in (
-            "refresh_reuse_grace",
-            "trusted_proxies",
-            "db_max_overflow",
-            "jobs_max_retries",
-            "api_key_rotation_grace",
-            "cache_local_ttl",
-        ):
-            if getattr(self, attr) < 0:
-                raise ConfigError(f"{attr.upper()} must not be negative")
+    # -- Rules between settings and for production ---------------------------------------------
+    def validate(self) -> None:  # type: ignore[override]
+        """The rules that involve more than one setting, and production's refusals."""
         if self.unverified_account_ttl < self.email_token_ttl:
             # Otherwise a sign-up could expire while its verification link still works.
             raise ConfigError("UNVERIFIED_ACCOUNT_TTL must not be shorter than EMAIL_TOKEN_TTL")
         self._validate_session_lifetimes()
-        if self.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-            raise ConfigError(f"LOG_LEVEL must be a logging level name, got {self.log_level!r}")
-        if not self.database_url.startswith(("postgresql", "postgres://", "sqlite")):
-            raise ConfigError(
-                "DATABASE_URL must be a postgresql:// (or sqlite:// in development) URL"
-            )
-        smtp = urlsplit(self.smtp_url)
-        if smtp.scheme not in ("smtp", "smtps") or not smtp.hostname:
-            # The URL may hold credentials: name the variable, never echo its value.
-            raise ConfigError("SMTP_URL must look like smtp://host:port or smtps://host:port")
-        if self.metrics_port is not None and not 0 < self.metrics_port < 65536:
-            raise ConfigError("METRICS_PORT must be between 1 and 65535")
         if self.jwt_keys and self.jwt_keys_file:
             raise ConfigError("set JWT_KEYS or JWT_KEYS_FILE, not both")
         if self.is_production:
             self._validate_production()
-        self._validate_credentials()
 
     def _validate_session_lifetimes(self) -> None:
         """Idleness is enforced when a refresh token is exchanged, so an access token must
@@ -296,43 +496,6 @@ class Settings:
             raise ConfigError("SESSION_IDLE_TTL must not exceed REFRESH_TOKEN_TTL")
         if self.remember_me_idle_ttl > self.remember_me_ttl:
             raise ConfigError("REMEMBER_ME_IDLE_TTL must not exceed REMEMBER_ME_TTL")
-
-    def _validate_credentials(self) -> None:
-        """API keys and encryption at rest (webapp.security.encryption, webapp.apikeys)."""
-        from webapp.security.encryption import EncryptionKeyError, EncryptionKeyRing
-
-        if self.encryption_keys:
-            try:
-                EncryptionKeyRing.parse(self.encryption_keys)
-            except EncryptionKeyError as exc:  # the message never holds key material
-                raise ConfigError(f"ENCRYPTION_KEYS: {exc}") from None
-        if self.mfa_token_ttl > 3600:
-            raise ConfigError("MFA_TOKEN_TTL must be at most 3600 seconds")
-        if not self.mfa_issuer.strip() or ":" in self.mfa_issuer:
-            raise ConfigError("MFA_ISSUER must be a non-empty name without ':'")
-        if self.is_production:
-            if not self.encryption_keys:
-                raise ConfigError(
-                    "ENCRYPTION_KEYS must be set in production (kid:base64key, 32-byte keys)"
-                )
-            if self.api_key_pepper is not None:
-                if len(self.api_key_pepper) < 32:
-                    raise ConfigError("API_KEY_PEPPER must be 32+ random characters in production")
-                _refuse_weak_secret("API_KEY_PEPPER", self.api_key_pepper)
-            _refuse_weak_keys(self.encryption_keys)
-
-    @property
-    def effective_api_key_pepper(self) -> bytes:
-        """API_KEY_PEPPER, or (when unset) a key derived from SECRET_KEY — which production
-        already requires to be strong, so no default secret is ever used."""
-        if self.api_key_pepper:
-            return self.api_key_pepper.encode()
-        import hashlib
-        import hmac
-
-        return hmac.new(
-            self.secret_key.encode(), b"gatehouse api key pepper", hashlib.sha256
-        ).digest()
 
     def _validate_production(self) -> None:
         if self.secret_key in PUBLISHED_SECRETS or len(self.secret_key) < 32:
@@ -369,20 +532,125 @@ class Settings:
                 "RATELIMIT_ENABLED must be true in production (capacity benchmarks may set "
                 "UNSAFE_PRODUCTION_WITHOUT_RATELIMIT=true)"
             )
+        if not self.encryption_keys:
+            raise ConfigError(
+                "ENCRYPTION_KEYS must be set in production (kid:base64key, 32-byte keys)"
+            )
+        if self.api_key_pepper is not None:
+            if len(self.api_key_pepper) < 32:
+                raise ConfigError("API_KEY_PEPPER must be 32+ random characters in production")
+            _refuse_weak_secret("API_KEY_PEPPER", self.api_key_pepper)
+        _refuse_weak_keys(self.encryption_keys)
 
-    def with_overrides(self, **changes: Any) -> Settings:
-        """A copy with some values replaced (tests); validated like the original."""
-        known = {f.name for f in fields(self)}
-        unknown = set(changes) - known
-        if unknown:
-            raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
-        updated = replace(self, **changes)
-        updated.validate()
-        return updated
+    # -- Derived values ------------------------------------------------------------------------
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def effective_api_key_pepper(self) -> bytes:
+        """API_KEY_PEPPER, or (when unset) a key derived from SECRET_KEY — which production
+        already requires to be strong, so no default secret is ever used."""
+        if self.api_key_pepper:
+            return self.api_key_pepper.encode()
+        return hmac.new(
+            self.secret_key.encode(), b"gatehouse api key pepper", hashlib.sha256
+        ).digest()
 
     @property
     def sqlalchemy_url(self) -> str:
         return sqlalchemy_url(self.database_url)
+
+
+def env_name(field: str) -> str:
+    """The environment variable of a `Settings` field."""
+    alias = Settings.model_fields[field].validation_alias
+    return alias if isinstance(alias, str) else field.upper()
+
+
+def _is_optional(field: str) -> bool:
+    return Settings.model_fields[field].default is None
+
+
+def _message(error: ErrorDetails) -> str:
+    """One line naming the variable, never its value (it may be a secret)."""
+    loc = str(error["loc"][0]) if error["loc"] else ""
+    field = _FIELD_BY_KEY.get(loc.lower(), loc)
+    name = env_name(field) if field in Settings.model_fields else loc.upper()
+    kind, ctx = error["type"], error.get("ctx", {})
+    metadata = Settings.model_fields[field].metadata if field in Settings.model_fields else []
+    bounds = {type(m).__name__: m for m in metadata}
+    if kind in ("greater_than_equal", "less_than_equal") and {"Ge", "Le"} <= set(bounds):
+        return f"{name} must be between {ctx.get('ge', bounds['Ge'].ge)} and {bounds['Le'].le}"
+    if kind == "greater_than" and ctx.get("gt") == 0:
+        return f"{name} must be a positive number"
+    if kind == "greater_than_equal" and ctx.get("ge") == 0:
+        return f"{name} must not be negative"
+    if kind == "less_than_equal":
+        return f"{name} must be at most {ctx['le']}"
+    if kind == "literal_error":
+        # Choices are never secret: saying what was given helps more than it leaks.
+        return f"{name} must be one of {ctx['expected']}, got {error['input']!r}"
+    if kind == "value_error":
+        reason = str(ctx["error"])
+        return f"{name}{reason}" if reason.startswith(":") else f"{name} {reason}"
+    if kind in _TYPE_MESSAGES:
+        return f"{name} {_TYPE_MESSAGES[kind]}"
+    return f"{name}: {error['msg']}"
+
+
+_TYPE_MESSAGES = {
+    "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_parsing": "must be a number",
+    "bool_parsing": "must be true or false",
+    "string_type": "must be text",
+}
+# Errors are located by field name or by alias; both lead to the field.
+_FIELD_BY_KEY = {
+    **{name: name for name in Settings.model_fields},
+    **{env_name(name).lower(): name for name in Settings.model_fields},
+}
+
+
+@dataclass(frozen=True)
+class ProcessVariable:
+    """A variable read around the application rather than by `Settings`: by gunicorn.conf.py
+    before any application exists, by the job worker's metrics endpoint, or by a CLI command."""
+
+    name: str
+    default: str
+    meaning: str
+
+
+PROCESS_VARIABLES: tuple[ProcessVariable, ...] = (
+    ProcessVariable("PORT", "`8000`", "gunicorn listens on `0.0.0.0:$PORT` unless `BIND` is set"),
+    ProcessVariable("BIND", "`0.0.0.0:$PORT`", "gunicorn listen address"),
+    ProcessVariable("GUNICORN_THREADS", "`4`", "threads per gunicorn worker"),
+    ProcessVariable("GUNICORN_TIMEOUT", "`30`", "seconds before gunicorn restarts a silent worker"),
+    ProcessVariable(
+        "GUNICORN_GRACEFUL_TIMEOUT", "`25`", "seconds a stopping worker may finish its requests"
+    ),
+    ProcessVariable("GUNICORN_KEEPALIVE", "`5`", "seconds an idle keep-alive connection is kept"),
+    ProcessVariable(
+        "GUNICORN_MAX_REQUESTS", "`0` (never)", "requests after which a worker is replaced"
+    ),
+    ProcessVariable(
+        "METRICS_ADDR",
+        "`0.0.0.0`",
+        "the interface `/metrics` listens on when `METRICS_PORT` is set",
+    ),
+    ProcessVariable(
+        "PROMETHEUS_MULTIPROC_DIR",
+        "a fresh temporary directory per gunicorn master",
+        "where processes write metric samples; set it (per process group) for the worker too",
+    ),
+    ProcessVariable(
+        "GATEHOUSE_ADMIN_PASSWORD",
+        "unset",
+        "password for `users create-admin` (otherwise prompted)",
+    ),
+)
 
 
 def _refuse_weak_secret(name: str, value: str) -> None:
@@ -392,8 +660,6 @@ def _refuse_weak_secret(name: str, value: str) -> None:
 
 
 def _refuse_weak_keys(encryption_keys: str) -> None:
-    from webapp.security.encryption import EncryptionKeyRing
-
     for kid, key in EncryptionKeyRing.parse(encryption_keys).keys:
         reason = key_weakness(key)
         if reason is not None:
@@ -417,8 +683,8 @@ def sqlalchemy_url(url: str) -> str:
 
 
 def current_settings() -> Settings:
-    """The settings of the application in context (services, jobs and CLI commands)."""
-    from flask import current_app
-
+    """The settings of the application in context: the one way code running inside an
+    application (views, services, CLI commands, jobs) reaches them. Code handed its settings
+    explicitly (the job dispatcher, the mailer) takes them as an argument instead."""
     settings: Settings = current_app.config["GATEHOUSE"]
     return settings
