@@ -37,7 +37,7 @@ from sqlalchemy import select, update
 from jobs import queues, runtime
 from jobs.delivery import job_timeout
 from jobs.recovery import Recovery
-from webapp.config import Settings
+from webapp.config import Settings, settings_of
 from webapp.db import DbSession, utcnow
 from webapp.outbox.models import ENQUEUED, PENDING, OutboxMessage
 
@@ -282,7 +282,7 @@ class DispatcherThread(threading.Thread):
     def run(self) -> None:
         from webapp.extensions import db
 
-        settings: Settings = self.app.config["GATEHOUSE"]
+        settings = settings_of(self.app)
         while not self._stop_event.is_set():
             full = False
             with self.app.app_context(), runtime.fork_guard():

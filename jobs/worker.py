@@ -44,7 +44,7 @@ from jobs.recovery import JOB_MONITORING_INTERVAL
 from jobs.supervisor import BEAT_INTERVAL, JobWatch, Supervisor
 from observability.context import bound
 from observability.worker import serve_metrics
-from webapp.config import Settings
+from webapp.config import Settings, settings_of
 from webapp.extensions import db
 
 log = logging.getLogger(__name__)
@@ -188,7 +188,7 @@ def run(
 
     With `metrics_port`, the worker serves its own `/metrics` (Prometheus job gatehouse-worker).
     """
-    settings: Settings = app.config["GATEHOUSE"]
+    settings = settings_of(app)
     runtime.bind_app(app)
     if metrics_port is not None:
         serve_metrics(metrics_port)

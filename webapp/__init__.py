@@ -13,7 +13,7 @@ from flask.sessions import SecureCookieSession, SessionInterface
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from webapp import sqlite
-from webapp.config import Settings
+from webapp.config import APP_CONFIG_KEY, Settings
 from webapp.security.keys import KeyRing, write_new_keyfile
 
 API_TITLE = "Gatehouse"
@@ -77,7 +77,7 @@ def _flask_config(settings: Settings) -> dict[str, Any]:
         replica = sqlalchemy_url(settings.database_replica_url)
         binds["replica"] = {"url": replica, **_engine_options(settings, replica)}
     return {
-        "GATEHOUSE": settings,
+        APP_CONFIG_KEY: settings,
         "SECRET_KEY": settings.secret_key,
         "TESTING": settings.env == "test",
         "SQLALCHEMY_DATABASE_URI": settings.sqlalchemy_url,

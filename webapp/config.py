@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from flask import current_app
+from flask import Flask, current_app
 from pydantic import BeforeValidator, Field, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 from pydantic_settings import (
@@ -682,9 +682,18 @@ def sqlalchemy_url(url: str) -> str:
     return url
 
 
+# Where `create_app` keeps an application's settings; read only through the two functions below.
+APP_CONFIG_KEY = "GATEHOUSE"
+
+
+def settings_of(app: Flask) -> Settings:
+    """The settings an application was built with (set-up code handed the app itself)."""
+    settings: Settings = app.config[APP_CONFIG_KEY]
+    return settings
+
+
 def current_settings() -> Settings:
     """The settings of the application in context: the one way code running inside an
-    application (views, services, CLI commands, jobs) reaches them. Code handed its settings
-    explicitly (the job dispatcher, the mailer) takes them as an argument instead."""
-    settings: Settings = current_app.config["GATEHOUSE"]
-    return settings
+    application (views, services, CLI commands, jobs) reaches them. Code that is handed its
+    settings (the dispatcher, the mailer, the delivery of a job) takes them as an argument."""
+    return settings_of(current_app)

@@ -14,11 +14,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from flask import current_app
 from sqlalchemy import select
 
 from observability import metrics
 from webapp.auth.models import AuthSession
+from webapp.config import current_settings
 from webapp.db import DbSession, utcnow
 from webapp.extensions import redis_store
 from webapp.users.models import User
@@ -50,7 +50,7 @@ def _user_key(user_id: uuid.UUID) -> str:
 
 
 def _ttl() -> int:
-    return int(current_app.config["GATEHOUSE"].cache_ttl)
+    return current_settings().cache_ttl
 
 
 def user_snapshot(user: User) -> dict[str, Any]:
@@ -79,7 +79,7 @@ def forget_user(user_id: uuid.UUID) -> None:
 
 
 def publish_sessions_revoked(session_ids: list[uuid.UUID]) -> None:
-    ttl = max(_ttl(), int(current_app.config["GATEHOUSE"].access_token_ttl))
+    ttl = max(_ttl(), current_settings().access_token_ttl)
     revoked = {_session_key(sid): SESSION_REVOKED for sid in session_ids}
     redis_store.set_many(revoked, ttl, critical=True)
 

@@ -26,6 +26,7 @@ import jwt as pyjwt
 from flask import Flask, current_app, g, request
 from flask_jwt_extended import create_access_token, decode_token
 
+from webapp.config import current_settings, settings_of
 from webapp.errors import Unauthorized
 from webapp.extensions import jwt
 from webapp.security.keys import KeyRing
@@ -41,7 +42,7 @@ def keyring() -> KeyRing:
 
 
 def init_app(app: Flask, ring: KeyRing) -> None:
-    settings = app.config["GATEHOUSE"]
+    settings = settings_of(app)
     app.extensions["gatehouse_keyring"] = ring
     app.extensions["gatehouse_verified_tokens"] = VerifiedTokens()
     app.config.update(
@@ -178,7 +179,7 @@ def bearer_claims(*, optional: bool = False) -> dict[str, Any] | None:
 
 
 def _refresh_mac(token_id: uuid.UUID) -> str:
-    secret = current_app.config["GATEHOUSE"].secret_key.encode()
+    secret = current_settings().secret_key.encode()
     digest = hmac.new(secret, b"refresh:" + token_id.bytes, hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 

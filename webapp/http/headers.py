@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Flask, request
 from flask_cors import CORS
 
+from webapp.config import settings_of
 from webapp.errors import DomainError
 
 if TYPE_CHECKING:
@@ -115,7 +116,7 @@ def _add_vary_origin(headers: list[tuple[str, str]]) -> None:
 
 
 def init_app(app: Flask) -> None:
-    settings = app.config["GATEHOUSE"]
+    settings = settings_of(app)
     app.before_request(_require_json_body)
     app.wsgi_app = SecurityHeadersMiddleware(  # type: ignore[method-assign]
         app.wsgi_app, production=settings.is_production, cors=bool(settings.cors_origins)

@@ -35,6 +35,7 @@ from sqlalchemy import Index, String, Text, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from webapp.config import current_settings
 from webapp.db import Base, new_id, utcnow
 from webapp.errors import Conflict, ValidationFailed
 from webapp.extensions import db
@@ -104,7 +105,7 @@ def request_fingerprint(secret_key: str, method: str, path: str, raw: bytes) -> 
 
 
 def _request_hash() -> str:
-    secret_key: str = current_app.config["GATEHOUSE"].secret_key
+    secret_key = current_settings().secret_key
     return request_fingerprint(
         secret_key, request.method, request.path, request.get_data(cache=True)
     )
@@ -140,7 +141,7 @@ def _replay(record: IdempotencyRecord) -> Response:
 
 
 def _claim(key: str, scope: str, request_hash: str) -> uuid.UUID | Response:
-    ttl = timedelta(seconds=current_app.config["GATEHOUSE"].idempotency_ttl)
+    ttl = timedelta(seconds=current_settings().idempotency_ttl)
     with Session(db.engine) as session:
         existing = session.scalar(
             select(IdempotencyRecord).where(

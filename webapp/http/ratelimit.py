@@ -15,6 +15,7 @@ from flask import Flask, Response, current_app, request
 from observability import metrics
 from observability.metrics import route
 from webapp.auth.tokens import bearer_claims
+from webapp.config import current_settings, settings_of
 from webapp.extensions import limiter
 from webapp.http.access import api_key_principal
 from webapp.http.origin import client_ip
@@ -75,8 +76,7 @@ def default_limit() -> str:
     The limiter is one module-level object: flask-limiter keeps the default limits of the first
     app it was bound to, so a string here would leak one app's budget into every later app.
     """
-    limit: str = current_app.config["GATEHOUSE"].ratelimit_default
-    return limit
+    return current_settings().ratelimit_default
 
 
 def disabled_for_this_app() -> bool:
@@ -86,7 +86,7 @@ def disabled_for_this_app() -> bool:
     and route decorators (the auth budget) consult it on every app: without this filter, building
     one app with limits on would start limiting another process-mate that has them off.
     """
-    return not current_app.config["GATEHOUSE"].ratelimit_enabled
+    return not current_settings().ratelimit_enabled
 
 
 def limits_storage_uri(redis_url: str | None) -> str:
@@ -101,7 +101,7 @@ def limits_storage_uri(redis_url: str | None) -> str:
 def warn_if_off_in_production(app: Flask) -> None:
     """Production runs without limits only through UNSAFE_PRODUCTION_WITHOUT_RATELIMIT (capacity
     benchmarks): every process start says so in its log."""
-    settings = app.config["GATEHOUSE"]
+    settings = settings_of(app)
     if settings.is_production and not settings.ratelimit_enabled:
         log.warning(
             "rate limiting is OFF in production (UNSAFE_PRODUCTION_WITHOUT_RATELIMIT=true): "
@@ -111,7 +111,7 @@ def warn_if_off_in_production(app: Flask) -> None:
 
 def init_app(app: Flask) -> None:
     app.extensions["gatehouse_rate_limit_key"] = rate_limit_key
-    settings = app.config["GATEHOUSE"]
+    settings = settings_of(app)
     app.config.update(
         RATELIMIT_ENABLED=settings.ratelimit_enabled,
         RATELIMIT_STORAGE_URI=limits_storage_uri(settings.redis_url),

@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 
 from observability import exposure
 from observability.metrics import QUEUES, exposition
-from webapp.config import Settings
+from webapp.config import settings_of
 from webapp.db import aware
 from webapp.extensions import db, limiter, redis_store
 from webapp.outbox.models import DEAD, ENQUEUED, PENDING, OutboxMessage
@@ -93,7 +93,7 @@ class StateCollector(Collector):
 
 
 def init_app(app: Flask) -> None:
-    settings: Settings = app.config["GATEHOUSE"]
+    settings = settings_of(app)
 
     @app.get(exposure.METRICS_PATH)
     @limiter.exempt

@@ -9,10 +9,11 @@ from typing import Any
 import flask_swagger_ui
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from flask import Blueprint, Response, current_app, jsonify, send_from_directory
+from flask import Blueprint, Response, jsonify, send_from_directory
 from sqlalchemy import text
 
 from webapp.auth.tokens import keyring
+from webapp.config import current_settings
 from webapp.extensions import db, limiter, redis_store
 
 bp = Blueprint("ops", __name__)
@@ -53,7 +54,7 @@ def ready() -> tuple[Response, int]:
     else:
         checks["redis"] = "ok" if redis_store.ping() else "unavailable"
     healthy = all(v in ("ok", "not configured") for v in checks.values())
-    if current_app.config["GATEHOUSE"].is_production and checks["redis"] != "ok":
+    if current_settings().is_production and checks["redis"] != "ok":
         healthy = False
     body = {"status": "ok" if healthy else "unavailable", "checks": checks}
     return jsonify(body), 200 if healthy else 503
@@ -63,7 +64,7 @@ def ready() -> tuple[Response, int]:
 @limiter.exempt
 def jwks() -> Response:
     response = jsonify(keyring().public_jwks())
-    max_age = current_app.config["GATEHOUSE"].jwks_max_age
+    max_age = current_settings().jwks_max_age
     response.headers["Cache-Control"] = f"public, max-age={max_age}"
     return response
 
