@@ -259,3 +259,31 @@ def test_starting_with_a_bad_variable_exits_with_one_line_naming_it(variables, n
     assert len(lines) == 1, result.stderr
     assert named in lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_an_optional_variable_set_empty_is_unset(monkeypatch):
+    for name in ("METRICS_PORT", "REDIS_URL", "DATABASE_REPLICA_URL", "API_KEY_PEPPER"):
+        monkeypatch.setenv(name, "")
+    monkeypatch.setenv("MAIL_FROM", "")  # not optional: the empty value is kept
+
+    settings = Settings.from_env()
+
+    assert (settings.metrics_port, settings.redis_url, settings.api_key_pepper) == (None,) * 3
+    assert settings.database_replica_url is None
+    assert settings.mail_from == ""
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DATABASE_URL", "mysql://gatehouse:hunter2-secret@db/gatehouse"),
+        ("SMTP_URL", "http://mailer:hunter2-secret@mail.example.com"),
+        ("ENCRYPTION_KEYS", "k1:hunter2-secret"),
+    ],
+)
+def test_a_refused_value_is_never_echoed(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=name) as caught:
+        Settings.from_env()
+    assert "hunter2" not in str(caught.value)
+    assert "\n" not in str(caught.value)
