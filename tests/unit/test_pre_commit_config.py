@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import configparser
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -50,3 +52,15 @@ def test_mypy_and_the_import_rules_run_from_the_project_s_virtualenv():
 
 def test_pre_commit_itself_is_pinned():
     assert re.fullmatch(r"\d+\.\d+\.\d+", pinned("pre-commit"))
+
+
+def test_the_pinned_pre_commit_accepts_the_config():
+    done = subprocess.run(
+        [sys.executable, "-m", "pre_commit", "validate-config", ".pre-commit-config.yaml"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
