@@ -31,7 +31,7 @@ limit_request_line = 8190
 limit_request_field_size = 8190
 # A read-only root filesystem has no writable $HOME for gunicorn's control socket.
 control_socket_disable = True
-# Application logs are JSON lines on stdout; gunicorn's own lines go to stderr (JSON too).
+# Application logs are lines on stdout; gunicorn's own lines go to stderr (same format).
 accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
@@ -59,5 +59,10 @@ def child_exit(server, worker):  # type: ignore[no-untyped-def]
     multiprocess.mark_process_dead(worker.pid)
 
 
-# gunicorn's own lines as JSON too; the app writes the one access line per request.
-logger_class = "observability.gunicorn_logging.JsonLogger"
+# gunicorn's own lines in the app's format (text in development, JSON elsewhere: the factory's
+# rule, GATEHOUSE_ENV defaulting to development); the app writes the one access line per request.
+logger_class = (
+    "observability.gunicorn_logging.TextLogger"
+    if os.environ.get("GATEHOUSE_ENV", "development") == "development"
+    else "observability.gunicorn_logging.JsonLogger"
+)

@@ -26,9 +26,9 @@ from jobs.dispatcher import dispatch
 from webapp.config import Settings
 from webapp.db import DbSession, utcnow
 from webapp.errors import Conflict, NotFound
-from webapp.http.pagination import Page, paginate
 from webapp.outbox import service as outbox
 from webapp.outbox.models import DEAD, PENDING, OutboxMessage
+from webapp.paging import Page, paginate
 
 REPLAY_CHUNK = 200
 

@@ -3,7 +3,7 @@
 `flask --app wsgi jobs worker` is the supervisor. It runs the outbox dispatcher and forks one
 job process, which runs jobs one after another in its own process (RQ's non-forking execution:
 no fork, no fresh database connection and no new SMTP connection per job). What a fork per job
-used to give is kept here, per job process instead of per job:
+would give is kept here, per job process instead of per job (docs/adr/0002):
 
 - **Leaks do not last.** The job process exits after `JOBS_WORKER_MAX_JOBS` jobs, or after the
   job during which its memory passed `JOBS_WORKER_MAX_MEMORY_MB`; the supervisor forks a fresh

@@ -1,4 +1,5 @@
-"""Observability: JSON logs with correlation ids, Prometheus metrics, OpenTelemetry traces.
+"""Observability: logs with correlation ids (JSON, or text for a developer's terminal),
+Prometheus metrics, OpenTelemetry traces.
 
 `init_app(app, ...)` wires all three into a Flask application; jobs use the same modules
 directly. Nothing here knows Gatehouse's application: the application passes its settings in and
@@ -11,12 +12,18 @@ from flask import Flask
 
 
 def init_app(
-    app: Flask, *, log_level: str, metrics_port: int | None, otel_endpoint: str | None
+    app: Flask,
+    *,
+    log_level: str,
+    log_format: str = "json",
+    metrics_port: int | None,
+    otel_endpoint: str | None,
 ) -> None:
+    """`log_format`: `json` (one JSON object per line, for collectors) or `text` (development)."""
     from observability import exposure, metrics, tracing
     from observability import logging as log_setup
 
-    log_setup.configure(log_level)
+    log_setup.configure(log_level, log_format)
     log_setup.init_access_log(app)
     metrics.init_app(app)
     exposure.init_app(app, metrics_port)

@@ -1,4 +1,5 @@
-"""gunicorn's own log lines (start-up, worker boot and exit, errors) as JSON, like the app's.
+"""gunicorn's own log lines (start-up, worker boot and exit, errors) as JSON, like the app's (as
+text in development).
 
 Used as `logger_class` in gunicorn.conf.py. Access lines are not gunicorn's job here: the app
 writes one per request with its route template and request id, so `access()` does nothing —
@@ -15,20 +16,23 @@ from typing import Any
 
 from gunicorn.glogging import Logger
 
-from observability.logging import GatehouseJsonFormatter, RedactingFilter
+from observability.logging import RedactingFilter, formatter
 
 
 class JsonLogger(Logger):
+    log_format = "json"
+
     def setup(self, cfg: Any) -> None:
         super().setup(cfg)
-        formatter = GatehouseJsonFormatter(
-            "%(levelname)s %(name)s %(message)s",
-            rename_fields={"levelname": "level", "name": "logger"},
-            timestamp=True,
-        )
         for handler in self.error_log.handlers:
-            handler.setFormatter(formatter)
+            handler.setFormatter(formatter(self.log_format))
             handler.addFilter(RedactingFilter())
 
     def access(self, resp: Any, req: Any, environ: Any, request_time: Any) -> None:
         return None
+
+
+class TextLogger(JsonLogger):
+    """The same lines as readable text, for `make run` (development)."""
+
+    log_format = "text"

@@ -1,4 +1,5 @@
-"""JSON log lines (one per event) on stdout, with request_id, user_id, trace_id and span_id.
+"""Log lines (one per event) on stdout, with request_id, user_id, trace_id and span_id: JSON in
+production and tests, readable text in development (the caller chooses: `configure(level, fmt)`).
 
 Secrets never reach the output: a filter redacts bearer tokens, JWTs, refresh tokens, API keys,
 password hashes, emailed tokens in links, SQL parameter dumps, and the value of every field whose
@@ -27,6 +28,7 @@ from observability.context import (
 )
 
 HANDLER_NAME = "gatehouse-json"
+LOG_FORMATS = ("json", "text")
 REDACTED = "[REDACTED]"
 # A field name holding any of these words names a secret or a value derived from one (a password
 # hash, an API key, a token digest): its value is redacted wherever the name appears — an `extra`
@@ -157,28 +159,86 @@ class GatehouseJsonFormatter(JsonFormatter):
         return redact(str(super().formatStack(stack_info)))
 
 
-def json_handler(stream: Any = None) -> logging.Handler:
+class TextFormatter(logging.Formatter):
+    """`time level logger [request_id] message key=value …` for a developer's terminal.
+
+    The same filters run before it as before the JSON formatter, so the fields it prints are
+    already redacted; tracebacks are redacted here, as in JSON.
+    """
+
+    default_msec_format = "%s.%03d"
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = (
+            f"{self.formatTime(record)} {record.levelname:<7} {record.name}"
+            f" [{getattr(record, 'request_id', None) or '-'}] {_one_line(record.getMessage())}"
+        )
+        extras = " ".join(
+            f"{key}={_one_line(str(value))}"
+            for key, value in record.__dict__.items()
+            if key not in _STANDARD_ATTRIBUTES and not key.startswith("_")
+        )
+        user_id = getattr(record, "user_id", None)
+        if user_id:
+            extras = f"user_id={user_id} {extras}".rstrip()
+        if extras:
+            line = f"{line} {extras}"
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line = f"{line}\n{record.exc_text}"
+        if record.stack_info:
+            line = f"{line}\n{self.formatStack(record.stack_info)}"
+        return line
+
+    def formatException(self, ei: Any) -> str:
+        return redact(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return redact(super().formatStack(stack_info))
+
+
+def _one_line(text: str) -> str:
+    """User input cannot start a line of its own (a forged entry): line breaks are escaped."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
+def json_formatter() -> logging.Formatter:
+    return GatehouseJsonFormatter(
+        "%(levelname)s %(name)s %(message)s",
+        rename_fields={"levelname": "level", "name": "logger"},
+        timestamp=True,
+    )
+
+
+def formatter(fmt: str) -> logging.Formatter:
+    """The formatter of a log format: `json` (production, tests) or `text` (development)."""
+    if fmt not in LOG_FORMATS:
+        raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, not {fmt!r}")
+    return TextFormatter() if fmt == "text" else json_formatter()
+
+
+def log_handler(stream: Any = None, fmt: str = "json") -> logging.Handler:
+    """A stdout handler in `fmt` with the correlation ids and the redaction on every record."""
     handler = logging.StreamHandler(stream or sys.stdout)
     handler.set_name(HANDLER_NAME)
-    handler.setFormatter(
-        GatehouseJsonFormatter(
-            "%(levelname)s %(name)s %(message)s",
-            rename_fields={"levelname": "level", "name": "logger"},
-            timestamp=True,
-        )
-    )
+    handler.setFormatter(formatter(fmt))
     handler.addFilter(ContextFilter())
     handler.addFilter(RedactingFilter())
     return handler
 
 
-def configure(level: str = "INFO") -> None:
-    """Route every logger through one JSON handler on stdout (idempotent)."""
+def json_handler(stream: Any = None) -> logging.Handler:
+    return log_handler(stream, "json")
+
+
+def configure(level: str = "INFO", fmt: str = "json") -> None:
+    """Route every logger through one handler on stdout, JSON or text (idempotent)."""
     root = logging.getLogger()
     for existing in list(root.handlers):
         if existing.get_name() == HANDLER_NAME:
             root.removeHandler(existing)
-    root.addHandler(json_handler())
+    root.addHandler(log_handler(fmt=fmt))
     root.setLevel(level)
     for noisy in ("werkzeug", "urllib3"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

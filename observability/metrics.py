@@ -120,12 +120,12 @@ class HttpMetrics:
     """Requests by method, route template and status: latency (and count) and unhandled
     exceptions.
 
-    The names and labels are prometheus-flask-exporter's (`gatehouse_http_request_*`), which
-    this replaces: its hooks rebuilt label sets, matched path regexes and looked the children
-    up on every request, some 12 % of the CPU of an authenticated read under gunicorn. Here the
-    children of a label set are bound once, and one `after_request` hook does the rest. Its
-    `gatehouse_http_request_total` counter is gone: the histogram's `_count` is the same number
-    (every write to a multiprocess metric takes a lock and a file write).
+    The names and labels are prometheus-flask-exporter's (`gatehouse_http_request_*`), without
+    its cost: its hooks rebuild label sets, match path regexes and look the children up on every
+    request, some 12 % of the CPU of an authenticated read under gunicorn (docs/adr/0006). Here
+    the children of a label set are bound once, and one `after_request` hook does the rest. No
+    `gatehouse_http_request_total` counter: the histogram's `_count` is the same number (every
+    write to a multiprocess metric takes a lock and a file write).
     """
 
     def __init__(self, registry: CollectorRegistry) -> None:

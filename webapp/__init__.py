@@ -170,6 +170,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     observability.init_app(
         app,
         log_level=settings.log_level,
+        # Readable lines in a developer's terminal; JSON wherever a collector reads them.
+        log_format="text" if settings.env == "development" else "json",
         metrics_port=settings.metrics_port,
         otel_endpoint=settings.otel_exporter_otlp_endpoint,
     )

@@ -9,7 +9,7 @@ so the other workers take the rest; connections it already holds are served as b
 alive or pending, they do not count as busy). `SO_REUSEPORT` would spread connections too, but a
 worker stopped with SIGTERM would then reset the connections queued on its own socket.
 
-Connections may now wait in the listen backlog while every thread is busy. When the worker stops
+Connections may wait in the listen backlog while every thread is busy. When the worker stops
 (SIGTERM), it first accepts everything already queued there and serves it within the graceful
 timeout, as the stock worker would have: a client that connected before the signal gets its
 answer (tests/e2e/test_graceful_shutdown.py). While every thread of every worker is blocked (on

@@ -12,7 +12,7 @@ What one run does (each step prints one line; `docs/benchmarks.md` explains the 
    `GET /api/v1/users/me` at `--connections`, and `POST /api/v1/auth/login` at `--login-clients`;
 4. measures the raw Argon2 hash rate right before the login scenario: `hash_password` in one
    process per core for a few seconds (login must reach 90 % of it);
-5. prints the table, the two ratios the issue sets targets for (PASS/MISS), and cleans up
+5. prints the table, the two ratios with targets (PASS/MISS; docs/benchmarks.md), and cleans up
    servers, database, Redis db and key file — also after a failure or Ctrl-C.
 
 Exit status: 0 whenever the measurements ran (a MISS is a finding, not a failure), 2 when the

@@ -3,8 +3,8 @@ allow: real wrk against real gunicorn servers on the suite's PostgreSQL and Redi
 rate, and the report read back.
 
 Only the shape of the report is checked (every scenario measured, no request failed, the four
-targets of issue 2 judged), never PASS or MISS: speed depends on the machine and on the tests
-running beside this one. A missing wrk fails the test (`make ops-deps` installs it).
+targets of docs/benchmarks.md judged), never PASS or MISS: speed depends on the machine and on the
+tests running beside this one. A missing wrk fails the test (`make ops-deps` installs it).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ SHORTEST = [
     "--skip-install",
 ]  # fmt: skip
 SCENARIOS = ("GET /bare (bare Flask)", "GET /api/v1/users/me", "POST /api/v1/auth/login")
-TARGETS = {  # the start of each measure of "## Targets (issue 2)" -> its target
+TARGETS = {  # the start of each measure of "## Targets" -> its target
     "users/me ÷ bare (req/s)": "≥ 60%",
     "users/me p99 at 2 connections": "≤ 20 ms",
     "login ÷ raw hash rate": "≥ 90%",
@@ -119,7 +119,7 @@ def test_bench_measures_every_scenario_and_reports_the_targets(redis_url: str) -
     assert len(raw) == 1, text
     assert requests_per_second(raw[0]["req/s"]) > 0, "no Argon2 hash"
 
-    targets = table_after(done.stdout, "## Targets (issue 2)")
+    targets = table_after(done.stdout, "## Targets")
     assert len(targets) == len(TARGETS), text
     for row, (measure, target) in zip(targets, TARGETS.items(), strict=True):
         assert row["measure"].startswith(measure), text

@@ -152,9 +152,14 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         os.killpg(process.pid, signal.SIGKILL)  # anything left of its session
 
 
+# make run logs readable text lines: "<date> <time> ERROR   <logger> [<request id>] …".
+TEXT_ERROR = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} (ERROR|CRITICAL) ")
+
+
 def _errors(log: str) -> list[str]:
     bad: Callable[[str], bool] = lambda line: (  # noqa: E731
-        '"level": "ERROR"' in line
+        bool(TEXT_ERROR.match(line))
+        or '"level": "ERROR"' in line
         or '"level": "CRITICAL"' in line
         or "Traceback" in line
         or "[ERROR]" in line

@@ -1,5 +1,6 @@
 """The CI workflow: valid against the GitHub workflow schema, every third-party action pinned by a
-full commit SHA with its release in a comment, and the stages the issue asks for."""
+full commit SHA with its release in a comment, and the stages README's "CI" paragraph lists
+(lint, test, trivy, k6)."""
 
 from __future__ import annotations
 

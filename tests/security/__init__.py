@@ -1,1 +1,2 @@
-"""Attack tests for the findings of security issue #10, one module per finding."""
+"""Attack tests: one module per threat, each running the attack against the real service and
+naming the OWASP ASVS 4.0.3 requirements it holds the service to."""

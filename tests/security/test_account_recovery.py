@@ -1,13 +1,12 @@
-"""Issue #10 ("Trust"), the extras of finding 6: who holds an address, and what a reset link can
-do.
+"""Who holds an address, and what a reset link can do.
 
 - Look-alike addresses (the same under Unicode NFKC and case folding, e.g. with a full-width
-  "a", U+FF41) were separate accounts: one could impersonate another, or squat it.
-- An unverified sign-up held its address for ever, so anybody could squat someone else's
-  address; now it expires after `UNVERIFIED_ACCOUNT_TTL` and a registration takes the address at
-  once (no sweep needed), and the expired account answers like an unknown one.
-- A reset link of a deactivated account set its password and cleared its lockout; and the new
-  password could be the old one.
+  "a", U+FF41) are one account: nobody can impersonate another or squat their address that way.
+- An unverified sign-up cannot hold an address for ever: it expires after
+  `UNVERIFIED_ACCOUNT_TTL`, a registration then takes the address at once (no sweep needed), and
+  the expired account answers like an unknown one.
+- A reset link of a deactivated account neither sets its password nor clears its lockout, and
+  the new password must differ from the current one.
 
 OWASP ASVS 4.0.3:
 - V2.3.1: an activation (unverified sign-up) expires after a set period;

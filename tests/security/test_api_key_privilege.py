@@ -1,9 +1,9 @@
-"""Finding 1 (issue #10): API keys could mint administrators and take over accounts.
+"""API keys can neither mint administrators nor take over accounts.
 
-A key with `users:create` created a verified administrator (`POST /users` with `role`), and a key
-with `users:replace` changed a victim's role or email through `PUT /users/{id}`; changing the email
-and then asking for a password reset handed the account over. Role, email, password and
-reactivation are now human-only (`webapp.security.rbac.HUMAN_ONLY`, one `require_human` check the
+The attacks: a key with `users:create` creating a verified administrator (`POST /users` with
+`role`), a key with `users:replace` changing a victim's role or email through `PUT /users/{id}`,
+then asking for a password reset to the new email. Role, email, password and reactivation are
+human-only (`webapp.security.rbac.HUMAN_ONLY`, one `require_human` check the
 user services call): an API key, whatever its scopes, gets 403 `insufficient-scope`. Every audit
 event a key causes records the key's id beside its owner as actor, and the audit list filters by it.
 

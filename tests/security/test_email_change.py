@@ -1,11 +1,9 @@
-"""Finding 6 of issue #10 ("Trust"): an email change locked the user out for good, and no new
-verification link could be asked for.
+"""An email change never locks the user out, and a new verification link can be asked for.
 
-After an administrator changed a user's address, verifying it failed with a unique-key violation
-(500) on every try: the welcome email was queued again under a key that existed. Now a new
-address (set by an administrator or by the user) stays pending until its owner confirms the
-link mailed to it, the login does not change before that, the old address is told, and a fresh
-sign-up link can be asked for without revealing which addresses have accounts.
+A new address (set by an administrator or by the user) stays pending until its owner confirms the
+link mailed to it (one confirmation, no second welcome email), the login does not change before
+that, the old address is told, and a fresh sign-up link can be asked for without revealing which
+addresses have accounts.
 
 OWASP ASVS 4.0.3:
 - V2.2.3: a notification goes to the old address once the email changes (no link in it);

@@ -1,9 +1,9 @@
-"""Finding 5 of issue #10: accounts could be enumerated, and any known account locked by anyone.
+"""Failed sign-ins tell no accounts apart, and nobody can keep an owner locked out.
 
-Before: after five wrong passwords a real account answered 429 `account-locked` while an unknown
-email answered 401 forever; a full-width (NFKC-changing) password cost a real account one more
-Argon2 run than an unknown one; five failures every 15 minutes from anywhere kept an account
-(an administrator's) locked out.
+The attacks: five wrong passwords to see whether a real account answers differently (429
+`account-locked`) from an unknown email; a full-width (NFKC-changing) password to see whether a
+real account costs one more Argon2 run; five failures every 15 minutes from anywhere to keep an
+account (an administrator's) locked out.
 
 OWASP ASVS 4.0.3:
 - V2.2.1 — anti-automation that works (per email and client IP, per IP, and a slower per-email

@@ -1,11 +1,11 @@
-"""Finding 3 (issue #10, "Trust"): the idempotency record kept a plain SHA-256 of the request
-body for 24 hours, and the bodies of `POST /auth/register` and `POST /users` hold the password:
-a password equivalent open to ~330k guesses a second per core.
+"""The idempotency record holds no password equivalent.
 
-Fingerprints are now an HMAC-SHA256 under a key derived from SECRET_KEY, over the body with every
-secret field left out. The test registers with a known password (and an `Idempotency-Key`), then
-reads every column of every table, and every Redis value, and finds no fast unkeyed digest of the
-password or of the body, in any common encoding.
+The bodies of `POST /auth/register` and `POST /users` hold the password, and their idempotency
+records are kept for 24 hours: a plain SHA-256 of the body would be open to ~330k guesses a second
+per core. Fingerprints are an HMAC-SHA256 under a key derived from SECRET_KEY, over the body with
+every secret field left out. The test registers with a known password (and an `Idempotency-Key`),
+then reads every column of every table, and every Redis value, and finds no fast unkeyed digest of
+the password or of the body, in any common encoding.
 
 OWASP ASVS 4.0.3: V2.4.1 (passwords stored only in a salted, costly one-way form), V6.2.1/V6.2.2
 (no custom or weak use of digests for secrets), V8.3.4 (sensitive data identified and protected

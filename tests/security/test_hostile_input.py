@@ -1,4 +1,4 @@
-"""Finding 7 (issue #10, "Trust"): hostile input answered 500 and logged SQL parameters.
+"""Hostile input is a 4xx at the edge, never a 500 that logs SQL parameters.
 
 A NUL byte or a lone surrogate in any string (body fields, field names, query parameters, the
 path), a JSON body nested 20,000 levels deep, or a request line of a few kilobytes must be a 4xx

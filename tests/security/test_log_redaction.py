@@ -1,5 +1,5 @@
-"""Finding 7 (issue #10, "Trust"), its second half: a database error logged its SQL parameters,
-`password_hash` among them, and the redaction missed names such as `password_hash`.
+"""No secret reaches a log line: not through a database error's SQL parameters
+(`password_hash` among them), nor under a field name such as `password_hash`.
 
 Every engine hides SQL parameters from exception text (`hide_parameters`), and the log filter
 redacts the value of every field whose name holds password, secret, token, hash or key (ids

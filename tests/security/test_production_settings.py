@@ -1,9 +1,8 @@
-"""Finding 9, "Production accepts weak settings" (issue #10, Trust).
+"""Production refuses weak settings.
 
-`GATEHOUSE_ENV=production` started with `SECRET_KEY='A'*32`, an all-zero AES key, `CORS_ORIGINS=*`,
-an `http://` `PUBLIC_BASE_URL`, `REFRESH_REUSE_GRACE=86400` and rate limiting off, and
-docker-compose ran production mode with secrets published in the repository. Now production stops
-with one line naming the variable (never its value), and compose ships no secret.
+`GATEHOUSE_ENV=production` with `SECRET_KEY='A'*32`, an all-zero AES key, `CORS_ORIGINS=*`, an
+`http://` `PUBLIC_BASE_URL`, `REFRESH_REUSE_GRACE=86400` or rate limiting off stops with one line
+naming the variable (never its value), and the compose file ships no secret.
 
 OWASP ASVS 4.0.3: V2.10.4 and V6.4.1 (secrets are not in the repository: compose requires them from
 the operator, a generator makes them random), V6.2.1 (keys that are evidently not random, such as

@@ -1,7 +1,7 @@
-"""Finding 2 of issue #10: sensitive changes needed only an access token.
+"""Sensitive changes need more than an access token.
 
-With a stolen access token (or refresh token) an attacker could mint or rotate an API key that
-survived the owner's password reset, or enrol their own TOTP and lock the owner out. Now those
+The attack: with a stolen access token (or refresh token), mint or rotate an API key that
+survives the owner's password reset, or enrol one's own TOTP and lock the owner out. Those
 operations need a recent authentication of the session (`sessions.auth_time` within
 `REAUTH_MAX_AGE`), renewed by `POST /auth/reauthenticate`; a password reset revokes every
 session and API key.
@@ -174,7 +174,7 @@ def test_the_openapi_document_says_which_operations_need_a_recent_authentication
 
 
 def test_a_stolen_access_token_can_neither_mint_a_key_nor_enrol_totp(app, client, member):
-    """The attack of the issue: the owner signed in a quarter of an hour ago, the attacker
+    """The attack: the owner signed in a quarter of an hour ago, the attacker
     replays the access token (or refreshes with the stolen refresh token)."""
     age_sessions(app, member.id)
     stolen = {"Authorization": f"Bearer {member.access_token}"}

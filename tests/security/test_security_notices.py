@@ -1,4 +1,4 @@
-"""Finding 2 of issue #10 (owner notices): the owner learns of every change to how the account
+"""Owner notices: the owner learns of every change to how the account
 is secured — password changed or reset, TOTP on or off, recovery codes regenerated or used, an
 API key created or rotated — by an email to the address on file, naming the time, IP and client,
 carrying no secret and no link (nothing to phish with, nothing that signs in).

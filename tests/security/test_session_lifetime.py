@@ -1,4 +1,4 @@
-"""Finding 4 of issue #10: sessions never idled out and lived 30 days.
+"""Sessions idle out and end: a stolen session cannot live for weeks.
 
 OWASP ASVS 4.0.3 V3.3.2 (L2): re-authentication after 12 hours or 30 minutes of inactivity —
 here REFRESH_TOKEN_TTL (12 h absolute) and SESSION_IDLE_TTL (30 min idle) by default, with the

@@ -1,6 +1,6 @@
-"""Finding 8 of issue #10, "live tokens at rest": verification and password-reset tokens (and the
-links that carry them) sat in plaintext in pending, retrying and dead-lettered outbox rows, and so
-in every `pg_dump` backup.
+"""No live token at rest: verification and password-reset tokens (and the links that carry them)
+are sealed in pending and retrying outbox rows and gone from sent and dead-lettered ones, so no
+`pg_dump` backup holds one that works.
 
 OWASP ASVS 4.0.3: 6.1.1 / 6.1.3 (sensitive data encrypted at rest), 6.2.1 (authenticated
 encryption, failing securely), 2.5.1 / 2.5.2-style recovery secrets not recoverable from storage,

@@ -7,7 +7,6 @@ import uuid
 from typing import Any
 
 import redis
-from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
@@ -21,6 +20,7 @@ from webapp.admin_jobs.schemas import (
 from webapp.config import current_settings
 from webapp.extensions import db, redis_store
 from webapp.http.access import requires
+from webapp.http.pagination import link_header
 
 blp = Blueprint(
     "admin_jobs",
@@ -44,7 +44,7 @@ class FailedJobs(MethodView):
         """Failed jobs: emails that failed their last try, newest first (`sort`: dead_at,
         created_at); filters `queue`, `template`; cursor or offset pagination."""
         page = dead_letters.list_dead(db.session, _redis(), **args)
-        return page.body(), 200, page.link_header(request.base_url, request.args.to_dict())
+        return page.body(), 200, link_header(page)
 
 
 @blp.route("/failed/<uuid:job_id>/requeue")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from flask import Response, request, url_for
+from flask import Response, url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
@@ -29,6 +29,7 @@ from webapp.http.access import authenticated, current_principal, requires_recent
 from webapp.http.etag import if_match_header, not_modified
 from webapp.http.idempotency import idempotent_sensitive
 from webapp.http.origin import request_origin
+from webapp.http.pagination import link_header
 
 blp = Blueprint(
     "api_keys",
@@ -72,7 +73,7 @@ class ApiKeys(MethodView):
         page = service.list_keys(db.session, current_principal().user_id, **args)
         body = page.body()
         body["items"] = [_out(key) for key in body["items"]]
-        return body, 200, page.link_header(request.base_url, request.args.to_dict())
+        return body, 200, link_header(page)
 
     @authenticated
     @requires_recent_auth

@@ -39,10 +39,10 @@ from webapp.context import Origin
 from webapp.db import DbSession, utcnow
 from webapp.errors import Conflict, NotFound, ValidationFailed
 from webapp.extensions import redis_store
-from webapp.http.etag import require_match
-from webapp.http.pagination import Page, paginate
+from webapp.paging import Page, paginate
 from webapp.security import rbac
 from webapp.users.models import User
+from webapp.versions import require_match
 
 PREFIX = "gh_live_"
 PUBLIC_ID_BYTES = 8

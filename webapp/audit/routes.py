@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
@@ -12,6 +11,7 @@ from webapp.audit import service
 from webapp.audit.schemas import AuditEventPageOut, AuditListArgs
 from webapp.db import read_only_session
 from webapp.http.access import requires
+from webapp.http.pagination import link_header
 
 blp = Blueprint(
     "audit", __name__, url_prefix="/api/v1/audit-events", description="Security audit trail."
@@ -29,4 +29,4 @@ class AuditEvents(MethodView):
         with read_only_session() as db:
             page = service.list_events(db, **args)
             body = page.body()
-        return body, 200, page.link_header(request.base_url, request.args.to_dict())
+        return body, 200, link_header(page)

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from webapp.audit.models import AuditEvent
 from webapp.context import Origin
 from webapp.db import DbSession
-from webapp.http.pagination import Page, paginate
+from webapp.paging import Page, paginate
 
 ACTIONS = (
     "auth.login_succeeded",

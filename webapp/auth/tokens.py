@@ -8,6 +8,9 @@ reads the session row, see `webapp.auth.reauth`). Refresh tokens are
 `<token id>.<HMAC-SHA256(SECRET_KEY, token id)>`: nothing about them is stored in plain form, a
 database leak alone does not reveal one, and the server can re-issue a token's successor inside
 the reuse grace window without keeping it.
+
+Everything here takes the token as a plain string; reading it from a request's `Authorization`
+header is the HTTP layer's (`webapp.http.bearer`).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt as pyjwt
-from flask import Flask, current_app, g, request
+from flask import Flask, current_app
 from flask_jwt_extended import create_access_token, decode_token
 
 from webapp.config import current_settings, settings_of
@@ -145,37 +148,6 @@ def decode_access_token(token: str) -> dict[str, Any]:
         raise Unauthorized("The token is not an access token.", slug="invalid-token")
     verified.put(token, claims)
     return claims
-
-
-def bearer_token() -> str | None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "bearer" or not value.strip():
-        return None
-    return value.strip()
-
-
-def bearer_claims(*, optional: bool = False) -> dict[str, Any] | None:
-    """Claims of this request's bearer token, verified once per request and memoised."""
-    if "access_claims" in g:
-        claims: dict[str, Any] | None = g.access_claims
-        if claims is None and not optional:
-            raise Unauthorized("Send a bearer access token.")
-        return claims
-    token = bearer_token()
-    if token is None:
-        g.access_claims = None
-        if optional:
-            return None
-        raise Unauthorized("Send a bearer access token.")
-    try:
-        g.access_claims = decode_access_token(token)
-    except Unauthorized:
-        g.access_claims = None
-        if optional:
-            return None
-        raise
-    return g.access_claims
 
 
 def _refresh_mac(token_id: uuid.UUID) -> str:

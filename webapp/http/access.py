@@ -24,9 +24,9 @@ from flask import g, request
 
 from webapp.auth.reauth import ensure_recent_auth
 from webapp.auth.state import Principal, load_principal
-from webapp.auth.tokens import bearer_claims, bearer_token
 from webapp.errors import DomainError, Forbidden, Unauthorized
 from webapp.extensions import db
+from webapp.http.bearer import bearer_claims, bearer_token
 from webapp.http.origin import client_ip
 from webapp.security import rbac
 

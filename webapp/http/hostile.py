@@ -2,9 +2,10 @@
 
 PostgreSQL refuses a NUL in text, a lone surrogate (what the JSON escape `"\\ud800"` decodes to)
 has no UTF-8 form for the driver or a hash, and Python's JSON parser recurses once per nesting
-level: each of them used to surface deep inside a service as a 500 whose traceback carried the
-SQL parameters. One `before_request` hook, registered first by the app factory, checks every
-request, whatever its route, before rate limiting, authentication or a view reads it:
+level: each of them, let through, would surface deep inside a service as a 500 whose traceback
+carries the SQL parameters. One `before_request` hook, registered first by the app factory,
+checks every request, whatever its route, before rate limiting, authentication or a view reads
+it:
 
 - the query string is at most `MAX_QUERY_STRING` bytes (414 `uri-too-long`), below gunicorn's
   `limit_request_line`, so the API's own answer comes first;

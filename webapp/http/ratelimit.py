@@ -14,10 +14,10 @@ from flask import Flask, Response, current_app, request
 
 from observability import metrics
 from observability.metrics import route
-from webapp.auth.tokens import bearer_claims
 from webapp.config import current_settings, settings_of
 from webapp.extensions import limiter
 from webapp.http.access import api_key_principal
+from webapp.http.bearer import bearer_claims
 from webapp.http.origin import client_ip
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from flask import Response, current_app, json, request, url_for
+from flask import Response, current_app, json, url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
@@ -13,9 +13,10 @@ from webapp.auth import email_change
 from webapp.auth.state import Principal
 from webapp.extensions import db
 from webapp.http.access import authenticated, current_principal, requires, requires_recent_auth
-from webapp.http.etag import etag_value, if_match_header, not_modified
+from webapp.http.etag import if_match_header, not_modified
 from webapp.http.idempotency import idempotent
 from webapp.http.origin import request_origin
+from webapp.http.pagination import link_header
 from webapp.users import service
 from webapp.users.models import User
 from webapp.users.schemas import (
@@ -29,6 +30,7 @@ from webapp.users.schemas import (
     UserPatchIn,
     UserPutIn,
 )
+from webapp.versions import etag_value
 
 blp = Blueprint("users", __name__, url_prefix="/api/v1/users", description="User accounts.")
 
@@ -106,7 +108,7 @@ class Users(MethodView):
         """List users: filters `email`, `role`, `active`, `created_after`, `created_before`;
         `sort` (created_at, email, name; `-` for descending); cursor or offset pagination."""
         page = service.list_users(**args)
-        headers = page.link_header(request.base_url, request.args.to_dict())
+        headers = link_header(page)
         return page.body(), 200, headers
 
     @requires("users:create")

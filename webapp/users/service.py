@@ -20,10 +20,10 @@ from webapp.auth.state import Principal
 from webapp.context import Origin
 from webapp.db import DbSession, read_only_session, utcnow
 from webapp.errors import Conflict, NotFound, PreconditionFailed
-from webapp.http.etag import etag_value, require_match
-from webapp.http.pagination import Page, paginate
+from webapp.paging import Page, paginate
 from webapp.security import passwords, rbac
 from webapp.users.models import User, email_key
+from webapp.versions import etag_value, require_match
 
 # Advisory lock id serializing "is this the last active administrator?" checks.
 _LAST_ADMIN_LOCK = int.from_bytes(b"gh-admin", "big")
