@@ -157,7 +157,5 @@ def print_outbox(follow: bool, interval: float) -> None:
 
 
 def init_app(app: Flask) -> None:
-    from jobs.cli import jobs_cli
-
-    for group in (users_cli, keys_cli, outbox_cli, jobs_cli):
+    for group in (users_cli, keys_cli, outbox_cli):
         app.cli.add_command(group)
