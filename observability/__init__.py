@@ -13,8 +13,10 @@ from flask import Flask
 def init_app(
     app: Flask, *, log_level: str, metrics_port: int | None, otel_endpoint: str | None
 ) -> None:
-    from observability import exposure, metrics, tracing
-    from observability import logging as log_setup
+    # Here, not at the top: gunicorn's master loads observability.gunicorn_logging, which runs
+    # this file first, and must not load the metrics (prometheus_client) or tracing.
+    from observability import exposure, metrics, tracing  # see above
+    from observability import logging as log_setup  # see above
 
     log_setup.configure(log_level)
     log_setup.init_access_log(app)

@@ -7,13 +7,17 @@ Production refuses the development defaults of every secret.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 from dataclasses import dataclass, fields, replace
 from typing import Any
 from urllib.parse import urlsplit
 
 from environs import Env, EnvError
+from flask import current_app
 
+from webapp.security.encryption import EncryptionKeyError, EncryptionKeyRing
 from webapp.security.entropy import key_weakness, secret_weakness
 
 ENVIRONMENTS = ("development", "test", "production")
@@ -299,8 +303,6 @@ class Settings:
 
     def _validate_credentials(self) -> None:
         """API keys and encryption at rest (webapp.security.encryption, webapp.apikeys)."""
-        from webapp.security.encryption import EncryptionKeyError, EncryptionKeyRing
-
         if self.encryption_keys:
             try:
                 EncryptionKeyRing.parse(self.encryption_keys)
@@ -327,9 +329,6 @@ class Settings:
         already requires to be strong, so no default secret is ever used."""
         if self.api_key_pepper:
             return self.api_key_pepper.encode()
-        import hashlib
-        import hmac
-
         return hmac.new(
             self.secret_key.encode(), b"gatehouse api key pepper", hashlib.sha256
         ).digest()
@@ -392,8 +391,6 @@ def _refuse_weak_secret(name: str, value: str) -> None:
 
 
 def _refuse_weak_keys(encryption_keys: str) -> None:
-    from webapp.security.encryption import EncryptionKeyRing
-
     for kid, key in EncryptionKeyRing.parse(encryption_keys).keys:
         reason = key_weakness(key)
         if reason is not None:
@@ -418,7 +415,5 @@ def sqlalchemy_url(url: str) -> str:
 
 def current_settings() -> Settings:
     """The settings of the application in context (services, jobs and CLI commands)."""
-    from flask import current_app
-
     settings: Settings = current_app.config["GATEHOUSE"]
     return settings

@@ -11,7 +11,7 @@ from flask_cors import CORS
 from webapp.errors import DomainError
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment  # types only
 
 API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 # Swagger UI: local assets only, no inline script (the initializer is a static file); its React

@@ -16,6 +16,7 @@ from webapp.http.access import authenticated, current_principal, requires, requi
 from webapp.http.etag import etag_value, if_match_header, not_modified
 from webapp.http.idempotency import idempotent
 from webapp.http.origin import request_origin
+from webapp.mfa import service as mfa
 from webapp.users import service
 from webapp.users.models import User
 from webapp.users.schemas import (
@@ -191,6 +192,4 @@ class UserMfa(MethodView):
     def delete(self, user_id: uuid.UUID) -> None:
         """Reset a user's second factor (a lost device): TOTP and recovery codes are removed;
         the user signs in with the password alone until they enrol again. Audited."""
-        from webapp.mfa import service as mfa
-
         mfa.reset(db.session, request_origin(), user_id)
