@@ -140,8 +140,8 @@ def _load_keyring(settings: Settings) -> KeyRing:
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the application from `settings` (default: the process environment)."""
     settings = settings or Settings.from_env()
-    # Named after the package, as when the factory lived in webapp/__init__.py: the app's name,
-    # logger, root and instance paths stay those of `webapp`.
+    # Named after the package, not this module: the app's name and logger are "webapp", its
+    # root path the package's folder, its instance folder `instance/` next to the package.
     app = GatehouseFlask("webapp")
     app.config.update(_flask_config(settings))
     app.json.sort_keys = False  # type: ignore[attr-defined]
