@@ -9,7 +9,8 @@ import redis
 from flask import current_app
 from flask.cli import AppGroup
 
-from jobs import dead_letters, queues
+from jobs import dead_letters, queues, worker
+from jobs.dispatcher import dispatch
 from webapp.config import Settings, current_settings
 from webapp.errors import DomainError
 from webapp.extensions import db
@@ -70,8 +71,6 @@ def worker_command(
     metrics_port: int | None,
 ) -> None:
     """Run an RQ worker on high, default, low, with the outbox dispatcher beside it."""
-    from jobs import worker
-
     names = [q.strip() for q in queue_names.split(",") if q.strip()]
     unknown = [q for q in names if q not in queues.QUEUES]
     if unknown or not names:
@@ -93,8 +92,6 @@ def worker_command(
 @jobs_cli.command("dispatch")
 def dispatch_command() -> None:
     """Move due outbox messages to their queues once."""
-    from jobs.dispatcher import dispatch
-
     settings = current_settings()
     report = dispatch(db.session, _connection(settings), settings)
     click.echo(str(report))

@@ -37,6 +37,7 @@ from sqlalchemy import select, update
 from jobs import queues, runtime
 from jobs.delivery import job_timeout
 from jobs.recovery import Recovery
+from webapp import extensions
 from webapp.config import Settings, settings_of
 from webapp.db import DbSession, utcnow
 from webapp.outbox.models import ENQUEUED, PENDING, OutboxMessage
@@ -280,19 +281,17 @@ class DispatcherThread(threading.Thread):
         self._stop_event = threading.Event()
 
     def run(self) -> None:
-        from webapp.extensions import db
-
         settings = settings_of(self.app)
         while not self._stop_event.is_set():
             full = False
             with self.app.app_context(), runtime.fork_guard():
                 try:
-                    self.recovery.check(db.session, self.connection)
-                    full = dispatch(db.session, self.connection, settings).full
+                    self.recovery.check(extensions.db.session, self.connection)
+                    full = dispatch(extensions.db.session, self.connection, settings).full
                 except Exception:
                     log.exception("outbox dispatch failed; retrying")
                 finally:
-                    db.session.remove()
+                    extensions.db.session.remove()
             if not full:
                 self._stop_event.wait(settings.jobs_dispatch_interval)
 

@@ -45,7 +45,8 @@ from rq.utils import utcparse
 from rq.worker import Worker
 from sqlalchemy import select, update
 
-from jobs import queues
+from jobs import queues, runtime
+from webapp import extensions
 from webapp.db import DbSession, aware, utcnow
 from webapp.outbox.models import ENQUEUED, SENDING, EmailDelivery, OutboxMessage
 
@@ -213,9 +214,6 @@ def release_killed(job: Job, connection: redis.Redis) -> None:
     sends these messages any more, so they are due now, their claims free — unless another
     started job carries one of them too. Never raises: the worker goes on, the lease is the
     fallback."""
-    from jobs import runtime
-    from webapp.extensions import db
-
     try:
         others = {
             m for other in started_jobs(connection) if other.id != job.id for m in _messages(other)
@@ -223,9 +221,9 @@ def release_killed(job: Job, connection: redis.Redis) -> None:
         mine = sorted(set(_messages(job)) - others)
         with runtime.app().app_context():
             try:
-                released = _release(db.session, [job.id], mine, utcnow())
+                released = _release(extensions.db.session, [job.id], mine, utcnow())
             finally:
-                db.session.remove()
+                extensions.db.session.remove()
     except Exception:  # a database or Redis blip must not take the worker down
         log.exception("job recovery: could not release the messages of a killed job process")
         return

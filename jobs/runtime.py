@@ -1,8 +1,12 @@
 """The Flask application that job functions run in.
 
-`flask --app wsgi jobs worker` binds its app here before it forks its job process, which uses
-the worker's app (settings, database engine) without building another. A stock `rq worker`
-process, which binds nothing, builds one from the environment on first use.
+Whoever runs jobs binds its application here first: `flask --app wsgi jobs worker` (the one way
+to run a worker) binds the app the command was given before it forks its job process, which
+uses that app (settings, database engine) without building another; tests bind theirs. The jobs
+package never builds an application: `webapp.create_app` is the composition root's, and the root
+imports `jobs`, not the other way round. A process that bound none (a stock `rq worker`) fails
+each job with an error saying so; its message stays `enqueued` in the outbox and goes out through
+a real worker once its lease ends.
 
 A forked job process must not share the parent's pooled database connections (the parent's
 dispatcher thread keeps using them): it drops the inherited pool and opens its own. On SQLite
@@ -21,6 +25,7 @@ from contextlib import contextmanager
 
 from flask import Flask
 
+from webapp.extensions import db
 from webapp.sqlite import is_file_database
 
 _app: Flask | None = None
@@ -37,12 +42,11 @@ def bind_app(app: Flask) -> None:
 
 
 def app() -> Flask:
-    global _app
+    """The bound application; a RuntimeError if this process bound none."""
     if _app is None:
-        from webapp import create_app
-
-        bind_app(create_app())
-    assert _app is not None
+        raise RuntimeError(
+            "no application bound for jobs: run workers with `flask --app wsgi jobs worker`"
+        )
     return _app
 
 
@@ -62,8 +66,6 @@ def _forget_inherited_connections() -> None:
     _fork_lock = threading.Lock()  # the parent's was copied held
     if _app is None:
         return
-    from webapp.extensions import db
-
     with _app.app_context():
         for engine in db.engines.values():
             engine.dispose(close=False)

@@ -38,8 +38,9 @@ from rq.job import Job
 from rq.queue import Queue
 from rq.utils import now
 
-from jobs import queues, runtime, tasks
+from jobs import emails, queues, runtime, tasks
 from jobs.dispatcher import DispatcherThread, dispatch
+from jobs.mailer import tls_context
 from jobs.recovery import JOB_MONITORING_INTERVAL
 from jobs.supervisor import BEAT_INTERVAL, JobWatch, Supervisor
 from observability.context import bound
@@ -160,9 +161,6 @@ def build_worker(
 
 def _prepare_for_forking(settings: Settings) -> None:
     """Do once in the supervisor what every job process would otherwise redo."""
-    from jobs import emails
-    from jobs.mailer import tls_context
-
     emails.warm_up()
     mailer = tasks.mailer_for(settings)
     if mailer.config.implicit_tls or mailer.config.starttls:

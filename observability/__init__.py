@@ -20,8 +20,10 @@ def init_app(
     otel_endpoint: str | None,
 ) -> None:
     """`log_format`: `json` (one JSON object per line, for collectors) or `text` (development)."""
-    from observability import exposure, metrics, tracing
-    from observability import logging as log_setup
+    # Here, not at the top: gunicorn's master loads observability.gunicorn_logging, which runs
+    # this file first, and must not load the metrics (prometheus_client) or tracing.
+    from observability import exposure, metrics, tracing  # see above
+    from observability import logging as log_setup  # see above
 
     log_setup.configure(log_level, log_format)
     log_setup.init_access_log(app)

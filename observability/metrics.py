@@ -22,6 +22,7 @@ from typing import Any
 
 from flask import Flask, Request, Response, request
 from prometheus_client import (
+    REGISTRY,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -223,8 +224,6 @@ def exposition(app: Flask, *shared: Collector) -> bytes:
         samples = CollectorRegistry()
         MultiProcessCollector(samples)
         return generate_latest(samples) + generate_latest(state)
-    from prometheus_client import REGISTRY
-
     http_registry = app.extensions["gatehouse_http_metrics"].registry
     return generate_latest(REGISTRY) + generate_latest(http_registry) + generate_latest(state)
 

@@ -1,182 +1,19 @@
-"""Gatehouse: the Flask application factory, the only way an application comes to life."""
+"""Gatehouse: `create_app(settings)` is the only way an application comes to life.
+
+The application is composed in `webapp.factory` (the composition root). This file stays light on
+purpose: Python runs it before any `webapp.<module>` it imports, and the root imports everything,
+the `jobs` package included, which imports `webapp.<module>`s in turn.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import cached_property
-from pathlib import Path
-from types import FunctionType
-from typing import Any
+from flask import Flask
 
-from flask import Flask, Request
-from flask.sessions import SecureCookieSession, SessionInterface
-from werkzeug.middleware.proxy_fix import ProxyFix
-
-from webapp import sqlite
-from webapp.config import APP_CONFIG_KEY, Settings
-from webapp.security.keys import KeyRing, write_new_keyfile
-
-API_TITLE = "Gatehouse"
-API_VERSION = "v1"
-
-
-class GatehouseFlask(Flask):
-    """Flask, minus one repeated question: `ensure_sync` inspects every hook, view and error
-    handler on every request to see whether it is a coroutine. A plain function's answer never
-    changes, so it is kept (bound methods are made per request and are not)."""
-
-    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
-        if type(func) is not FunctionType:
-            return super().ensure_sync(func)
-        known = self._sync_functions.get(func)
-        if known is None:
-            known = self._sync_functions[func] = super().ensure_sync(func)
-        return known
-
-    @cached_property
-    def _sync_functions(self) -> dict[Callable[..., Any], Callable[..., Any]]:
-        return {}
-
-
-class NoSessions(SessionInterface):
-    """The API is stateless (bearer tokens, API keys): no cookie is read or written, and any
-    attempt to store something in `flask.session` fails loudly (a NullSession)."""
-
-    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
-        return self.make_null_session(app)
-
-    def save_session(self, app: Flask, session: Any, response: Any) -> None:
-        return None
-
-
-def _engine_options(settings: Settings, url: str) -> dict[str, Any]:
-    # SQL parameters never appear in an exception's text, so never in a traceback that is logged:
-    # they hold password hashes, token digests, emails.
-    if url.startswith("sqlite"):
-        return sqlite.engine_options(url)
-    return {
-        "hide_parameters": True,
-        "pool_size": settings.db_pool_size,
-        "max_overflow": settings.db_max_overflow,
-        "pool_timeout": settings.db_pool_timeout,
-        "pool_recycle": settings.db_pool_recycle,
-        "pool_pre_ping": settings.db_pool_pre_ping,
-        "connect_args": {
-            "connect_timeout": 5,
-            "options": f"-c statement_timeout={settings.db_statement_timeout_ms}",
-            "application_name": "gatehouse",
-        },
-    }
-
-
-def _flask_config(settings: Settings) -> dict[str, Any]:
-    from webapp.config import sqlalchemy_url
-
-    binds = {}
-    if settings.database_replica_url:
-        replica = sqlalchemy_url(settings.database_replica_url)
-        binds["replica"] = {"url": replica, **_engine_options(settings, replica)}
-    return {
-        APP_CONFIG_KEY: settings,
-        "SECRET_KEY": settings.secret_key,
-        "TESTING": settings.env == "test",
-        "SQLALCHEMY_DATABASE_URI": settings.sqlalchemy_url,
-        "SQLALCHEMY_ENGINE_OPTIONS": _engine_options(settings, settings.sqlalchemy_url),
-        "SQLALCHEMY_BINDS": binds,
-        "MAX_CONTENT_LENGTH": 64 * 1024,
-        "API_TITLE": API_TITLE,
-        "API_VERSION": API_VERSION,
-        "OPENAPI_VERSION": "3.0.3",
-        "OPENAPI_URL_PREFIX": "/api",
-        "OPENAPI_JSON_PATH": "openapi.json",
-        "OPENAPI_SWAGGER_UI_PATH": "docs",
-        "OPENAPI_SWAGGER_UI_URL": "/api/docs/assets/",
-        "API_SPEC_OPTIONS": {
-            "info": {"description": "Users, authentication, RBAC and audit. See /api/docs."},
-            "components": {
-                "securitySchemes": {
-                    "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
-                    "apiKeyAuth": {
-                        "type": "apiKey",
-                        "in": "header",
-                        "name": "X-API-Key",
-                        "description": "An API key (`gh_live_…`), limited to its scopes: "
-                        "each operation that accepts one names the scope it needs.",
-                    },
-                }
-            },
-        },
-    }
-
-
-def _load_keyring(settings: Settings) -> KeyRing:
-    """JWT_KEYS or JWT_KEYS_FILE; outside production a development key file is made if absent."""
-    from webapp.config import DEV_KEYS_FILE, ConfigError
-    from webapp.security.keys import KeyRingError
-
-    try:
-        if settings.jwt_keys or settings.jwt_keys_file:
-            return KeyRing.load(settings.jwt_keys, settings.jwt_keys_file)
-        path = Path(DEV_KEYS_FILE)
-        if path.exists():
-            return KeyRing.load(None, str(path))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return write_new_keyfile(path)
-    except KeyRingError as exc:
-        name = "JWT_KEYS" if settings.jwt_keys else "JWT_KEYS_FILE"
-        raise ConfigError(f"{name}: {exc}") from None
+from webapp.config import Settings
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the application from `settings` (default: the process environment)."""
-    import observability
-    from webapp import cli, models
-    from webapp.auth import tokens
-    from webapp.cache import RedisStore
-    from webapp.extensions import api, db, migrate
-    from webapp.http import headers, hostile, problems, ratelimit, request_id
-    from webapp.ops import metrics as ops_metrics
-    from webapp.routes import register_blueprints
-    from webapp.security import encryption
+    from webapp.factory import create_app as build  # on first use: see the module's docstring
 
-    settings = settings or Settings.from_env()
-    app = GatehouseFlask(__name__)
-    app.config.update(_flask_config(settings))
-    app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.session_interface = NoSessions()
-    if settings.trusted_proxies:
-        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
-            app.wsgi_app,
-            x_for=settings.trusted_proxies,
-            x_proto=settings.trusted_proxies,
-            x_host=settings.trusted_proxies,
-        )
-
-    db.init_app(app)
-    migrate.init_app(app, db, directory=str(models.MIGRATIONS_DIR))
-    app.extensions["gatehouse_redis"] = RedisStore(
-        settings.redis_url, settings.redis_timeout, settings.cache_local_ttl
-    )
-    tokens.init_app(app, _load_keyring(settings))
-    app.extensions["gatehouse_encryption"] = encryption.load(
-        settings.encryption_keys, secret_key=settings.secret_key
-    )
-    request_id.init_app(app)
-    hostile.init_app(app)  # first before_request hook: hostile input never reaches the others
-    headers.init_app(app)
-    ratelimit.init_app(app)
-    api.init_app(app)
-    problems.init_app(app)  # after flask-smorest, so that its error handler is replaced
-    observability.init_app(
-        app,
-        log_level=settings.log_level,
-        # Readable lines in a developer's terminal; JSON wherever a collector reads them.
-        log_format="text" if settings.env == "development" else "json",
-        metrics_port=settings.metrics_port,
-        otel_endpoint=settings.otel_exporter_otlp_endpoint,
-    )
-    ops_metrics.init_app(app)
-    ratelimit.warn_if_off_in_production(app)  # once logging is set up
-    register_blueprints(app, api)
-    cli.init_app(app)
-    return app
+    return build(settings)

@@ -11,13 +11,21 @@ from pathlib import Path
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
+from marshmallow import ValidationError, validate
 
-from webapp.config import current_settings
+from webapp.auth import signups
+from webapp.config import DEV_KEYS_FILE, current_settings
 from webapp.context import SYSTEM
+from webapp.db import utcnow
 from webapp.errors import DomainError
 from webapp.extensions import db
+from webapp.outbox import service as outbox
 from webapp.outbox.models import SENT
+from webapp.outbox.sealing import open_payload, scrubbed
+from webapp.security import encryption
+from webapp.security.encryption import EncryptionKeyError, new_key_entry
 from webapp.security.keys import KeyRing
+from webapp.users import service as users
 
 users_cli = AppGroup("users", help="Manage user accounts.")
 keys_cli = AppGroup("keys", help="Manage signing and encryption keys.")
@@ -29,10 +37,6 @@ outbox_cli = AppGroup("outbox", help="Inspect the email outbox.")
 @click.option("--name", default="Administrator", show_default=True)
 def create_admin(email: str, name: str) -> None:
     """Create an administrator (password from GATEHOUSE_ADMIN_PASSWORD or a prompt)."""
-    from marshmallow import ValidationError, validate
-
-    from webapp.users import service
-
     try:  # the rule the API applies to emails (the service trusts its callers to have checked)
         validate.And(validate.Email(), validate.Length(max=320))(email)
     except ValidationError:
@@ -41,7 +45,7 @@ def create_admin(email: str, name: str) -> None:
         "Password", hide_input=True, confirmation_prompt=True
     )
     try:
-        user = service.create_user(
+        user = users.create_user(
             db.session, SYSTEM, email=email, name=name, password=password, role="admin"
         )
     except DomainError as exc:
@@ -54,8 +58,6 @@ def create_admin(email: str, name: str) -> None:
 def purge_expired_signups() -> None:
     """Delete sign-ups never verified within UNVERIFIED_ACCOUNT_TTL (and never signed in).
     Optional: registering an address already frees it from an expired sign-up."""
-    from webapp.auth import signups
-
     count = signups.purge_expired(db.session)
     click.echo(f"deleted {count} expired sign-up(s)")
 
@@ -74,8 +76,6 @@ def rotate_signing(alg: str | None) -> None:
     document = json.dumps(rotated.to_jwks(), indent=2)
     target = settings.jwt_keys_file
     if target is None and not settings.jwt_keys:
-        from webapp.config import DEV_KEYS_FILE
-
         target = DEV_KEYS_FILE
     if target:
         path = Path(target)
@@ -104,8 +104,6 @@ def rotate_encryption(batch_size: int) -> None:
     Put the new key first in ENCRYPTION_KEYS (keep the old ones after it), roll the service, run
     this, then remove the old keys. Safe to run again or while serving (batches, rows locked).
     """
-    from webapp.security import encryption
-
     ring = encryption.keyring()
     try:
         counts = encryption.rotate_all(db.engine, db.metadata, batch_size=batch_size)
@@ -122,8 +120,6 @@ def rotate_encryption(batch_size: int) -> None:
 @click.option("--kid", required=True, help="Key id (1-32 of A-Z a-z 0-9 _ -).")
 def new_encryption_key(kid: str) -> None:
     """Print a new `kid:base64key` entry to put first in ENCRYPTION_KEYS."""
-    from webapp.security.encryption import EncryptionKeyError, new_key_entry
-
     try:
         click.echo(new_key_entry(kid))
     except EncryptionKeyError as exc:
@@ -135,14 +131,10 @@ def new_encryption_key(kid: str) -> None:
 @click.option("--interval", default=1.0, show_default=True)
 def print_outbox(follow: bool, interval: float) -> None:
     """Development only: print pending outbox emails (with their links) and mark them sent."""
-    from webapp.db import utcnow
-    from webapp.outbox import service
-    from webapp.outbox.sealing import open_payload, scrubbed
-
     if current_settings().is_production:
         raise click.ClickException("outbox print is a development mail sink; not in production")
     while True:
-        for message in service.pending(db.session):
+        for message in outbox.pending(db.session):
             click.echo(
                 f"--- email {message.template} to {message.recipient}\n"
                 + json.dumps(open_payload(message.payload, message.id), indent=2)
@@ -157,7 +149,5 @@ def print_outbox(follow: bool, interval: float) -> None:
 
 
 def init_app(app: Flask) -> None:
-    from jobs.cli import jobs_cli
-
-    for group in (users_cli, keys_cli, outbox_cli, jobs_cli):
+    for group in (users_cli, keys_cli, outbox_cli):
         app.cli.add_command(group)

@@ -48,7 +48,7 @@ _DETAILS = {
 def write_problem(sock: socket.socket, status_int: int, reason: str, mesg: str) -> None:
     """`gunicorn.util.write_error`, in problem+json (`mesg`, which quotes the request, is left
     out: the status and slug say what was wrong)."""
-    from webapp.http.problems import HTTP_SLUGS, PROBLEM_BASE
+    from webapp.http.problems import HTTP_SLUGS, PROBLEM_BASE  # not in the gunicorn master
 
     body = json.dumps(
         {

@@ -35,23 +35,32 @@ def test_the_dispatcher_thread_moves_new_messages_to_their_queue_until_stopped(
     assert Queue("high", connection=rq_connection).count == 1
 
 
-def test_jobs_outside_the_worker_build_their_app_from_the_environment(
-    monkeypatch, database_url, redis_url, app
+def test_a_stock_rq_worker_fails_its_jobs_saying_how_to_run_a_worker(
+    monkeypatch, app, rq_connection, queue_email, outbox
 ):
-    from tests.conftest import test_keys_json as signing_keys
+    """The jobs package never builds an application (the composition root imports `jobs`, not
+    the other way round): a process that bound none fails the job, and the message stays
+    `enqueued` for a real worker."""
+    from rq import Queue, SimpleWorker
+    from rq.registry import FailedJobRegistry
+
+    from jobs.dispatcher import dispatch
+    from webapp.extensions import db
 
     monkeypatch.setattr(runtime, "_app", None)
-    monkeypatch.setenv("GATEHOUSE_ENV", "test")
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    monkeypatch.setenv("REDIS_URL", redis_url)
-    monkeypatch.setenv("JWT_KEYS", signing_keys())
+    message_id = queue_email("verify_email")
+    with app.app_context():
+        dispatch(db.session, rq_connection, app.config["GATEHOUSE"])
+        db.session.remove()
+    high = Queue("high", connection=rq_connection)
 
-    built = runtime.app()
+    SimpleWorker([high], connection=rq_connection).work(burst=True)
 
-    assert built.config["GATEHOUSE"].database_url == database_url
-    assert runtime.app() is built
-    runtime._forget_inherited_connections()  # what a forked work-horse runs first
-    runtime.bind_app(app)
+    job = high.fetch_job(str(message_id))
+    assert job is not None
+    assert job.id in FailedJobRegistry(queue=high)
+    assert "flask --app wsgi jobs worker" in (job.latest_result().exc_string or "")
+    assert outbox()[0].status == ENQUEUED
 
 
 def test_the_development_mail_sink_runs_until_it_is_told_to_stop(capsys):

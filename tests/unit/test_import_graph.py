@@ -1,27 +1,9 @@
 """No import circle in the packages, counting the imports inside functions (grimp, the graph
-import-linter checks its contracts on), but for the one the composition roots still close."""
+import-linter checks its contracts on)."""
 
 from __future__ import annotations
 
 import grimp
-
-# The application factory registers the jobs CLI and the admin-jobs blueprint, and the worker's
-# runtime builds the application: webapp -> jobs -> webapp. To be broken by giving the
-# composition root a module of its own (docs/architecture.md, "Import rules").
-ROOT_CIRCLE = {
-    "webapp",
-    "webapp.cli",
-    "webapp.routes",
-    "webapp.admin_jobs.routes",
-    "jobs.cli",
-    "jobs.dead_letters",
-    "jobs.dispatcher",
-    "jobs.recovery",
-    "jobs.runtime",
-    "jobs.supervisor",
-    "jobs.tasks",
-    "jobs.worker",
-}
 
 
 def circles(graph: grimp.ImportGraph) -> list[set[str]]:
@@ -37,12 +19,12 @@ def circles(graph: grimp.ImportGraph) -> list[set[str]]:
     return found
 
 
-def test_no_import_circle_but_the_composition_roots():
+def test_no_import_circle():
     graph = grimp.build_graph("webapp", "jobs", "observability")
 
-    outside = [sorted(c) for c in circles(graph) if not c <= ROOT_CIRCLE]
+    found = [sorted(circle) for circle in circles(graph)]
 
-    assert outside == [], f"import circles: {outside}"
+    assert found == [], f"import circles: {found}"
 
 
 def test_the_circle_finder_finds_a_circle():

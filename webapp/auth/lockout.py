@@ -9,8 +9,8 @@ and timings as a known one at every step, the lockout included:
 - per client IP, whatever the email: `LOCKOUT_IP_THRESHOLD` failures lock the IP the same way.
 - per email, from every IP: `LOCKOUT_ACCOUNT_THRESHOLD` failures within the window hold sign-in
   back until that window ends (429 `login-throttled`, `Retry-After` the true wait). It is a delay,
-  not a lockout: the window frees on its own, and a client that has signed in to the account
-  from the same IP and User-Agent before is not held back by it.
+  not a lockout: the window frees on its own, and a client (IP and User-Agent) that signed in to
+  the account before is not held back by it.
 
 Counters live in Redis under an HMAC of the email (the address itself is not stored). When Redis
 cannot answer, each process counts in a bounded table of its own: an outage weakens the limits

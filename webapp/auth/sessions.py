@@ -14,6 +14,7 @@ from webapp.auth.models import AuthSession, RefreshToken
 from webapp.config import current_settings
 from webapp.context import Origin
 from webapp.db import DbSession, new_id, utcnow
+from webapp.errors import NotFound
 from webapp.users.models import User
 
 
@@ -134,8 +135,6 @@ def revoke_session(
 ) -> None:
     session = db.get(AuthSession, session_id)
     if session is None or session.user_id != user_id or not session.active:
-        from webapp.errors import NotFound
-
         raise NotFound("No such active session.")
     revoked = revoke(db, [session], "revoked_by_user")
     audit.record(db, origin, "session.revoked", target_type="session", target_id=session_id)

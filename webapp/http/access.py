@@ -22,6 +22,7 @@ from typing import Any, TypeVar, cast
 
 from flask import g, request
 
+from webapp.apikeys import service as apikeys
 from webapp.auth.reauth import ensure_recent_auth
 from webapp.auth.state import Principal, load_principal
 from webapp.errors import DomainError, Forbidden, Unauthorized
@@ -41,8 +42,6 @@ def api_key_principal(*, optional: bool = False) -> Principal | None:
     rate limiter keys on it too); 401 for a key that is malformed, unknown, wrong, revoked,
     expired, rotated out, or whose owner is disabled."""
     if "api_key_principal" not in g:
-        from webapp.apikeys import service as apikeys
-
         presented = request.headers.get(API_KEY_HEADER)
         g.api_key_principal = (
             apikeys.authenticate(db.session, presented, client_ip()) if presented else None

@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException
 
 from observability.context import UNEXPECTED_KEY
 from webapp.errors import DomainError
+from webapp.extensions import api
 from webapp.http import request_id
 
 log = logging.getLogger(__name__)
@@ -192,8 +193,6 @@ def document_problems() -> None:
     whose body is its own `application/json` error schema; replace each error one, before any
     operation references it, with `application/problem+json` and the `Problem` schema.
     """
-    from webapp.extensions import api
-
     components = api.spec.components
     if "Problem" not in components.schemas:
         components.schema("Problem", PROBLEM_SCHEMA)

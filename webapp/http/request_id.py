@@ -17,7 +17,7 @@ from flask import Flask, has_request_context, request
 from observability.context import REQUEST_ID_ENVIRON_KEY as ENVIRON_KEY
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment  # types only
 
 HEADER = "X-Request-ID"
 _VALID = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")

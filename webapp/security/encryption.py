@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from flask import current_app
 from sqlalchemy import Engine, MetaData, select, update
 
 VERSION = "v1"
@@ -165,8 +166,6 @@ def load(encryption_keys: str | None, *, secret_key: str) -> EncryptionKeyRing:
 
 def keyring() -> EncryptionKeyRing:
     """The keyring of the application in context."""
-    from flask import current_app
-
     ring: EncryptionKeyRing = current_app.extensions["gatehouse_encryption"]
     return ring
 

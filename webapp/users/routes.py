@@ -17,6 +17,7 @@ from webapp.http.etag import if_match_header, not_modified
 from webapp.http.idempotency import idempotent
 from webapp.http.origin import request_origin
 from webapp.http.pagination import link_header
+from webapp.mfa import service as mfa
 from webapp.users import service
 from webapp.users.models import User
 from webapp.users.schemas import (
@@ -193,6 +194,4 @@ class UserMfa(MethodView):
     def delete(self, user_id: uuid.UUID) -> None:
         """Reset a user's second factor (a lost device): TOTP and recovery codes are removed;
         the user signs in with the password alone until they enrol again. Audited."""
-        from webapp.mfa import service as mfa
-
         mfa.reset(db.session, request_origin(), user_id)

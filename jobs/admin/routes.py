@@ -11,7 +11,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from jobs import dead_letters
-from webapp.admin_jobs.schemas import (
+from jobs.admin.schemas import (
     FailedJobListArgs,
     FailedJobPageOut,
     RequeuedAllOut,

@@ -1,1 +1,0 @@
-"""Administration of background jobs: dead letters (failed jobs) and their replay."""
