@@ -35,8 +35,8 @@ from pydantic_settings import (
 from webapp.security.encryption import EncryptionKeyError, EncryptionKeyRing
 from webapp.security.entropy import key_weakness, secret_weakness
 
-ENVIRONMENTS = ("development", "test", "production")
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+Environment = Literal["development", "test", "production"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 DEV_SECRET = "dev-insecure-secret-change-me"  # noqa: S105 - the default production refuses
 DEV_DATABASE_URL = "sqlite:///instance/gatehouse.db"
 DEV_KEYS_FILE = "instance/jwt-keys.json"
@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     )
 
     # -- Deployment ----------------------------------------------------------------------------
-    env: Literal["development", "test", "production"] = Field(
+    env: Environment = Field(
         "development",
         validation_alias="GATEHOUSE_ENV",
         description="which rules apply: `production` refuses development defaults and weak "
@@ -114,9 +114,7 @@ class Settings(BaseSettings):
         "this is right",
     )
     web_concurrency: int = Field(2, gt=0, description="gunicorn worker processes")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
-        "INFO", description="least severe level logged (any case)"
-    )
+    log_level: LogLevel = Field("INFO", description="least severe level logged (any case)")
     otel_exporter_otlp_endpoint: str | None = Field(
         None, description="OpenTelemetry collector (tracing is off when unset)"
     )
