@@ -10,6 +10,8 @@
   `cli`: the `jobs` command group; `admin`: /api/v1/admin/jobs (dead letters, replay); both are
   registered by the composition root (`webapp.factory`), which this package never imports;
   `devsink`: the development mail sink of `make run`.
+- `settings`: `JobsSettings`, the variables only this package reads (`SMTP_*`, `MAIL_FROM`,
+  `JOBS_*`), validated by the composition root at start-up beside webapp's `Settings`.
 
 See docs/jobs.md for the design, the settings and the failure modes.
 """

@@ -11,6 +11,7 @@ from flask.cli import AppGroup
 
 from jobs import dead_letters, queues, worker
 from jobs.dispatcher import dispatch
+from jobs.settings import current_jobs_settings
 from webapp.config import Settings, current_settings
 from webapp.errors import DomainError
 from webapp.extensions import db
@@ -92,8 +93,7 @@ def worker_command(
 @jobs_cli.command("dispatch")
 def dispatch_command() -> None:
     """Move due outbox messages to their queues once."""
-    settings = current_settings()
-    report = dispatch(db.session, _connection(settings), settings)
+    report = dispatch(db.session, _connection(current_settings()), current_jobs_settings())
     click.echo(str(report))
     if report.error:
         raise SystemExit(1)
@@ -103,8 +103,7 @@ def dispatch_command() -> None:
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100))
 def failed_command(limit: int) -> None:
     """List dead letters (messages that failed their last try), newest first."""
-    settings = current_settings()
-    page = dead_letters.list_dead(db.session, _connection_or_none(settings), limit=limit)
+    page = dead_letters.list_dead(db.session, _connection_or_none(current_settings()), limit=limit)
     if not page.items:
         click.echo("no failed jobs")
         return
@@ -124,8 +123,8 @@ def replay_command(replay_all: bool, job_id: str | None) -> None:
     """Put dead letters back on their queues: one JOB_ID, or --all."""
     if replay_all == bool(job_id):
         raise click.UsageError("give a JOB_ID or --all (not both)")
-    settings = current_settings()
-    connection = _connection_or_none(settings)
+    connection = _connection_or_none(current_settings())
+    settings = current_jobs_settings()
     if replay_all:
         count = dead_letters.requeue_all(db.session, connection, settings)
         click.echo(f"replayed {count} failed jobs")

@@ -23,7 +23,7 @@ from rq.job import Job
 from sqlalchemy import select, update
 
 from jobs.dispatcher import dispatch
-from webapp.config import Settings
+from jobs.settings import JobsSettings
 from webapp.db import DbSession, utcnow
 from webapp.errors import Conflict, NotFound
 from webapp.outbox import service as outbox
@@ -117,7 +117,7 @@ def _failed_job_ids(connection: redis.Redis | None, job_ids: list[str]) -> set[s
 def requeue(
     db: DbSession,
     connection: redis.Redis | None,
-    settings: Settings,
+    settings: JobsSettings,
     message_id: uuid.UUID,
 ) -> Requeued:
     message = db.scalar(
@@ -145,7 +145,7 @@ def requeue(
     return Requeued(message_id, _enqueue_now(db, connection, settings, [message_id]))
 
 
-def requeue_all(db: DbSession, connection: redis.Redis | None, settings: Settings) -> int:
+def requeue_all(db: DbSession, connection: redis.Redis | None, settings: JobsSettings) -> int:
     """Replay every dead letter, chunk by chunk; returns how many. Those that cannot be
     replayed stay dead, the reason in `last_error`."""
     total = 0
@@ -191,7 +191,7 @@ def _revive(db: DbSession, message_ids: list[uuid.UUID]) -> None:
 def _enqueue_now(
     db: DbSession,
     connection: redis.Redis | None,
-    settings: Settings,
+    settings: JobsSettings,
     message_ids: list[uuid.UUID],
 ) -> str:
     if connection is None:

@@ -40,6 +40,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from jobs import claims, retry
 from jobs.emails import Envelope, compose
 from jobs.mailer import BreakerOpen, Mailer, Refused, SmtpSession, Unreachable
+from jobs.settings import JobsSettings
 from observability.context import bound
 from observability.metrics import EMAILS
 from webapp.config import Settings
@@ -63,17 +64,17 @@ RECORD_RETRY_DELAYS = (0.2, 1.0, 3.0)
 BEFORE_ATTEMPT_ERRORS = (OperationalError, redis.RedisError)
 
 
-def claim_ttl(settings: Settings) -> float:
+def claim_ttl(settings: JobsSettings) -> float:
     return SEND_ROUND_TRIPS * settings.smtp_timeout
 
 
-def batch_claim_ttl(settings: Settings, messages: int) -> float:
+def batch_claim_ttl(settings: JobsSettings, messages: int) -> float:
     """A batch claims all its messages at once: the claims outlive the job that holds them (it
     is stopped at its timeout, and its process killed soon after, see `jobs.supervisor`)."""
     return job_timeout(settings, messages) + 30.0
 
 
-def job_timeout(settings: Settings, messages: int = 1) -> int:
+def job_timeout(settings: JobsSettings, messages: int = 1) -> int:
     """RQ's timeout for a job sending `messages` emails: RQ stops the job there, and the
     supervisor kills its process soon after if it did not stop."""
     return int(claim_ttl(settings) + 30 + (messages - 1) * 2 * settings.smtp_timeout)
@@ -87,7 +88,7 @@ class Policy:
     unreachable_wait: float
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Policy:
+    def from_settings(cls, settings: JobsSettings) -> Policy:
         return cls(
             max_tries=settings.jobs_max_retries + 1,
             backoff=settings.jobs_retry_backoff,
@@ -171,14 +172,15 @@ class Deliverer:
         db: DbSession,
         mailer: Mailer,
         settings: Settings,
+        jobs_settings: JobsSettings,
         *,
         batch: bool = False,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.db = db
         self.mailer = mailer
-        self.settings = settings
-        self.policy = Policy.from_settings(settings)
+        self.settings, self.jobs_settings = settings, jobs_settings
+        self.policy = Policy.from_settings(jobs_settings)
         self.batch = batch
         self.clock = clock
 
@@ -248,7 +250,8 @@ class Deliverer:
                         idempotency_key=message.idempotency_key,
                         payload=open_payload(dict(message.payload), message_id),
                     )
-                    candidates.append((message, compose(envelope, self.settings)))
+                    composed = compose(envelope, self.settings, self.jobs_settings)
+                    candidates.append((message, composed))
                 except Exception as exc:  # noqa: BLE001 - a template or payload error spends a try
                     unrenderable.append((_Ready.of(message, None), f"cannot render: {exc!r}"))
         ready = self._claim(candidates, outcomes)
@@ -272,7 +275,7 @@ class Deliverer:
         ttl = (
             self.policy.claim_ttl
             if len(candidates) == 1
-            else batch_claim_ttl(self.settings, len(candidates))
+            else batch_claim_ttl(self.jobs_settings, len(candidates))
         )
         copies = {message.id: _Ready.of(message, email) for message, email in candidates}
         wanted = [claims.Wanted(message, email["Message-ID"]) for message, email in candidates]

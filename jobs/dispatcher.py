@@ -37,8 +37,8 @@ from sqlalchemy import select, update
 from jobs import queues, runtime
 from jobs.delivery import job_timeout
 from jobs.recovery import Recovery
+from jobs.settings import JobsSettings, jobs_settings_of
 from webapp import extensions
-from webapp.config import Settings, settings_of
 from webapp.db import DbSession, utcnow
 from webapp.outbox.models import ENQUEUED, PENDING, OutboxMessage
 
@@ -71,7 +71,7 @@ class _Plan:
     data: EnqueueData = field(init=False)
 
 
-def plan_jobs(rows: Sequence[OutboxMessage], settings: Settings) -> list[_Plan]:
+def plan_jobs(rows: Sequence[OutboxMessage], settings: JobsSettings) -> list[_Plan]:
     """Group rows into jobs: single messages, or batches of first tries on `low`."""
     plans: list[_Plan] = []
     batch: list[OutboxMessage] = []
@@ -97,7 +97,7 @@ def _batch_plan(rows: list[OutboxMessage]) -> _Plan:
     return _Plan(queues.LOW, f"batch-{rows[0].id}", rows)
 
 
-def _job_data(plan: _Plan, settings: Settings) -> EnqueueData:
+def _job_data(plan: _Plan, settings: JobsSettings) -> EnqueueData:
     first = plan.rows[0]
     meta = {
         "request_id": first.request_id if len(plan.rows) == 1 else None,
@@ -127,7 +127,7 @@ def _job_data(plan: _Plan, settings: Settings) -> EnqueueData:
 def dispatch(
     db: DbSession,
     connection: redis.Redis,
-    settings: Settings,
+    settings: JobsSettings,
     *,
     limit: int = CHUNK,
     only: Sequence[uuid.UUID] | None = None,
@@ -281,7 +281,7 @@ class DispatcherThread(threading.Thread):
         self._stop_event = threading.Event()
 
     def run(self) -> None:
-        settings = settings_of(self.app)
+        settings = jobs_settings_of(self.app)
         while not self._stop_event.is_set():
             full = False
             with self.app.app_context(), runtime.fork_guard():

@@ -29,6 +29,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
+from jobs.settings import JobsSettings
 from webapp.config import Settings
 from webapp.outbox.service import TEMPLATES
 
@@ -106,7 +107,7 @@ _UTF8.header_encoding = QP
 
 
 def _headers(
-    envelope: Envelope, rendered: Rendered, settings: Settings, to: str
+    envelope: Envelope, rendered: Rendered, settings: JobsSettings, to: str
 ) -> list[tuple[str, str]]:
     return [
         ("From", settings.mail_from),
@@ -123,16 +124,18 @@ def _text_part(text: str, subtype: str) -> MIMEText:
     return MIMEText(text, subtype, "us-ascii" if text.isascii() else _UTF8)  # type: ignore[arg-type]
 
 
-def compose(envelope: Envelope, settings: Settings) -> Message:
+def compose(envelope: Envelope, settings: Settings, jobs_settings: JobsSettings) -> Message:
+    """The email of `envelope`: rendered with `settings` (`PUBLIC_BASE_URL`), sent as
+    `jobs_settings.mail_from`."""
     rendered = render(
         envelope.template, envelope.payload, recipient=envelope.recipient, settings=settings
     )
-    if not (envelope.recipient.isascii() and parseaddr(settings.mail_from)[1].isascii()):
-        return _compose_international(envelope, rendered, settings)
+    if not (envelope.recipient.isascii() and parseaddr(jobs_settings.mail_from)[1].isascii()):
+        return _compose_international(envelope, rendered, jobs_settings)
     name = envelope.payload.get("name")
     to = formataddr((str(name), envelope.recipient)) if name else envelope.recipient
     message = MIMEMultipart("alternative")
-    for header, value in _headers(envelope, rendered, settings, to):
+    for header, value in _headers(envelope, rendered, jobs_settings, to):
         # formataddr already encoded a display name; other text is encoded here if it must be
         message[header] = value if value.isascii() else Header(value, _UTF8).encode()
     message.attach(_text_part(rendered.text, "plain"))
@@ -141,7 +144,7 @@ def compose(envelope: Envelope, settings: Settings) -> Message:
 
 
 def _compose_international(
-    envelope: Envelope, rendered: Rendered, settings: Settings
+    envelope: Envelope, rendered: Rendered, settings: JobsSettings
 ) -> EmailMessage:
     """An address beyond ASCII: `EmailMessage`, which smtplib sends with SMTPUTF8."""
     name = str(envelope.payload.get("name") or "")

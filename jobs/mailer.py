@@ -37,7 +37,7 @@ from urllib.parse import unquote, urlsplit
 import pybreaker
 import redis
 
-from webapp.config import Settings
+from jobs.settings import JobsSettings
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class SmtpConfig:
     timeout: float
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> SmtpConfig:
+    def from_settings(cls, settings: JobsSettings) -> SmtpConfig:
         url = urlsplit(settings.smtp_url)
         implicit_tls = url.scheme == "smtps"
         return cls(
@@ -121,7 +121,7 @@ class _BreakerLog(pybreaker.CircuitBreakerListener):
 _breakers: dict[tuple[int, float, int], pybreaker.CircuitBreaker] = {}
 
 
-def breaker_for(settings: Settings, connection: redis.Redis | None) -> pybreaker.CircuitBreaker:
+def breaker_for(settings: JobsSettings, connection: redis.Redis | None) -> pybreaker.CircuitBreaker:
     """The SMTP breaker, shared through Redis when a connection is given. Built once (job processes
     inherit the worker's), since setting up its Redis storage costs round trips."""
     key = (

@@ -21,6 +21,7 @@ from rq import get_current_job
 from jobs import queues, runtime
 from jobs.delivery import Deliverer, DeliveryFailed, Outcome, Result
 from jobs.mailer import Mailer, SmtpConfig, breaker_for
+from jobs.settings import JobsSettings, current_jobs_settings
 from observability.context import bound
 from observability.metrics import JOBS
 from observability.tracing import job_span
@@ -42,11 +43,11 @@ _JOB_STATES = {
 
 
 @functools.lru_cache(maxsize=8)
-def mailer_for(settings: Settings) -> Mailer:
+def mailer_for(settings: Settings, jobs_settings: JobsSettings) -> Mailer:
     """One mailer (breaker, Redis connection, kept SMTP connection) per settings and process
     lifetime: a job process sends every job's emails through it."""
     connection = queues.connect(settings.redis_url) if settings.redis_url else None
-    return Mailer(SmtpConfig.from_settings(settings), breaker_for(settings, connection))
+    return Mailer(SmtpConfig.from_settings(jobs_settings), breaker_for(jobs_settings, connection))
 
 
 @contextmanager
@@ -73,8 +74,10 @@ def _queue_of(meta: dict[str, Any]) -> str:
 def deliver_email(message_id: str) -> str:
     """Send one outbox message (its last try always runs here, never in a batch)."""
     with _job_scope("email.deliver") as meta:
-        settings = current_settings()
-        deliverer = Deliverer(db.session, mailer_for(settings), settings)
+        settings, jobs_settings = current_settings(), current_jobs_settings()
+        deliverer = Deliverer(
+            db.session, mailer_for(settings, jobs_settings), settings, jobs_settings
+        )
         [outcome] = deliverer.deliver([uuid.UUID(message_id)])
         JOBS.labels(queue=_queue_of(meta), state=_JOB_STATES[outcome.result]).inc()
         if outcome.result is Result.DEAD:
@@ -87,8 +90,10 @@ def deliver_email(message_id: str) -> str:
 def deliver_batch(message_ids: list[str]) -> dict[str, int]:
     """Send a chunk of `low` messages over one SMTP connection; returns counts by result."""
     with _job_scope("email.deliver_batch") as meta:
-        settings = current_settings()
-        deliverer = Deliverer(db.session, mailer_for(settings), settings, batch=True)
+        settings, jobs_settings = current_settings(), current_jobs_settings()
+        deliverer = Deliverer(
+            db.session, mailer_for(settings, jobs_settings), settings, jobs_settings, batch=True
+        )
         outcomes: list[Outcome] = deliverer.deliver([uuid.UUID(m) for m in message_ids])
         counts = Counter(outcome.result.value for outcome in outcomes)
         state = "postponed" if counts.get(Result.POSTPONED.value) else "finished"

@@ -42,6 +42,7 @@ from jobs import emails, queues, runtime, tasks
 from jobs.dispatcher import DispatcherThread, dispatch
 from jobs.mailer import tls_context
 from jobs.recovery import JOB_MONITORING_INTERVAL
+from jobs.settings import JobsSettings, jobs_settings_of
 from jobs.supervisor import BEAT_INTERVAL, JobWatch, Supervisor
 from observability.context import bound
 from observability.worker import serve_metrics
@@ -159,10 +160,10 @@ def build_worker(
     )
 
 
-def _prepare_for_forking(settings: Settings) -> None:
+def _prepare_for_forking(settings: Settings, jobs_settings: JobsSettings) -> None:
     """Do once in the supervisor what every job process would otherwise redo."""
     emails.warm_up()
-    mailer = tasks.mailer_for(settings)
+    mailer = tasks.mailer_for(settings, jobs_settings)
     if mailer.config.implicit_tls or mailer.config.starttls:
         tls_context()
     # Keep the garbage collector off everything loaded so far: otherwise each job process's GC
@@ -186,17 +187,17 @@ def run(
 
     With `metrics_port`, the worker serves its own `/metrics` (Prometheus job gatehouse-worker).
     """
-    settings = settings_of(app)
+    settings, jobs_settings = settings_of(app), jobs_settings_of(app)
     runtime.bind_app(app)
     if metrics_port is not None:
         serve_metrics(metrics_port)
-    _prepare_for_forking(settings)
+    _prepare_for_forking(settings, jobs_settings)
     dispatcher_connection = queues.connect(_redis_url(settings), socket_timeout=5)
     thread: DispatcherThread | None = None
     if with_dispatcher and burst:
         with app.app_context():
             try:
-                dispatch(db.session, dispatcher_connection, settings)
+                dispatch(db.session, dispatcher_connection, jobs_settings)
             finally:
                 db.session.remove()
     elif with_dispatcher:
@@ -213,16 +214,17 @@ def run(
 
         def job_main(watch: JobWatch, process_name: str) -> int:
             worker = build_worker(settings, queue_names=queue_names, name=process_name)
-            worker.watch, worker.max_memory_mb = watch, settings.jobs_worker_max_memory_mb
+            worker.watch, worker.max_memory_mb = watch, jobs_settings.jobs_worker_max_memory_mb
             beat = _Beat(worker, watch)
             beat.start()
             try:
                 worker.work(
-                    logging_level=settings.log_level, max_jobs=settings.jobs_worker_max_jobs
+                    logging_level=settings.log_level, max_jobs=jobs_settings.jobs_worker_max_jobs
                 )
             finally:
                 beat.stop()
-                tasks.mailer_for(settings).close()  # a polite QUIT on the kept connection
+                # A polite QUIT on the kept connection.
+                tasks.mailer_for(settings, jobs_settings).close()
             return 0
 
         supervisor = Supervisor(job_main, dispatcher_connection, name or uuid.uuid4().hex)

@@ -1,12 +1,12 @@
-"""Write README.md's configuration tables from the declarations in webapp/config.py.
+"""Write README.md's configuration tables from the settings' declarations (webapp and jobs).
 
     python -m scripts.settings_table          # (re)write the tables in README.md
     python -m scripts.settings_table --check  # exit 1 if README.md differs (tests, CI)
 
-Two tables, each between marker comments in README.md: every field of `Settings` (variable,
-default, meaning: its help text), and `PROCESS_VARIABLES`, what is read around the application
-(gunicorn.conf.py, the job worker's metrics endpoint, CLI commands). Edit the declarations, not
-the tables.
+Three tables, each between marker comments in README.md: every field of `Settings` (variable,
+what it accepts, default, meaning: its help text), every field of `JobsSettings` (the same
+columns), and `PROCESS_VARIABLES`, what is read around the application (gunicorn.conf.py, the job
+worker's metrics endpoint, CLI commands). Edit the declarations, not the tables.
 """
 
 from __future__ import annotations
@@ -20,10 +20,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python scripts/settings_table.py` as well as `-m`
     sys.path.insert(0, str(ROOT))
 
-from webapp.config import PROCESS_VARIABLES, Settings, env_name  # noqa: E402
+from jobs.settings import JobsSettings  # noqa: E402
+from webapp.config import PROCESS_VARIABLES, DeclaredSettings, Settings, env_name  # noqa: E402
 
 README = ROOT / "README.md"
 SETTINGS_MARKERS = ("<!-- settings-table:start -->", "<!-- settings-table:end -->")
+JOBS_MARKERS = ("<!-- jobs-settings-table:start -->", "<!-- jobs-settings-table:end -->")
+# Every settings class, in the order of README's tables; each variable is declared by one of them.
+DECLARATIONS: tuple[type[DeclaredSettings], ...] = (Settings, JobsSettings)
 PROCESS_MARKERS = ("<!-- process-variables:start -->", "<!-- process-variables:end -->")
 HEADER = ["| variable | default | meaning |", "| --- | --- | --- |"]
 SETTINGS_HEADER = [
@@ -33,9 +37,14 @@ SETTINGS_HEADER = [
 _KINDS = {int: "integer", float: "number", bool: "`true` / `false`", str: "text"}
 
 
-def shown_default(field: str) -> str:
+def declared_variables() -> set[str]:
+    """The variable of every field of every settings class."""
+    return {env_name(field, cls) for cls in DECLARATIONS for field in cls.model_fields}
+
+
+def shown_default(field: str, declared_in: type[DeclaredSettings] = Settings) -> str:
     """How a default reads in the table: a declared wording, else the value in backticks."""
-    info = Settings.model_fields[field]
+    info = declared_in.model_fields[field]
     extra = info.json_schema_extra
     if isinstance(extra, dict) and isinstance(extra.get("shown_default"), str):
         return str(extra["shown_default"])
@@ -51,9 +60,9 @@ def shown_default(field: str) -> str:
     return f"`{value}`"
 
 
-def accepts(field: str) -> str:
+def accepts(field: str, declared_in: type[DeclaredSettings] = Settings) -> str:
     """The type and the bounds a value must meet, read from the declaration."""
-    info = Settings.model_fields[field]
+    info = declared_in.model_fields[field]
     kind = info.annotation
     args = [a for a in get_args(kind) if a is not type(None)]
     if get_origin(kind) is Literal:
@@ -75,13 +84,13 @@ def accepts(field: str) -> str:
     return text
 
 
-def settings_rows() -> list[str]:
+def settings_rows(declared_in: type[DeclaredSettings] = Settings) -> list[str]:
     rows = []
-    for field, info in Settings.model_fields.items():
+    for field, info in declared_in.model_fields.items():
         meaning = (info.description or "").replace("|", "\\|")
-        rows.append(
-            f"| `{env_name(field)}` | {accepts(field)} | {shown_default(field)} | {meaning} |"
-        )
+        variable = env_name(field, declared_in)
+        kind, default = accepts(field, declared_in), shown_default(field, declared_in)
+        rows.append(f"| `{variable}` | {kind} | {default} | {meaning} |")
     return SETTINGS_HEADER + rows
 
 
@@ -100,8 +109,9 @@ def replace_between(text: str, markers: tuple[str, str], lines: list[str]) -> st
 
 
 def render(readme: str) -> str:
-    """README.md's text with both tables as the declarations say."""
-    text = replace_between(readme, SETTINGS_MARKERS, settings_rows())
+    """README.md's text with all three tables as the declarations say."""
+    text = replace_between(readme, SETTINGS_MARKERS, settings_rows(Settings))
+    text = replace_between(text, JOBS_MARKERS, settings_rows(JobsSettings))
     return replace_between(text, PROCESS_MARKERS, process_rows())
 
 

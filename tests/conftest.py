@@ -26,9 +26,10 @@ from flask_migrate import upgrade
 from psycopg import sql
 from sqlalchemy import select, text
 
-from webapp import create_app
-from webapp.config import Settings
+from jobs.settings import JobsSettings, jobs_settings_of
+from webapp.config import Settings, settings_of
 from webapp.extensions import db
+from webapp.factory import create_app
 from webapp.outbox.models import OutboxMessage
 from webapp.security.keys import KeyRing, generate_jwk
 
@@ -37,6 +38,7 @@ BASE_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/1")
 # Lets several checkouts or agents share one server without touching each other's data.
 DB_NAME_PREFIX = os.environ.get("TEST_DB_NAME_PREFIX", "gatehouse_test")
 STRONG_PASSWORD = "pale-Orbit-93-lantern"
+JOBS_FIELDS = frozenset(JobsSettings.model_fields)
 TABLES = (
     "refresh_tokens, sessions, one_time_tokens, audit_events, email_deliveries, outbox_messages, "
     "idempotency_records, api_keys, mfa_recovery_codes, totp_factors, users"
@@ -129,10 +131,14 @@ def app(base_settings: Settings) -> Flask:
 
 @pytest.fixture(scope="session")
 def make_app(base_settings: Settings) -> Callable[..., Flask]:
-    """Another app on the same database with some settings changed (rate limits, TTLs...)."""
+    """Another app on the same database with some settings changed (rate limits, TTLs...):
+    webapp's `Settings` and the jobs package's `JobsSettings` alike, each by its field names."""
 
     def build(**overrides: Any) -> Flask:
-        return create_app(base_settings.with_overrides(**overrides))
+        jobs = {name: overrides.pop(name) for name in list(overrides) if name in JOBS_FIELDS}
+        return create_app(
+            base_settings.with_overrides(**overrides), JobsSettings().with_overrides(**jobs)
+        )
 
     return build
 
@@ -416,7 +422,7 @@ def work_jobs() -> Callable[..., int]:
     from webapp.outbox.models import ENQUEUED, PENDING
 
     def run(application: Flask, timeout: float = 40.0, until_idle: bool = True) -> int:
-        settings = application.config["GATEHOUSE"]
+        settings, jobs_settings = settings_of(application), jobs_settings_of(application)
         runtime.bind_app(application)
         handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
         deadline = time.monotonic() + timeout
@@ -425,7 +431,7 @@ def work_jobs() -> Callable[..., int]:
             while True:
                 passes += 1
                 with application.app_context():
-                    dispatch(db.session, queues.connect(settings.redis_url), settings)
+                    dispatch(db.session, queues.connect(settings.redis_url), jobs_settings)
                     db.session.remove()
                 build_worker(settings).work(burst=True)
                 with application.app_context():
@@ -513,8 +519,9 @@ def deliver_now() -> Callable[..., Any]:
 
     def deliver(application: Flask, message_id: uuid.UUID, *, batch: bool = False) -> Any:
         with application.app_context():
-            settings = application.config["GATEHOUSE"]
-            deliverer = Deliverer(db.session, mailer_for(settings), settings, batch=batch)
+            settings, jobs_settings = settings_of(application), jobs_settings_of(application)
+            mailer = mailer_for(settings, jobs_settings)
+            deliverer = Deliverer(db.session, mailer, settings, jobs_settings, batch=batch)
             [outcome] = deliverer.deliver([message_id])
             db.session.remove()
             return outcome

@@ -1,14 +1,16 @@
-"""Configuration: the one place that reads the environment (12-factor).
+"""Configuration: the environment is read (12-factor) by settings classes declared like `Settings`.
 
-Each setting is declared once, below, as a field of `Settings` (pydantic-settings): its variable
-(the field's name in capitals unless an alias says otherwise), type, default, constraints and help
-text. The README's configuration table is generated from these declarations
-(`python -m scripts.settings_table`) and a test keeps the two equal.
+Each setting of the API is declared once, below, as a field of `Settings` (pydantic-settings): its
+variable (the field's name in capitals unless an alias says otherwise), type, default, constraints
+and help text. The job workers' settings (SMTP, mail sender, retries, leases) are declared the same
+way by `jobs.settings.JobsSettings`: both build on `DeclaredSettings`. The README's configuration
+tables are generated from these declarations (`python -m scripts.settings_table`) and a test keeps
+them equal.
 
-`Settings.from_env()` parses and validates every variable at start-up; a bad value raises
-`ConfigError` whose one-line message names the variable, never its value, so the process stops
-with one clear line. Rules between settings and production's refusals of the development
-defaults are the explicit checks of `Settings.validate()`.
+`from_env()` parses and validates every variable at start-up; a bad value raises `ConfigError`
+whose one-line message names the variable, never its value, so the process stops with one clear
+line. Rules between settings and production's refusals of the development defaults are the
+explicit checks of `validate()`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import hashlib
 import hmac
 import re
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
 
 from flask import Flask, current_app
@@ -65,9 +67,11 @@ def _comma_list(value: Any) -> Any:
 CommaList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_comma_list)]
 
 
-class Settings(BaseSettings):
-    """Every setting of the API and its job workers, one declaration each. Immutable: tests
-    derive variants with `with_overrides`."""
+class DeclaredSettings(BaseSettings):
+    """What every settings class of Gatehouse shares: `Settings` here, `jobs.settings.JobsSettings`
+    for the job workers. Built from defaults plus what it is given, or from the environment by
+    `from_env()`; a bad value raises `ConfigError` naming its variable. Immutable: tests derive
+    variants with `with_overrides`."""
 
     model_config = SettingsConfigDict(
         frozen=True,
@@ -76,10 +80,71 @@ class Settings(BaseSettings):
         validate_by_name=True,
         validate_by_alias=True,
         case_sensitive=False,
-        # Checked by the validators of `Settings.validate()` and the field validators, not by
+        # Checked by the validators of `validate()` and the field validators, not by
         # re-validating defaults on every construction.
         validate_default=False,
     )
+
+    def __init__(self, **values: Any) -> None:
+        """Defaults plus `values`, each checked on its own; a bad one raises `ConfigError`."""
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigError(_message(type(self), exc.errors()[0])) from None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # `Settings(...)` is the defaults plus what it is given; only `from_env()` reads the
+        # environment, so a test's `Settings()` never depends on the shell it runs in.
+        return (init_settings,)
+
+    @classmethod
+    def from_env(cls) -> Self:
+        """Build settings from the process environment (defaults: development)."""
+        try:
+            found = EnvSettingsSource(cls)()
+        except SettingsError as exc:
+            raise ConfigError(str(exc).splitlines()[0]) from None
+        # An optional setting given as an empty string is unset (compose's `${VAR:-}`).
+        optional = {
+            env_name(name, cls): name
+            for name, info in cls.model_fields.items()
+            if info.default is None
+        }
+        values = {
+            key: value
+            for key, value in found.items()
+            if not (value == "" and (key.upper() in optional or key in optional.values()))
+        }
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def with_overrides(self, **changes: Any) -> Self:
+        """A copy with some values replaced (tests); validated like the original."""
+        unknown = set(changes) - set(type(self).model_fields)
+        if unknown:
+            raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
+        updated = type(self)(**{**self.model_dump(), **changes})
+        updated.validate()
+        return updated
+
+    def validate(self) -> None:  # type: ignore[override]
+        """The rules that involve more than one setting, and production's refusals (none
+        unless a subclass has some)."""
+
+
+class Settings(DeclaredSettings):
+    """The application's settings, one declaration each: the API's, and those the job workers
+    share with it (database, Redis, logging, `PUBLIC_BASE_URL`). What only the job workers read
+    is declared by `jobs.settings.JobsSettings`."""
 
     # -- Deployment ----------------------------------------------------------------------------
     env: Environment = Field(
@@ -328,54 +393,6 @@ class Settings(BaseSettings):
     )
     api_key_max_per_user: int = Field(50, gt=0, description="active API keys one user may hold")
 
-    # -- Email delivery and background jobs (read by the `jobs` package only) ------------------
-    smtp_url: str = Field(
-        "smtp://localhost:1025",
-        description="mail server for the workers (`smtp://` or `smtps://`, credentials may be in "
-        "the URL)",
-        json_schema_extra={"shown_default": "`smtp://localhost:1025` (`make run`: its mail sink)"},
-    )
-    smtp_starttls: bool = Field(False, description="upgrade `smtp://` connections with STARTTLS")
-    smtp_username: str | None = Field(None, description="SMTP authentication user")
-    smtp_password: str | None = Field(None, description="SMTP authentication password")
-    smtp_timeout: float = Field(10.0, gt=0, description="seconds per SMTP operation")
-    smtp_breaker_fail_max: int = Field(
-        5, gt=0, description="circuit breaker: consecutive connection failures that open it"
-    )
-    smtp_breaker_reset_timeout: float = Field(
-        30.0, gt=0, description="circuit breaker: seconds before it tries the server again"
-    )
-    mail_from: str = Field(
-        "Gatehouse <no-reply@gatehouse.local>", description="sender of every email"
-    )
-    jobs_max_retries: int = Field(
-        5, ge=0, description="tries of an email before it is dead-lettered"
-    )
-    jobs_retry_backoff: float = Field(
-        10.0,
-        gt=0,
-        description="first retry delay in seconds (doubles each try, ±20 % jitter, capped at 1 h)",
-    )
-    jobs_lease: float = Field(
-        300.0,
-        gt=0,
-        description="seconds after which an enqueued but unsent message is enqueued again",
-    )
-    jobs_dispatch_interval: float = Field(
-        1.0, gt=0, description="seconds between outbox dispatcher runs"
-    )
-    jobs_batch_size: int = Field(50, gt=0, description="emails per batch job on the `low` queue")
-    jobs_worker_max_jobs: int = Field(
-        1000,
-        gt=0,
-        description="jobs a worker's job process runs before it is replaced by a fresh one",
-    )
-    jobs_worker_max_memory_mb: int = Field(
-        512,
-        gt=0,
-        description="resident memory after which a job process is replaced (after its job)",
-    )
-
     # -- Field validators: what one value alone must satisfy -----------------------------------
     @field_validator("log_level", mode="before")
     @classmethod
@@ -392,15 +409,6 @@ class Settings(BaseSettings):
     def _database_url_shape(cls, value: str) -> str:
         if not value.startswith(("postgresql", "postgres://", "sqlite")):
             raise ValueError("must be a postgresql:// (or sqlite:// in development) URL")
-        return value
-
-    @field_validator("smtp_url")
-    @classmethod
-    def _smtp_url_shape(cls, value: str) -> str:
-        smtp = urlsplit(value)
-        if smtp.scheme not in ("smtp", "smtps") or not smtp.hostname:
-            # The URL may hold credentials: the message never echoes it.
-            raise ValueError("must look like smtp://host:port or smtps://host:port")
         return value
 
     @field_validator("mfa_issuer")
@@ -420,54 +428,6 @@ class Settings(BaseSettings):
                 # A leading ':' makes the message "ENCRYPTION_KEYS: <what is wrong>".
                 raise ValueError(f": {exc}") from None
         return value
-
-    # -- Construction --------------------------------------------------------------------------
-    def __init__(self, **values: Any) -> None:
-        """Defaults plus `values`, each checked on its own; a bad one raises `ConfigError`."""
-        try:
-            super().__init__(**values)
-        except ValidationError as exc:
-            raise ConfigError(_message(exc.errors()[0])) from None
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # `Settings(...)` is the defaults plus what it is given; only `from_env()` reads the
-        # environment, so a test's `Settings()` never depends on the shell it runs in.
-        return (init_settings,)
-
-    @classmethod
-    def from_env(cls) -> Settings:
-        """Build settings from the process environment (defaults: development)."""
-        try:
-            found = EnvSettingsSource(cls)()
-        except SettingsError as exc:
-            raise ConfigError(str(exc).splitlines()[0]) from None
-        # An optional setting given as an empty string is unset (compose's `${VAR:-}`).
-        optional = {env_name(name): name for name in cls.model_fields if _is_optional(name)}
-        values = {
-            key: value
-            for key, value in found.items()
-            if not (value == "" and (key.upper() in optional or key in optional.values()))
-        }
-        settings = cls(**values)
-        settings.validate()
-        return settings
-
-    def with_overrides(self, **changes: Any) -> Settings:
-        """A copy with some values replaced (tests); validated like the original."""
-        unknown = set(changes) - set(type(self).model_fields)
-        if unknown:
-            raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
-        updated = type(self)(**{**self.model_dump(), **changes})
-        updated.validate()
-        return updated
 
     # -- Rules between settings and for production ---------------------------------------------
     def validate(self) -> None:  # type: ignore[override]
@@ -560,23 +520,25 @@ class Settings(BaseSettings):
         return sqlalchemy_url(self.database_url)
 
 
-def env_name(field: str) -> str:
-    """The environment variable of a `Settings` field."""
-    alias = Settings.model_fields[field].validation_alias
+def env_name(field: str, declared_in: type[DeclaredSettings] = Settings) -> str:
+    """The environment variable of a field of `Settings` (or of another settings class)."""
+    alias = declared_in.model_fields[field].validation_alias
     return alias if isinstance(alias, str) else field.upper()
 
 
-def _is_optional(field: str) -> bool:
-    return Settings.model_fields[field].default is None
-
-
-def _message(error: ErrorDetails) -> str:
+def _message(declared_in: type[DeclaredSettings], error: ErrorDetails) -> str:
     """One line naming the variable, never its value (it may be a secret)."""
+    fields = declared_in.model_fields
     loc = str(error["loc"][0]) if error["loc"] else ""
-    field = _FIELD_BY_KEY.get(loc.lower(), loc)
-    name = env_name(field) if field in Settings.model_fields else loc.upper()
+    # Errors are located by field name or by alias; both lead to the field.
+    by_key = {
+        **{name: name for name in fields},
+        **{env_name(name, declared_in).lower(): name for name in fields},
+    }
+    field = by_key.get(loc.lower(), loc)
+    name = env_name(field, declared_in) if field in fields else loc.upper()
     kind, ctx = error["type"], error.get("ctx", {})
-    metadata = Settings.model_fields[field].metadata if field in Settings.model_fields else []
+    metadata = fields[field].metadata if field in fields else []
     bounds = {type(m).__name__: m for m in metadata}
     if kind in ("greater_than_equal", "less_than_equal") and {"Ge", "Le"} <= set(bounds):
         return f"{name} must be between {ctx.get('ge', bounds['Ge'].ge)} and {bounds['Le'].le}"
@@ -604,16 +566,11 @@ _TYPE_MESSAGES = {
     "bool_parsing": "must be true or false",
     "string_type": "must be text",
 }
-# Errors are located by field name or by alias; both lead to the field.
-_FIELD_BY_KEY = {
-    **{name: name for name in Settings.model_fields},
-    **{env_name(name).lower(): name for name in Settings.model_fields},
-}
 
 
 @dataclass(frozen=True)
 class ProcessVariable:
-    """A variable read around the application rather than by `Settings`: by gunicorn.conf.py
+    """A variable read around the application rather than by a settings class: by gunicorn.conf.py
     before any application exists, by the job worker's metrics endpoint, or by a CLI command."""
 
     name: str

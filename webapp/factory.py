@@ -1,9 +1,9 @@
 """The composition root: `create_app` builds the application (`webapp.create_app` hands over to
 it). It is the one module that imports both `webapp` and `jobs`: it binds the extensions, adds
-webapp's CLI groups and blueprints, and wires in what the jobs package offers — the `flask jobs`
-commands (`jobs.cli`) and the /api/v1/admin/jobs blueprint (`jobs.admin`). Nothing else in
-`webapp` imports `jobs`, and `jobs` never imports this module (docs/architecture.md, "Import
-rules")."""
+webapp's CLI groups and blueprints, and wires in what the jobs package offers — its settings
+(`jobs.settings`, validated at start-up beside webapp's), the `flask jobs` commands (`jobs.cli`)
+and the /api/v1/admin/jobs blueprint (`jobs.admin`). Nothing else in `webapp` imports `jobs`,
+and `jobs` never imports this module (docs/architecture.md, "Import rules")."""
 
 from __future__ import annotations
 
@@ -18,8 +18,10 @@ from flask.sessions import SecureCookieSession, SessionInterface
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import observability
+from jobs import settings as jobs_config
 from jobs.admin.routes import blp as admin_jobs_blp
 from jobs.cli import jobs_cli
+from jobs.settings import JobsSettings
 from webapp import cli, models, sqlite
 from webapp.auth import tokens
 from webapp.cache import RedisStore
@@ -137,9 +139,17 @@ def _load_keyring(settings: Settings) -> KeyRing:
         raise ConfigError(f"{name}: {exc}") from None
 
 
-def create_app(settings: Settings | None = None) -> Flask:
-    """Build the application from `settings` (default: the process environment)."""
-    settings = settings or Settings.from_env()
+def create_app(
+    settings: Settings | None = None, jobs_settings: JobsSettings | None = None
+) -> Flask:
+    """Build the application from `settings` and `jobs_settings`. Without `settings`, both are
+    read from the process environment, so that a bad variable of either stops any process at
+    start-up, the API's too; given `settings` alone (tests, tools), the jobs settings are their
+    defaults, never the shell's."""
+    if settings is None:
+        settings = Settings.from_env()
+        jobs_settings = jobs_settings or JobsSettings.from_env()
+    jobs_settings = jobs_settings or JobsSettings()
     # Named after the package, not this module: the app's name and logger are "webapp", its
     # root path the package's folder, its instance folder `instance/` next to the package.
     app = GatehouseFlask("webapp")
@@ -181,5 +191,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     ratelimit.warn_if_off_in_production(app)  # once logging is set up
     register_blueprints(app, api, admin_jobs=admin_jobs_blp)
     cli.init_app(app)
+    jobs_config.init_app(app, jobs_settings)
     app.cli.add_command(jobs_cli)
     return app

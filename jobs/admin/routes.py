@@ -17,7 +17,7 @@ from jobs.admin.schemas import (
     RequeuedAllOut,
     RequeuedOut,
 )
-from webapp.config import current_settings
+from jobs.settings import current_jobs_settings
 from webapp.extensions import db, redis_store
 from webapp.http.access import requires
 from webapp.http.pagination import link_header
@@ -55,7 +55,7 @@ class RequeueFailedJob(MethodView):
         """Put one failed job back on its queue with a fresh set of tries (404 if there is no
         such failed job, 409 `job-not-failed` if it has not failed, 409 `job-not-replayable` if
         its email has no point any more; a token email is replayed with a fresh token)."""
-        return dead_letters.requeue(db.session, _redis(), current_settings(), job_id)
+        return dead_letters.requeue(db.session, _redis(), current_jobs_settings(), job_id)
 
 
 @blp.route("/failed/requeue")
@@ -64,4 +64,4 @@ class RequeueAllFailedJobs(MethodView):
     @blp.response(202, RequeuedAllOut)
     def post(self) -> dict[str, int]:
         """Put every failed job back on its queue."""
-        return {"requeued": dead_letters.requeue_all(db.session, _redis(), current_settings())}
+        return {"requeued": dead_letters.requeue_all(db.session, _redis(), current_jobs_settings())}

@@ -33,12 +33,14 @@ _state: dict[str, Any] = {}
 
 def _body() -> bytes:
     from jobs.emails import Envelope, compose
+    from jobs.settings import JobsSettings
     from tests.conftest import EMAIL_PAYLOADS
     from webapp.config import Settings
 
     email = compose(
         Envelope("new_login", "bare@example.com", "bench:bare", dict(EMAIL_PAYLOADS["new_login"])),
         Settings(),
+        JobsSettings(),
     )
     return email.as_bytes(policy=email.policy.clone(linesep="\r\n"))
 

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from jobs.settings import JobsSettings
 from tests.conftest import test_keys_json as signing_keys_json
-from webapp.config import Settings
 from webapp.extensions import db
 from webapp.outbox.models import ENQUEUED, SENT, EmailDelivery, OutboxMessage
 
@@ -218,10 +218,10 @@ def test_two_workers_with_two_dispatchers_racing_send_each_email_exactly_once(
 # --- recovery in seconds, with the default settings (jobs.recovery) ------------------------------
 
 DEFAULTS = {
-    "SMTP_TIMEOUT": str(Settings().smtp_timeout),
-    "JOBS_RETRY_BACKOFF": str(Settings().jobs_retry_backoff),
-    "JOBS_DISPATCH_INTERVAL": str(Settings().jobs_dispatch_interval),
-    "JOBS_LEASE": str(Settings().jobs_lease),
+    "SMTP_TIMEOUT": str(JobsSettings().smtp_timeout),
+    "JOBS_RETRY_BACKOFF": str(JobsSettings().jobs_retry_backoff),
+    "JOBS_DISPATCH_INTERVAL": str(JobsSettings().jobs_dispatch_interval),
+    "JOBS_LEASE": str(JobsSettings().jobs_lease),
 }
 
 
@@ -238,7 +238,7 @@ def test_after_redis_restarts_empty_every_accepted_email_is_delivered_within_30_
 ):
     import threading
 
-    assert Settings().jobs_lease == 300  # the lease alone would take five minutes
+    assert JobsSettings().jobs_lease == 300  # the lease alone would take five minutes
     recipients = [f"restart{i}@example.com" for i in range(4)]
     smtp_sink.hold = threading.Event()
     for recipient in recipients:

@@ -15,10 +15,11 @@ from sqlalchemy import event, select
 
 from jobs import emails, mailer
 from jobs.delivery import Deliverer, Result
+from jobs.settings import JobsSettings, jobs_settings_of
 from jobs.tasks import mailer_for
 from tests.conftest import EMAIL_PAYLOADS, FAST_JOBS, free_port
 from tests.helpers import hold_claim
-from webapp.config import Settings
+from webapp.config import Settings, settings_of
 from webapp.db import utcnow
 from webapp.extensions import db
 from webapp.outbox.models import DELIVERED, FAILED, PENDING, SENDING, SENT, EmailDelivery
@@ -27,9 +28,10 @@ from webapp.outbox.models import OutboxMessage as Message
 
 def _deliver(application, ids, **kwargs):
     with application.app_context():
-        settings = application.config["GATEHOUSE"]
+        settings, jobs_settings = settings_of(application), jobs_settings_of(application)
+        mailer = mailer_for(settings, jobs_settings)
         try:
-            return Deliverer(db.session, mailer_for(settings), settings, **kwargs).deliver(ids)
+            return Deliverer(db.session, mailer, settings, jobs_settings, **kwargs).deliver(ids)
         finally:
             db.session.remove()
 
@@ -136,7 +138,7 @@ def test_a_job_process_sends_one_job_after_another_over_one_kept_connection(
 ):
     first, second = queue_email("welcome"), queue_email("new_login")
     with jobs_app.app_context():
-        kept = mailer_for(jobs_app.config["GATEHOUSE"])
+        kept = mailer_for(settings_of(jobs_app), jobs_settings_of(jobs_app))
     _deliver(jobs_app, [first])
     connection = kept._kept._smtp if kept._kept else None
 
@@ -155,7 +157,7 @@ def one_sent(jobs_app, queue_email) -> tuple[mailer.Mailer, mailer._SMTP, uuid.U
     first, second = queue_email("welcome"), queue_email("welcome")
     _deliver(jobs_app, [first])
     with jobs_app.app_context():
-        kept = mailer_for(jobs_app.config["GATEHOUSE"])
+        kept = mailer_for(settings_of(jobs_app), jobs_settings_of(jobs_app))
     assert kept._kept is not None
     connection = kept._kept._smtp
     assert isinstance(connection, mailer._SMTP)
@@ -194,7 +196,7 @@ def test_names_and_subjects_beyond_ascii_are_encoded_and_read_back():
     payload = {**EMAIL_PAYLOADS["welcome"], "name": "Zoë «Ω», Jr."}
     envelope = emails.Envelope("welcome", "zoe@example.com", "k:1", payload)
 
-    message = emails.compose(envelope, Settings())
+    message = emails.compose(envelope, Settings(), JobsSettings())
     raw = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
 
     assert raw.isascii()  # 7-bit clean: no server needs 8BITMIME or SMTPUTF8 for it
@@ -203,5 +205,5 @@ def test_names_and_subjects_beyond_ascii_are_encoded_and_read_back():
     assert parsed["To"].addresses[0].addr_spec == "zoe@example.com"
     assert "Hello Zoë «Ω», Jr." in parsed.get_body(("plain",)).get_content()
     assert "Zoë «Ω», Jr." in parsed.get_body(("html",)).get_content()
-    assert parsed["Message-ID"] == emails.message_id_for("k:1", Settings().mail_from)
+    assert parsed["Message-ID"] == emails.message_id_for("k:1", JobsSettings().mail_from)
     assert parsed["Auto-Submitted"] == "auto-generated"

@@ -15,13 +15,14 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from jobs import devsink, emails
 from jobs.delivery import Result
 from jobs.mailer import Refused, SmtpConfig
+from jobs.settings import JobsSettings
 from tests.conftest import EMAIL_PAYLOADS, FAST_JOBS, SmtpSink, free_port
 from webapp.config import ConfigError, Settings
 
 
 def test_smtp_settings_come_from_the_url_with_explicit_credentials_taking_precedence():
     plain = SmtpConfig.from_settings(
-        Settings(smtp_url="smtp://mailer%40corp:s%3Acret@mail.example.com:2525", smtp_timeout=3)
+        JobsSettings(smtp_url="smtp://mailer%40corp:s%3Acret@mail.example.com:2525", smtp_timeout=3)
     )
     assert (plain.host, plain.port, plain.implicit_tls, plain.starttls) == (
         "mail.example.com",
@@ -31,7 +32,7 @@ def test_smtp_settings_come_from_the_url_with_explicit_credentials_taking_preced
     )
     assert (plain.username, plain.password, plain.timeout) == ("mailer@corp", "s:cret", 3)
     tls = SmtpConfig.from_settings(
-        Settings(
+        JobsSettings(
             smtp_url="smtps://mail.example.com",
             smtp_starttls=True,
             smtp_username="u",
@@ -39,7 +40,7 @@ def test_smtp_settings_come_from_the_url_with_explicit_credentials_taking_preced
         )
     )
     assert (tls.port, tls.implicit_tls, tls.starttls, tls.username) == (465, True, False, "u")
-    starttls = SmtpConfig.from_settings(Settings(smtp_url="smtp://relay", smtp_starttls=True))
+    starttls = SmtpConfig.from_settings(JobsSettings(smtp_url="smtp://relay", smtp_starttls=True))
     assert (starttls.port, starttls.starttls) == (25, True)
 
 
@@ -59,7 +60,7 @@ def test_smtp_settings_come_from_the_url_with_explicit_credentials_taking_preced
 )
 def test_bad_job_settings_are_refused_naming_the_variable(overrides, variable):
     with pytest.raises(ConfigError, match=variable):
-        Settings().with_overrides(**overrides)
+        JobsSettings().with_overrides(**overrides)
 
 
 def test_job_settings_are_read_from_the_environment(monkeypatch):
@@ -71,7 +72,7 @@ def test_job_settings_are_read_from_the_environment(monkeypatch):
     monkeypatch.setenv("JOBS_WORKER_MAX_JOBS", "250")
     monkeypatch.setenv("JOBS_WORKER_MAX_MEMORY_MB", "300")
 
-    settings = Settings.from_env()
+    settings = JobsSettings.from_env()
 
     assert (settings.jobs_worker_max_jobs, settings.jobs_worker_max_memory_mb) == (250, 300)
 
@@ -81,7 +82,7 @@ def test_job_settings_are_read_from_the_environment(monkeypatch):
         True,
         3,
     )
-    defaults = Settings()
+    defaults = JobsSettings()
     assert (defaults.jobs_max_retries, defaults.jobs_retry_backoff) == (5, 10.0)
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from jobs import queues
 from jobs.dispatcher import dispatch
 from jobs.recovery import STALE_AFTER, Recovery, RedisEpoch, release_killed, release_orphans
+from jobs.settings import jobs_settings_of
 from tests.helpers import hold_claim, stored_row
 from webapp.db import utcnow
 from webapp.extensions import db
@@ -30,7 +31,7 @@ def _dispatched(app, queue_email, connection: redis.Redis, template: str) -> uui
     """A message written and moved to its queue by a dispatcher pass; returns its id."""
     message_id = queue_email(template)
     with app.app_context():
-        dispatch(db.session, connection, app.config["GATEHOUSE"])
+        dispatch(db.session, connection, jobs_settings_of(app))
         db.session.remove()
     return message_id
 
@@ -75,7 +76,7 @@ def test_after_redis_restarts_empty_the_lost_messages_are_due_at_once(
     app, make_app, throwaway_redis, queue_email
 ):
     gatehouse = make_app(redis_url=throwaway_redis.url)
-    settings = gatehouse.config["GATEHOUSE"]
+    settings = jobs_settings_of(gatehouse)
     lost = queue_email("new_login")
     recovery = Recovery()
     with gatehouse.app_context():
@@ -107,7 +108,7 @@ def test_after_redis_restarts_empty_the_lost_messages_are_due_at_once(
 
 
 def test_a_started_job_whose_worker_stopped_beating_is_released(app, queue_email, rq_connection):
-    settings = app.config["GATEHOUSE"]
+    settings = jobs_settings_of(app)
     orphan = _dispatched(app, queue_email, rq_connection, "password_reset")
     _start_on_worker(rq_connection, str(orphan), "doomed")
     _claim(app, orphan)
@@ -166,7 +167,7 @@ def test_a_killed_work_horse_frees_its_message_unless_another_started_job_carrie
     from jobs import runtime
 
     runtime.bind_app(app)
-    settings = app.config["GATEHOUSE"]
+    settings = jobs_settings_of(app)
     alone, shared = queue_email("verify_email"), queue_email("new_login")
     with app.app_context():
         dispatch(db.session, rq_connection, settings)

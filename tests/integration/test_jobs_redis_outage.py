@@ -6,6 +6,7 @@ from __future__ import annotations
 from urllib.parse import parse_qs, urlsplit
 
 from jobs.dispatcher import dispatch
+from jobs.settings import jobs_settings_of
 from tests.conftest import FAST_JOBS, STRONG_PASSWORD
 from webapp.extensions import db
 from webapp.outbox.models import PENDING, SENT
@@ -28,7 +29,7 @@ def test_registration_succeeds_while_redis_is_down_and_the_email_arrives_after_i
     assert registered.status_code == 201, registered.json
     with gatehouse.app_context():
         report = dispatch(
-            db.session, queues.connect(throwaway_redis.url), gatehouse.config["GATEHOUSE"]
+            db.session, queues.connect(throwaway_redis.url), jobs_settings_of(gatehouse)
         )
         db.session.remove()
     assert report.error is not None
@@ -54,7 +55,7 @@ def test_a_message_enqueued_before_redis_restarted_empty_is_enqueued_again_after
     from webapp.db import utcnow
 
     gatehouse = make_app(redis_url=throwaway_redis.url, smtp_url=smtp_sink.url, **FAST_JOBS)
-    settings = gatehouse.config["GATEHOUSE"]
+    settings = jobs_settings_of(gatehouse)
     queue_email("new_login")
     with gatehouse.app_context():
         first = dispatch(db.session, queues.connect(throwaway_redis.url), settings)
@@ -89,7 +90,7 @@ def test_a_message_still_waiting_in_its_queue_keeps_its_job_when_the_lease_ends(
 
     from webapp.db import utcnow
 
-    settings = jobs_app.config["GATEHOUSE"]
+    settings = jobs_settings_of(jobs_app)
     queue_email("welcome")
     with jobs_app.app_context():
         dispatch(db.session, rq_connection, settings)

@@ -17,9 +17,11 @@ from jobs import dead_letters, retry
 from jobs.delivery import Deliverer, Result, claim_ttl
 from jobs.dispatcher import dispatch
 from jobs.mailer import BREAKER_STATE_KEY
+from jobs.settings import jobs_settings_of
 from jobs.tasks import mailer_for
 from tests.conftest import FAST_JOBS, free_port
 from tests.helpers import hold_claim
+from webapp.config import settings_of
 from webapp.db import utcnow
 from webapp.extensions import db
 from webapp.outbox.models import (
@@ -116,7 +118,7 @@ def test_replaying_a_dead_letter_delivers_exactly_one_email(
 
     smtp_sink.reply = "250 2.0.0 OK"
     with jobs_app.app_context():
-        settings = jobs_app.config["GATEHOUSE"]
+        settings = jobs_settings_of(jobs_app)
         requeued = dead_letters.requeue(db.session, rq_connection, settings, message_id)
         db.session.remove()
     assert requeued.status == ENQUEUED
@@ -140,7 +142,7 @@ def test_a_message_that_is_not_dead_cannot_be_requeued_and_an_unknown_one_is_not
     message_id = queue_email("welcome")
     work_jobs(jobs_app)
     with jobs_app.app_context():
-        settings = jobs_app.config["GATEHOUSE"]
+        settings = jobs_settings_of(jobs_app)
         with pytest.raises(Conflict):
             dead_letters.requeue(db.session, rq_connection, settings, message_id)
         with pytest.raises(NotFound):
@@ -239,7 +241,7 @@ def test_a_send_interrupted_before_it_was_recorded_is_sent_again_with_the_same_m
 
 
 def test_the_claim_outlives_any_send_attempt(jobs_app):
-    settings = jobs_app.config["GATEHOUSE"]
+    settings = jobs_settings_of(jobs_app)
     assert claim_ttl(settings) >= 9 * settings.smtp_timeout
 
 
@@ -251,7 +253,7 @@ def test_low_priority_first_tries_go_out_in_batches_and_each_email_once(
     queue_email("verify_email")
 
     with batching.app_context():
-        report = dispatch(db.session, rq_connection, batching.config["GATEHOUSE"])
+        report = dispatch(db.session, rq_connection, jobs_settings_of(batching))
         job_ids = {m.job_id for m in db.session.scalars(select(OutboxMessage))}
         db.session.remove()
     assert report.enqueued == 8
@@ -290,8 +292,9 @@ def test_a_batch_stops_at_an_unreachable_server_and_postpones_the_rest_untried(
     ids = [queue_email("welcome") for _ in range(4)]
 
     with away.app_context():
-        settings = away.config["GATEHOUSE"]
-        outcomes = Deliverer(db.session, mailer_for(settings), settings, batch=True).deliver(ids)
+        settings, jobs_settings = settings_of(away), jobs_settings_of(away)
+        mailer = mailer_for(settings, jobs_settings)
+        outcomes = Deliverer(db.session, mailer, settings, jobs_settings, batch=True).deliver(ids)
         db.session.remove()
 
     assert [o.result for o in outcomes] == [Result.POSTPONED] * 4

@@ -45,12 +45,13 @@ def test_a_stock_rq_worker_fails_its_jobs_saying_how_to_run_a_worker(
     from rq.registry import FailedJobRegistry
 
     from jobs.dispatcher import dispatch
+    from jobs.settings import jobs_settings_of
     from webapp.extensions import db
 
     monkeypatch.setattr(runtime, "_app", None)
     message_id = queue_email("verify_email")
     with app.app_context():
-        dispatch(db.session, rq_connection, app.config["GATEHOUSE"])
+        dispatch(db.session, rq_connection, jobs_settings_of(app))
         db.session.remove()
     high = Queue("high", connection=rq_connection)
 

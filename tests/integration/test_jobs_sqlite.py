@@ -21,9 +21,11 @@ from sqlalchemy.pool import NullPool
 from jobs import queues
 from jobs.delivery import Deliverer, Result
 from jobs.dispatcher import dispatch
+from jobs.settings import jobs_settings_of
 from jobs.tasks import mailer_for
 from tests.conftest import EMAIL_PAYLOADS, FAST_JOBS, SmtpSink, free_port
 from webapp import sqlite as sqlite_setup
+from webapp.config import settings_of
 from webapp.context import Origin
 from webapp.db import utcnow
 from webapp.extensions import db
@@ -119,7 +121,7 @@ def test_on_sqlite_the_dispatcher_commits_its_claim_before_the_job_exists(
     connection = _ObservedRedis.from_url(redis_url)
     connection.seen = []
     connection.look = lambda: _row(lite_path, message_id)
-    settings = lite_app.config["GATEHOUSE"]
+    settings = jobs_settings_of(lite_app)
     with lite_app.app_context():
         report = dispatch(db.session, connection, settings)
         db.session.remove()
@@ -133,7 +135,7 @@ def test_on_sqlite_a_claim_is_released_at_once_when_redis_fails(lite_app, lite_p
     message_id = _queue(lite_app)
     before = _row(lite_path, message_id)
     dead_redis = queues.connect(f"redis://127.0.0.1:{free_port()}/0", socket_timeout=1)
-    settings = lite_app.config["GATEHOUSE"]
+    settings = jobs_settings_of(lite_app)
     with lite_app.app_context():
         report = dispatch(db.session, dead_redis, settings)
         db.session.remove()
@@ -153,7 +155,7 @@ def test_a_database_locked_before_the_send_is_retried_with_backoff_not_left_to_t
     with application.app_context():
         upgrade()
     message_id = _queue(application)
-    settings = application.config["GATEHOUSE"]
+    settings, jobs_settings = settings_of(application), jobs_settings_of(application)
     # Another process holds the write lock (a long write transaction) while the job claims, and
     # lets go once the claim has failed, however long the job took to get there.
     holder = sqlite3.connect(lite_path, timeout=0, check_same_thread=False)
@@ -168,7 +170,8 @@ def test_a_database_locked_before_the_send_is_retried_with_backoff_not_left_to_t
     started = utcnow()
     try:
         with application.app_context():
-            deliverer = Deliverer(db.session, mailer_for(settings), settings)
+            mailer = mailer_for(settings, jobs_settings)
+            deliverer = Deliverer(db.session, mailer, settings, jobs_settings)
             [outcome] = deliverer.deliver([message_id])
             db.session.remove()
     finally:

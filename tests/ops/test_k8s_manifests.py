@@ -436,6 +436,7 @@ def test_the_configmap_passes_the_production_checks(
     import os
     import secrets
 
+    from jobs.settings import JobsSettings
     from webapp.config import Settings
 
     config = find(rendered[overlay], "ConfigMap", "gatehouse-config")["data"]
@@ -452,3 +453,4 @@ def test_the_configmap_passes_the_production_checks(
     assert settings.is_production
     assert settings.ratelimit_enabled
     assert settings.public_base_url.startswith("https://")
+    assert JobsSettings.from_env().smtp_url == config["SMTP_URL"]  # the jobs settings pass too

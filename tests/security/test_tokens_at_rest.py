@@ -23,6 +23,7 @@ import pytest
 from rq.job import Job
 from sqlalchemy import select
 
+from jobs.settings import jobs_settings_of
 from tests.conftest import STRONG_PASSWORD
 from webapp.extensions import db
 from webapp.outbox.models import DEAD, PENDING, OutboxMessage
@@ -162,7 +163,7 @@ def test_a_dead_letter_holds_no_working_token_in_the_database_or_in_redis(
     # Replayed once the mail server is fixed, the emails carry a working token (not in the dump).
     smtp_sink.reply = "250 2.0.0 OK"
     with jobs_app.app_context():
-        settings = jobs_app.config["GATEHOUSE"]
+        settings = jobs_settings_of(jobs_app)
         assert dead_letters.requeue_all(db.session, rq_connection, settings) >= 2
         db.session.remove()
     work_jobs(jobs_app)
@@ -193,7 +194,7 @@ def test_a_dead_verification_email_whose_address_was_verified_meanwhile_is_not_r
     with jobs_app.app_context():  # verified another way (an administrator, a later email)
         db.session.scalar(select(User)).email_verified_at = utcnow()
         db.session.commit()
-        settings = jobs_app.config["GATEHOUSE"]
+        settings = jobs_settings_of(jobs_app)
         with pytest.raises(Conflict) as refused:
             dead_letters.requeue(db.session, rq_connection, settings, message.id)
         assert refused.value.slug == "job-not-replayable"

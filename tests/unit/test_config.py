@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from jobs.settings import JobsSettings
 from webapp.config import (
     DEV_KEYS_FILE,
     DEV_SECRET,
@@ -24,8 +25,13 @@ from webapp.config import (
 from webapp.security.keys import generate_jwk
 
 ROOT = Path(__file__).resolve().parents[2]
-# Every variable Settings reads, taken from its declarations so that a new one is covered too.
-VARIABLES = sorted(env_name(field) for field in Settings.model_fields)
+# Every variable Settings and JobsSettings read, taken from their declarations so that a new one is
+# covered too.
+VARIABLES = sorted(
+    env_name(field, declared_in)
+    for declared_in in (Settings, JobsSettings)
+    for field in declared_in.model_fields
+)
 STRONG_SECRET = secrets.token_urlsafe(48)
 
 
@@ -250,6 +256,9 @@ def _import_wsgi(**variables: str) -> subprocess.CompletedProcess[str]:
         ({"GATEHOUSE_ENV": "staging"}, "GATEHOUSE_ENV"),
         ({"GATEHOUSE_ENV": "production", "SECRET_KEY": DEV_SECRET}, "SECRET_KEY"),
         ({"JWT_KEYS": "not json"}, "JWT_KEYS"),
+        # The API validates the job workers' settings too: a bad one stops every process.
+        ({"SMTP_URL": "http://mail.example.com"}, "SMTP_URL"),
+        ({"JOBS_LEASE": "soon"}, "JOBS_LEASE"),
     ],
 )
 def test_starting_with_a_bad_variable_exits_with_one_line_naming_it(variables, named):
@@ -266,24 +275,26 @@ def test_an_optional_variable_set_empty_is_unset(monkeypatch):
         monkeypatch.setenv(name, "")
     monkeypatch.setenv("MAIL_FROM", "")  # not optional: the empty value is kept
 
-    settings = Settings.from_env()
+    monkeypatch.setenv("SMTP_USERNAME", "")
+
+    settings, jobs_settings = Settings.from_env(), JobsSettings.from_env()
 
     assert (settings.metrics_port, settings.redis_url, settings.api_key_pepper) == (None,) * 3
     assert settings.database_replica_url is None
-    assert settings.mail_from == ""
+    assert (jobs_settings.smtp_username, jobs_settings.mail_from) == (None, "")
 
 
 @pytest.mark.parametrize(
-    ("name", "value"),
+    ("declared_in", "name", "value"),
     [
-        ("DATABASE_URL", "mysql://gatehouse:hunter2-secret@db/gatehouse"),
-        ("SMTP_URL", "http://mailer:hunter2-secret@mail.example.com"),
-        ("ENCRYPTION_KEYS", "k1:hunter2-secret"),
+        (Settings, "DATABASE_URL", "mysql://gatehouse:hunter2-secret@db/gatehouse"),
+        (JobsSettings, "SMTP_URL", "http://mailer:hunter2-secret@mail.example.com"),
+        (Settings, "ENCRYPTION_KEYS", "k1:hunter2-secret"),
     ],
 )
-def test_a_refused_value_is_never_echoed(monkeypatch, name, value):
+def test_a_refused_value_is_never_echoed(monkeypatch, declared_in, name, value):
     monkeypatch.setenv(name, value)
     with pytest.raises(ConfigError, match=name) as caught:
-        Settings.from_env()
+        declared_in.from_env()
     assert "hunter2" not in str(caught.value)
     assert "\n" not in str(caught.value)

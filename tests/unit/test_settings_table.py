@@ -1,6 +1,6 @@
-"""The configuration is declared once: README's tables are generated from `Settings` and
-`PROCESS_VARIABLES`, every declaration explains itself, and every variable the code or the
-shipped manifests set is one of them."""
+"""The configuration is declared once: README's tables are generated from `Settings`,
+`JobsSettings` and `PROCESS_VARIABLES`, every declaration explains itself, and every variable the
+code or the shipped manifests set is one of them."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from pathlib import Path
 import yaml
 
 from scripts import settings_table
-from webapp.config import PROCESS_VARIABLES, Settings, env_name
+from webapp.config import PROCESS_VARIABLES
 
 ROOT = Path(__file__).resolve().parents[2]
-DECLARED = {env_name(field) for field in Settings.model_fields}
+DECLARED = settings_table.declared_variables()
 AROUND = {variable.name for variable in PROCESS_VARIABLES}
 # Where the deployed processes read the environment themselves. scripts/testenv.py is left out:
 # it is the test suite's harness (TESTENV_NO_SYSTEM), not something a deployment sets.
@@ -47,8 +47,14 @@ def test_the_check_mode_notices_a_stale_table(tmp_path, monkeypatch):
 
 
 def test_every_setting_has_help_text():
-    missing = [name for name, info in Settings.model_fields.items() if not info.description]
+    missing = [
+        name
+        for declared_in in settings_table.DECLARATIONS
+        for name, info in declared_in.model_fields.items()
+        if not info.description
+    ]
     assert missing == []
+    assert "SMTP_URL" in DECLARED  # the jobs package's settings are among them
     assert all(variable.meaning and variable.default for variable in PROCESS_VARIABLES)
 
 
