@@ -136,6 +136,7 @@ class DeclaredSettings(BaseSettings):
         updated.validate()
         return updated
 
+    # Takes the name of pydantic's deprecated `BaseModel.validate` classmethod, unused here.
     def validate(self) -> None:  # type: ignore[override]
         """The rules that involve more than one setting, and production's refusals (none
         unless a subclass has some)."""
@@ -430,6 +431,7 @@ class Settings(DeclaredSettings):
         return value
 
     # -- Rules between settings and for production ---------------------------------------------
+    # Takes the name of pydantic's deprecated `BaseModel.validate` classmethod, unused here.
     def validate(self) -> None:  # type: ignore[override]
         """The rules that involve more than one setting, and production's refusals."""
         if self.unverified_account_ttl < self.email_token_ttl:
