@@ -78,4 +78,5 @@ def served_here(metrics_port: int | None, *, production: bool) -> bool:
 
 def init_app(app: Flask, metrics_port: int | None) -> None:
     if metrics_port is not None:
+        # Flask's documented way to wrap the WSGI app; mypy sees the assignment of a method.
         app.wsgi_app = MetricsListener(app.wsgi_app, metrics_port)  # type: ignore[method-assign]
