@@ -470,6 +470,7 @@ class Settings(BaseSettings):
         return updated
 
     # -- Rules between settings and for production ---------------------------------------------
+    # Takes the name of pydantic's deprecated `BaseModel.validate` classmethod, unused here.
     def validate(self) -> None:  # type: ignore[override]
         """The rules that involve more than one setting, and production's refusals."""
         if self.unverified_account_ttl < self.email_token_ttl:
