@@ -78,6 +78,7 @@ def worker_command(
         raise click.BadParameter(f"queues must be among {', '.join(queues.QUEUES)}")
     try:
         worker.run(
+            # current_app is typed as the Flask app it stands for, not as the proxy it is.
             current_app._get_current_object(),  # type: ignore[attr-defined]
             burst=burst,
             with_dispatcher=not no_dispatcher,

@@ -106,11 +106,12 @@ def _job_data(plan: _Plan, settings: JobsSettings) -> EnqueueData:
         "templates": sorted({r.template for r in plan.rows}),
         "queue": plan.queue,
     }
+    args: tuple[str] | tuple[list[str]]
     if len(plan.rows) == 1:
         func, args = "jobs.tasks.deliver_email", (str(first.id),)
         description = f"email {first.template} {first.id}"
     else:
-        func, args = "jobs.tasks.deliver_batch", ([str(r.id) for r in plan.rows],)  # type: ignore[assignment]
+        func, args = "jobs.tasks.deliver_batch", ([str(r.id) for r in plan.rows],)
         description = f"email batch of {len(plan.rows)} on {plan.queue}"
     return Queue.prepare_data(
         func,

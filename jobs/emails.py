@@ -121,6 +121,7 @@ def _headers(
 
 
 def _text_part(text: str, subtype: str) -> MIMEText:
+    # MIMEText takes a Charset as well as its name; typeshed declares the name only.
     return MIMEText(text, subtype, "us-ascii" if text.isascii() else _UTF8)  # type: ignore[arg-type]
 
 

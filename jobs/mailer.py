@@ -161,6 +161,7 @@ class _RepliesKept:
 
     def data(self, msg: Any) -> tuple[int, bytes]:
         self.data_started = True
+        # A mixin: `data` is that of the smtplib class it is mixed into.
         reply: tuple[int, bytes] = super().data(msg)  # type: ignore[misc]
         self.last_data_reply = reply
         return reply

@@ -15,6 +15,6 @@ JITTER = 0.2
 
 def backoff(retry: int, base: float, *, rng: random.Random | None = None) -> float:
     """Seconds to wait before retry number `retry` (1 for the first retry)."""
-    nominal = min(MAX_DELAY, base * 2 ** max(0, retry - 1))
+    nominal = min(MAX_DELAY, base * 2.0 ** max(0, retry - 1))
     spread = (rng or random).uniform(1 - JITTER, 1 + JITTER)
     return nominal * spread

@@ -57,6 +57,7 @@ class _JobContext:
 
     def execute_job(self, job: Job, queue: Queue) -> Any:
         with bound(request_id=job.meta.get("request_id")):
+            # A mixin: `execute_job` is that of the RQ worker class it is mixed into.
             return super().execute_job(job, queue)  # type: ignore[misc]
 
 

@@ -20,15 +20,16 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, request
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment  # types only
 
 METRICS_PATH = "/metrics"
 ON_METRICS_LISTENER = "gatehouse.metrics_listener"
 _NOT_FOUND = b'{"title":"Not Found","status":404}'
-
-WSGIApp = Any  # a WSGI callable (environ, start_response) -> iterable of bytes
 
 
 def arrived_on(environ: dict[str, Any], port: int) -> bool:
@@ -48,11 +49,11 @@ class MetricsListener:
     metrics listener and answers everything there but `/metrics` with a 404, so the internal
     port is not a second way into the API."""
 
-    def __init__(self, app: WSGIApp, port: int) -> None:
+    def __init__(self, app: WSGIApplication, port: int) -> None:
         self.app = app
         self.port = port
 
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if not arrived_on(environ, self.port):
             return self.app(environ, start_response)
         if environ.get("PATH_INFO") != METRICS_PATH:
@@ -77,4 +78,5 @@ def served_here(metrics_port: int | None, *, production: bool) -> bool:
 
 def init_app(app: Flask, metrics_port: int | None) -> None:
     if metrics_port is not None:
+        # Flask's documented way to wrap the WSGI app; mypy sees the assignment of a method.
         app.wsgi_app = MetricsListener(app.wsgi_app, metrics_port)  # type: ignore[method-assign]

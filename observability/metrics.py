@@ -196,7 +196,8 @@ class MultiProcessCollector(multiprocess.MultiProcessCollector):
                     files.append(path)
             except FileNotFoundError:  # a live gauge's file, removed by mark_process_dead
                 continue
-        return self.merge(files, accumulate=True)
+        merged: Iterable[Metric] = self.merge(files, accumulate=True)
+        return merged
 
 
 def track_pool(engine: Engine) -> None:

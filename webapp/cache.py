@@ -116,6 +116,8 @@ class RedisStore:
                 return list(held), "local"
         try:
             self._replay_pending()
+            # No decode_responses on this client: the replies are bytes, never the str redis
+            # types them as too.
             values: list[bytes | None] = self.client.mget(keys)  # type: ignore[assignment]
         except redis.RedisError as exc:
             self._failed(exc)

@@ -154,9 +154,11 @@ def create_app(
     # root path the package's folder, its instance folder `instance/` next to the package.
     app = GatehouseFlask("webapp")
     app.config.update(_flask_config(settings))
+    # The attribute is the default provider's (app.json's class); JSONProvider does not declare it.
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.session_interface = NoSessions()
     if settings.trusted_proxies:
+        # Flask's documented way to wrap the WSGI app; mypy sees the assignment of a method.
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app,
             x_for=settings.trusted_proxies,

@@ -88,7 +88,7 @@ class FairThreadWorker(ThreadWorker):
     def worker_connections(self, value: int) -> None:
         self._max_connections = value
 
-    def set_accept_enabled(self, enabled: bool) -> None:
+    def set_accept_enabled(self, enabled: bool | None) -> None:
         if not enabled and not self.alive:
             self._accept_backlog()
         super().set_accept_enabled(enabled)

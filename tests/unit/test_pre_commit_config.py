@@ -6,6 +6,7 @@ import configparser
 import re
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import yaml
@@ -48,6 +49,21 @@ def test_mypy_and_the_import_rules_run_from_the_project_s_virtualenv():
         assert found[hook_id]["entry"] == f".venv/bin/{tool}"
         # Whole-project runs, as in `make lint`: the file lists come from setup.cfg.
         assert found[hook_id]["pass_filenames"] is False
+
+
+def test_mypy_s_hook_checks_with_setup_cfg_s_settings_and_the_pinned_stubs():
+    mypy = hooks()["mypy"]
+    # No arguments of its own: the settings (strict, the per-module exceptions) are setup.cfg's.
+    assert "args" not in mypy
+    # The third-party stubs are those of the .venv it runs from, the dev extras' pins: the hook
+    # declares none of its own that could drift from them.
+    assert "additional_dependencies" not in mypy
+    parser = configparser.ConfigParser()
+    parser.read(ROOT / "setup.cfg")
+    stubs = re.findall(r"(?m)^(types-[\w.-]+)==(\S+)$", parser["options.extras_require"]["dev"])
+    assert stubs
+    for name, version in stubs:
+        assert metadata.version(name) == version, f"{name}: run `make install`"
 
 
 def test_pre_commit_itself_is_pinned():

@@ -134,6 +134,8 @@ def requires(permission: str, *, owner: str | None = None) -> Callable[[F], F]:
             rbac.require(principal.role, principal.user_id, permission, owner_id=owner_id)
             return view(*args, **kwargs)
 
+        # Attributes of the view function, by which the tests that walk the route table know
+        # each route's access; a function's type declares none of them.
         wrapper.required_permission = permission  # type: ignore[attr-defined]
         wrapper.api_key_scope = permission if usable_by_keys else None  # type: ignore[attr-defined]
         _document(wrapper, API_KEY_SECURITY if usable_by_keys else BEARER_SECURITY, permission)
@@ -150,6 +152,7 @@ def authenticated(view: F) -> F:
         authenticate()
         return view(*args, **kwargs)
 
+    # An attribute of the view function (see `requires`).
     wrapper.required_permission = "authenticated"  # type: ignore[attr-defined]
     _document(wrapper, BEARER_SECURITY, None)
     return cast(F, wrapper)
@@ -169,6 +172,7 @@ def requires_recent_auth(view: F) -> F:
         ensure_recent_auth(db.session, principal.session_id)
         return view(*args, **kwargs)
 
+    # Attributes of the view function (see `requires`); `_apidoc` is flask-smorest's.
     wrapper.requires_recent_auth = True  # type: ignore[attr-defined]
     doc = getattr(wrapper, "_apidoc", {})
     manual = doc.setdefault("manual_doc", {})
@@ -183,6 +187,7 @@ def requires_recent_auth(view: F) -> F:
 
 
 def public(view: F) -> F:
+    # An attribute of the view function (see `requires`).
     view.required_permission = None  # type: ignore[attr-defined]
     _document(view, [], None)
     return view

@@ -34,10 +34,11 @@ def bearer_claims(*, optional: bool = False) -> dict[str, Any] | None:
             return None
         raise Unauthorized("Send a bearer access token.")
     try:
-        g.access_claims = decode_access_token(token)
+        claims = decode_access_token(token)
     except Unauthorized:
         g.access_claims = None
         if optional:
             return None
         raise
-    return g.access_claims
+    g.access_claims = claims
+    return claims

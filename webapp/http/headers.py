@@ -118,6 +118,7 @@ def _add_vary_origin(headers: list[tuple[str, str]]) -> None:
 def init_app(app: Flask) -> None:
     settings = settings_of(app)
     app.before_request(_require_json_body)
+    # Flask's documented way to wrap the WSGI app; mypy sees the assignment of a method.
     app.wsgi_app = SecurityHeadersMiddleware(  # type: ignore[method-assign]
         app.wsgi_app, production=settings.is_production, cors=bool(settings.cors_origins)
     )

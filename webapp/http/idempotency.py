@@ -240,5 +240,6 @@ def _make_idempotent(view: F, *, sensitive: bool) -> F:
             "description": "Retry-safe creation: the same key and body return the first response.",
         }
     )
+    # flask-smorest reads the view's OpenAPI additions from this attribute of the function.
     wrapper._apidoc = doc  # type: ignore[attr-defined]
     return cast(F, wrapper)

@@ -48,4 +48,5 @@ class RequestIdMiddleware:
 
 
 def init_app(app: Flask) -> None:
+    # Flask's documented way to wrap the WSGI app; mypy sees the assignment of a method.
     app.wsgi_app = RequestIdMiddleware(app.wsgi_app)  # type: ignore[method-assign]

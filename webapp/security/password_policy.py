@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Mapping
 
 from zxcvbn import zxcvbn
 from zxcvbn.frequency_lists import FREQUENCY_LISTS
@@ -78,7 +79,7 @@ def _words(text: str) -> list[str]:
     return [word for word in _WORD_SEPARATORS.split(text) if word]
 
 
-def _weakness_message(feedback: dict[str, object]) -> str:
+def _weakness_message(feedback: Mapping[str, object]) -> str:
     message = "Password is too easy to guess."
     warning = feedback.get("warning")
     if isinstance(warning, str) and warning:
