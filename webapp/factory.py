@@ -7,10 +7,7 @@ and `jobs` never imports this module (docs/architecture.md, "Import rules")."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import cached_property
 from pathlib import Path
-from types import FunctionType
 from typing import Any
 
 from flask import Flask, Request
@@ -35,24 +32,6 @@ from webapp.security.keys import KeyRing, KeyRingError, write_new_keyfile
 
 API_TITLE = "Gatehouse"
 API_VERSION = "v1"
-
-
-class GatehouseFlask(Flask):
-    """Flask, minus one repeated question: `ensure_sync` inspects every hook, view and error
-    handler on every request to see whether it is a coroutine. A plain function's answer never
-    changes, so it is kept (bound methods are made per request and are not)."""
-
-    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
-        if type(func) is not FunctionType:
-            return super().ensure_sync(func)
-        known = self._sync_functions.get(func)
-        if known is None:
-            known = self._sync_functions[func] = super().ensure_sync(func)
-        return known
-
-    @cached_property
-    def _sync_functions(self) -> dict[Callable[..., Any], Callable[..., Any]]:
-        return {}
 
 
 class NoSessions(SessionInterface):
@@ -152,7 +131,7 @@ def create_app(
     jobs_settings = jobs_settings or JobsSettings()
     # Named after the package, not this module: the app's name and logger are "webapp", its
     # root path the package's folder, its instance folder `instance/` next to the package.
-    app = GatehouseFlask("webapp")
+    app = Flask("webapp")
     app.config.update(_flask_config(settings))
     # The attribute is the default provider's (app.json's class); JSONProvider does not declare it.
     app.json.sort_keys = False  # type: ignore[attr-defined]

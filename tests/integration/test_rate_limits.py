@@ -9,6 +9,7 @@ import pytest
 import redis
 from flask import Flask
 
+from webapp.extensions import limiter
 from webapp.http.problems import PROBLEM_MIMETYPE
 
 LIMITS = {"ratelimit_enabled": True, "ratelimit_default": "3 per minute"}
@@ -21,7 +22,15 @@ DEAD_REDIS = "redis://127.0.0.1:1/0"
 def limited(app: Flask, redis_url: str, make_app: Callable[..., Flask]) -> Callable:
     """Build rate-limited apps with empty budgets."""
     redis.Redis.from_url(redis_url).flushdb()
-    return lambda **overrides: make_app(**{**AUTH_LIMITS, **overrides})
+
+    def build(**overrides: object) -> Flask:
+        # The limiter is one object per process and remembers that a previous app's storage
+        # died (it then counts in memory until its own health check succeeds). A process runs
+        # one app in production; tests build many, so each new one starts trusting its storage.
+        limiter._storage_dead = False
+        return make_app(**{**AUTH_LIMITS, **overrides})
+
+    return build
 
 
 def test_responses_carry_ratelimit_headers(limited, member):

@@ -79,6 +79,7 @@ def default_limit() -> str:
     return current_settings().ratelimit_default
 
 
+@limiter.request_filter
 def disabled_for_this_app() -> bool:
     """Request filter: the app in context has rate limits off (RATELIMIT_ENABLED=false).
 
@@ -123,10 +124,5 @@ def init_app(app: Flask) -> None:
         RATELIMIT_SWALLOW_ERRORS=True,
         RATELIMIT_KEY_PREFIX="gh-rl",
     )
-    if disabled_for_this_app not in limiter._request_filters:
-        limiter.request_filter(disabled_for_this_app)
     limiter.init_app(app)
-    # A new binding brings a new storage: start by trusting it, not in the in-memory fallback
-    # a previous app's dead Redis left the shared limiter in (flask-limiter keeps that flag).
-    limiter._storage_dead = False
     app.after_request(_headers)
