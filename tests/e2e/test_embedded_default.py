@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import STRONG_PASSWORD
+from tests.support.accounts import STRONG_PASSWORD
 
 ROOT = Path(__file__).resolve().parents[2]
 RULE = "-" * 72

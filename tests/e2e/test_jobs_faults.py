@@ -4,96 +4,21 @@ racing, and still every email exactly once."""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import pytest
 from sqlalchemy import func, select
 
-from tests.conftest import test_keys_json as signing_keys_json
+from tests.support.waiting import wait_until
 from webapp.config import Settings
 from webapp.extensions import db
 from webapp.outbox.models import ENQUEUED, SENT, EmailDelivery, OutboxMessage
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class WorkerProcess:
-    def __init__(self, popen: subprocess.Popen[str], log_path: Path) -> None:
-        self.popen = popen
-        self.log_path = log_path
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def horse_pids(self) -> list[int]:
-        children = Path(f"/proc/{self.pid}/task/{self.pid}/children")
-        return [int(p) for p in children.read_text().split()] if children.exists() else []
-
-    def log_lines(self) -> list[dict[str, Any]]:
-        lines = []
-        for line in self.log_path.read_text().splitlines():
-            if line.startswith("{"):
-                lines.append(json.loads(line))
-        return lines
-
-
-@pytest.fixture
-def start_worker(
-    app, database_url: str, redis_url: str, smtp_sink, tmp_path: Path
-) -> Iterator[Callable[..., WorkerProcess]]:
-    """Start `flask --app wsgi jobs worker` processes on the test database and Redis."""
-    started: list[WorkerProcess] = []
-    keys = signing_keys_json()
-
-    def start(**settings: str) -> WorkerProcess:
-        env = {
-            **os.environ,
-            "GATEHOUSE_ENV": "test",
-            "SECRET_KEY": "test-secret-" + "x" * 32,
-            "DATABASE_URL": database_url,
-            "REDIS_URL": redis_url,
-            "SMTP_URL": smtp_sink.url,
-            "JWT_KEYS": keys,
-            # The test app's keyring: the worker opens the secrets the app sealed in the outbox.
-            "ENCRYPTION_KEYS": app.config["GATEHOUSE"].encryption_keys,
-            "SMTP_TIMEOUT": "0.5",
-            "JOBS_RETRY_BACKOFF": "0.05",
-            "JOBS_DISPATCH_INTERVAL": "0.05",
-            "JOBS_LEASE": "1",
-            "LOG_LEVEL": "INFO",
-            **settings,
-        }
-        log_path = tmp_path / f"worker-{len(started)}.log"
-        with log_path.open("w") as out:
-            popen = subprocess.Popen(
-                [sys.executable, "-m", "flask", "--app", "wsgi", "jobs", "worker"],
-                cwd=ROOT,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        worker = WorkerProcess(popen, log_path)
-        started.append(worker)
-        return worker
-
-    yield start
-    for worker in started:
-        for pid in [*worker.horse_pids(), worker.pid]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        worker.popen.wait(timeout=10)
 
 
 def _statuses(app) -> Counter[str]:
@@ -103,13 +28,6 @@ def _statuses(app) -> Counter[str]:
         ).all()
         db.session.remove()
     return Counter(dict(rows))
-
-
-def _wait(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def _sole_delivery(app) -> EmailDelivery:
@@ -143,7 +61,7 @@ def test_a_worker_killed_with_sigkill_mid_send_leaves_the_email_to_be_delivered_
 
     [email] = smtp_sink.wait_for(1)
     assert email.rcpt_tos == ["victim@example.com"]
-    _wait(lambda: _statuses(app)[SENT] == 1)
+    wait_until(lambda: _statuses(app)[SENT] == 1)
     delivery = _sole_delivery(app)
     assert delivery.status == "sent"
     assert delivery.send_attempts == 2
@@ -161,7 +79,7 @@ def test_sigterm_during_a_job_lets_it_finish_then_the_worker_exits_cleanly(
     assert smtp_sink.entered.wait(30)
 
     worker.popen.send_signal(signal.SIGTERM)
-    _wait(lambda: "warm shut down requested" in worker.log_path.read_text())
+    wait_until(lambda: "warm shut down requested" in worker.log_path.read_text())
     smtp_sink.hold.set()
 
     assert worker.popen.wait(timeout=30) == 0
@@ -204,9 +122,9 @@ def test_two_workers_with_two_dispatchers_racing_send_each_email_exactly_once(
         start_worker(JOBS_LEASE="0.3", JOBS_BATCH_SIZE="5")
 
     received = smtp_sink.wait_for(count, timeout=90)
-    _wait(lambda: _statuses(app)[SENT] == count, timeout=60)
+    wait_until(lambda: _statuses(app)[SENT] == count, timeout=60)
     # Every straggling duplicate job has run (none waits or runs any more): it sent nothing.
-    _wait(lambda: _quiet(rq_connection), timeout=60)
+    wait_until(lambda: _quiet(rq_connection), timeout=60)
     received = list(smtp_sink.received)
     assert len(received) == count
     assert len({m.message_id for m in received}) == count
@@ -246,7 +164,7 @@ def test_after_redis_restarts_empty_every_accepted_email_is_delivered_within_30_
     start_worker(REDIS_URL=throwaway_redis.url, **DEFAULTS)
     # One job is mid-send, the other three wait in Redis' queue when Redis goes away.
     assert smtp_sink.entered.wait(30), "the worker never started sending"
-    _wait(lambda: _statuses(app)[ENQUEUED] == 4)
+    wait_until(lambda: _statuses(app)[ENQUEUED] == 4)
 
     throwaway_redis.stop()
     throwaway_redis.start()  # no persistence: the three queued jobs are gone
@@ -255,7 +173,7 @@ def test_after_redis_restarts_empty_every_accepted_email_is_delivered_within_30_
     smtp_sink.hold = None
 
     took = _elapsed_until(lambda: len(smtp_sink.received) >= 4, since=back, deadline=30)
-    _wait(lambda: _statuses(app)[SENT] == 4)
+    wait_until(lambda: _statuses(app)[SENT] == 4)
     print(f"\n4 emails delivered {took:.1f}s after Redis came back empty")
     time.sleep(2.0)  # a straggling duplicate job would send now: it must not
     assert sorted(r for m in smtp_sink.received for r in m.rcpt_tos) == recipients
@@ -281,7 +199,7 @@ def test_after_a_worker_and_its_horse_are_sigkilled_mid_send_the_email_arrives_w
     start_worker(**DEFAULTS)  # lease (300 s) and claim (100 s) both still run
 
     took = _elapsed_until(lambda: len(smtp_sink.received) >= 1, since=killed, deadline=60)
-    _wait(lambda: _statuses(app)[SENT] == 1)
+    wait_until(lambda: _statuses(app)[SENT] == 1)
     print(f"\nemail delivered {took:.1f}s after its worker was SIGKILLed")
     time.sleep(2.0)
     [email] = smtp_sink.received
@@ -317,7 +235,7 @@ def test_a_slow_but_alive_worker_is_not_taken_for_dead(
     smtp_sink.hold = None
 
     smtp_sink.wait_for(1)
-    _wait(lambda: _statuses(app)[SENT] == 1)
+    wait_until(lambda: _statuses(app)[SENT] == 1)
     time.sleep(2.0)
     assert len(smtp_sink.received) == 1
     assert _sole_delivery(app).send_attempts == 1
@@ -350,7 +268,7 @@ def test_a_work_horse_killed_alone_has_its_email_sent_again_at_once(
     smtp_sink.hold = None
 
     took = _elapsed_until(lambda: len(smtp_sink.received) >= 1, since=killed, deadline=15)
-    _wait(lambda: _statuses(app)[SENT] == 1)
+    wait_until(lambda: _statuses(app)[SENT] == 1)
     print(f"\nemail delivered {took:.1f}s after its work-horse was SIGKILLed")
     time.sleep(2.0)
     assert len(smtp_sink.received) == 1
@@ -372,5 +290,5 @@ def test_a_work_horse_dies_with_its_worker(app, smtp_sink, queue_email, start_wo
     os.kill(worker.pid, signal.SIGKILL)
     worker.popen.wait(timeout=10)
 
-    _wait(lambda: _gone(horse), timeout=5)
+    wait_until(lambda: _gone(horse), timeout=5)
     smtp_sink.wait_until(lambda sink: sink.abandoned == 1, timeout=5)

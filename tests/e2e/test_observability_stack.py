@@ -49,19 +49,11 @@ import yaml
 from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import (
-    DB_NAME_PREFIX,
-    STRONG_PASSWORD,
-    SmtpSink,
-    drop_database,
-    free_port,
-    fresh_database,
-)
-from tests.conftest import (
-    test_keys_json as signing_keys,
-)
-from tests.ops.test_dashboards import DASHBOARDS, expressions, load, substitute, variables
-from tests.ops.test_prometheus_rules import (
+from tests.support.accounts import STRONG_PASSWORD
+from tests.support.dashboards import DASHBOARDS, expressions, load, substitute, variables
+from tests.support.database import DB_NAME_PREFIX, drop_database, fresh_database
+from tests.support.database import signing_keys_json as signing_keys
+from tests.support.rules import (
     ALERTMANAGER_CONFIG,
     RULE_FILES,
     metric_names,
@@ -69,6 +61,8 @@ from tests.ops.test_prometheus_rules import (
     require_tool,
     run,
 )
+from tests.support.smtp import SmtpSink
+from tests.support.waiting import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 API_JOB, WORKER_JOB = "gatehouse-api", "gatehouse-worker"

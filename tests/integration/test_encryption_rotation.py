@@ -15,7 +15,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import delete, select
 
-from tests.conftest import Account
+from tests.support.accounts import Account
 from webapp.extensions import db
 from webapp.http.idempotency import IdempotencyRecord
 from webapp.mfa.models import TotpFactor

@@ -14,7 +14,9 @@ from flask import Flask
 from flask_migrate import upgrade
 from sqlalchemy import select
 
-from tests.conftest import FAST_JOBS, STRONG_PASSWORD, Account, SmtpSink, log_in
+from tests.support.accounts import STRONG_PASSWORD, Account, log_in
+from tests.support.jobs import FAST_JOBS
+from tests.support.smtp import SmtpSink
 from webapp.extensions import db
 from webapp.outbox.models import SENT, EmailDelivery, OutboxMessage
 from webapp.outbox.sealing import open_payload, seal

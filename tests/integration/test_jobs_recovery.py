@@ -15,7 +15,8 @@ from sqlalchemy import select
 from jobs import queues
 from jobs.dispatcher import dispatch
 from jobs.recovery import STALE_AFTER, Recovery, RedisEpoch, release_killed, release_orphans
-from tests.helpers import hold_claim, stored_row
+from tests.support.jobs import hold_claim
+from tests.support.rows import stored_row
 from webapp.db import utcnow
 from webapp.extensions import db
 from webapp.outbox.models import ENQUEUED, EmailDelivery, OutboxMessage

@@ -18,8 +18,8 @@ from jobs.delivery import Deliverer, Result, claim_ttl
 from jobs.dispatcher import dispatch
 from jobs.mailer import BREAKER_STATE_KEY
 from jobs.tasks import mailer_for
-from tests.conftest import FAST_JOBS, free_port
-from tests.helpers import hold_claim
+from tests.support.jobs import FAST_JOBS, hold_claim
+from tests.support.waiting import free_port
 from webapp.db import utcnow
 from webapp.extensions import db
 from webapp.outbox.models import (

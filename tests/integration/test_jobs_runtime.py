@@ -11,7 +11,7 @@ from email.message import EmailMessage
 
 from jobs import devsink, runtime
 from jobs.dispatcher import DispatcherThread
-from tests.conftest import free_port
+from tests.support.waiting import free_port
 from webapp.outbox.models import ENQUEUED
 
 

@@ -22,7 +22,9 @@ from jobs import queues
 from jobs.delivery import Deliverer, Result
 from jobs.dispatcher import dispatch
 from jobs.tasks import mailer_for
-from tests.conftest import EMAIL_PAYLOADS, FAST_JOBS, SmtpSink, free_port
+from tests.support.jobs import EMAIL_PAYLOADS, FAST_JOBS
+from tests.support.smtp import SmtpSink
+from tests.support.waiting import free_port
 from webapp import sqlite as sqlite_setup
 from webapp.context import Origin
 from webapp.db import utcnow

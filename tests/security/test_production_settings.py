@@ -32,7 +32,8 @@ import requests
 import yaml
 from flask import Flask
 
-from tests.throwaway import free_port, start_gunicorn
+from tests.support.throwaway import start_gunicorn
+from tests.support.waiting import free_port
 from webapp.config import ConfigError, Settings
 from webapp.security.entropy import key_weakness, secret_weakness
 from webapp.security.keys import generate_jwk

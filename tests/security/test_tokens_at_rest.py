@@ -23,7 +23,7 @@ import pytest
 from rq.job import Job
 from sqlalchemy import select
 
-from tests.conftest import STRONG_PASSWORD
+from tests.support.accounts import STRONG_PASSWORD
 from webapp.extensions import db
 from webapp.outbox.models import DEAD, PENDING, OutboxMessage
 

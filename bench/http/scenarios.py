@@ -12,12 +12,12 @@ import json
 import secrets
 from typing import Any
 
-from tests.bench.cpu import CPU_COLUMNS, CpuMeter, wait_quiet
-from tests.bench.hashing import measure_hash_rate
-from tests.bench.results import Result, Run
-from tests.bench.server import Server, http_request, serving
-from tests.bench.wrk import run_wrk
-from tests.throwaway import SetupError, ThrowawayTarget, step
+from bench.http.cpu import CPU_COLUMNS, CpuMeter, wait_quiet
+from bench.http.hashing import measure_hash_rate
+from bench.http.results import Result, Run
+from bench.http.server import Server, http_request, serving
+from bench.http.wrk import run_wrk
+from tests.support.throwaway import SetupError, ThrowawayTarget, step
 
 BENCH_EMAIL = "bench@example.com"
 
@@ -150,7 +150,7 @@ def run_combo(
     }
     step(f"gunicorn {workers} workers x {threads} threads: bare app")
     bare = Server(
-        "bare", "tests.bench.bare_app:app", target.env, workers, threads, "/bare", target.workdir
+        "bare", "bench.http.bare_app:app", target.env, workers, threads, "/bare", target.workdir
     )
     with serving(bare):
         run.results["bare"] = measure(

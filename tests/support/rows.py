@@ -1,9 +1,8 @@
-"""Small readers of database state shared by several test modules."""
+"""Readers of committed database state: rows and audit events, detached and safe to read."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import TypeVar
 
 from flask import Flask
@@ -38,24 +37,3 @@ def stored_row(app: Flask, model: type[Row], row_id: uuid.UUID) -> Row:
         db.session.expunge(row)
         db.session.remove()
     return row
-
-
-def hold_claim(app: Flask, message_id: uuid.UUID, until: datetime) -> None:
-    """Another worker's live delivery claim on an outbox message, until `until`."""
-    from webapp.outbox.models import SENDING, EmailDelivery, OutboxMessage
-
-    with app.app_context():
-        message = db.session.get(OutboxMessage, message_id)
-        assert message is not None
-        db.session.add(
-            EmailDelivery(
-                idempotency_key=message.idempotency_key,
-                message_id=message_id,
-                status=SENDING,
-                send_attempts=1,
-                claimed_until=until,
-                smtp_message_id="<held-elsewhere@gatehouse.local>",
-            )
-        )
-        db.session.commit()
-        db.session.remove()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from tests.bench.cpu import CpuShare
+from bench.http.cpu import CpuShare
 
 
 @dataclass

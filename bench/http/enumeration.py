@@ -1,4 +1,4 @@
-"""`python -m tests.bench.enumeration [--pairs 40]`: does a failed sign-in tell a known email from
+"""`python -m bench.http.enumeration [--pairs 40]`: does a failed sign-in tell a known email from
 an unknown one by its answer or its time?
 
 Serves the API as production does (`gunicorn -c gunicorn.conf.py wsgi:app` on a throwaway target:
@@ -19,7 +19,7 @@ Prints, per scenario, the statuses, the median time of each side, their ratio an
 the per-pair differences. A benchmark, not a test: nothing about time is asserted. Exit status 0
 when the measurements ran, 1 when the two sides of a pair answered differently (status, body
 without `request_id`/`instance`, or header names), 2 when the setup failed, 130 on Ctrl-C.
-`--nice N` runs gunicorn and the client at niceness N, as `python -m tests.bench --nice` does.
+`--nice N` runs gunicorn and the client at niceness N, as `python -m bench.http --nice` does.
 Environment: `BENCH_DATABASE_URL`, `BENCH_REDIS_URL` (default db 14), `BENCH_DB_NAME` (default
 `gatehouse_bench_enum`).
 """
@@ -39,9 +39,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.bench.priority import PRIORITY, prioritize_self
-from tests.bench.server import Server, serving
-from tests.throwaway import SetupError, ThrowawayTarget, step
+from bench.http.priority import PRIORITY, prioritize_self
+from bench.http.server import Server, serving
+from tests.support.throwaway import SetupError, ThrowawayTarget, step
 
 WRONG = "wrong-Password-but-long-77"
 # The same characters in their full-width forms (U+FF01..U+FF5E): NFKC turns them back.
@@ -219,7 +219,7 @@ def _measure(client: Client, pairs: int, known: dict[str, str], unknown: dict[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.bench.enumeration", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench.http.enumeration", description=__doc__)
     parser.add_argument("--pairs", type=int, default=40, help="measured pairs per scenario (>= 30)")
     parser.add_argument(
         "--nice", type=int, default=0, help="niceness of gunicorn and this client (e.g. -5)"

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.throwaway import step
+from tests.support.throwaway import step
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The throwaway target that the benchmark (`tests.bench`) and the load runner (`tests.load`)
+"""The throwaway target that the benchmark (`bench.http`) and the load runner (`tests.load`)
 serve: a fresh PostgreSQL database, a flushed Redis database, new signing and encryption keys,
 the app's production environment, migrations and an administrator — all removed afterwards."""
 
@@ -11,7 +11,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # Variables of the caller's environment that would change what is served (or clash with the keys
 # made here); everything else passes through to the servers.
@@ -42,14 +41,17 @@ def step(message: str) -> None:
     print(f"· {message}", flush=True)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def with_database(url: str, name: str) -> str:
     return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+
+
+def with_redis_db(url: str, db: int) -> str:
+    """`url` with Redis database number `db` (a TCP or a unix-socket URL)."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        query = [p for p in parts.query.split("&") if p and not p.startswith("db=")]
+        return urlunsplit(parts._replace(query="&".join([*query, f"db={db}"])))
+    return urlunsplit(parts._replace(path=f"/{db}"))
 
 
 def redact(url: str) -> str:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
+from collections.abc import Iterator
 
+import pytest
 import redis
 
-from tests.conftest import free_port
+from tests.support.waiting import free_port, wait_until
 
 
 class ThrowawayRedis:
@@ -40,17 +41,26 @@ class ThrowawayRedis:
             stderr=subprocess.DEVNULL,
         )
         client = redis.Redis.from_url(self.url)
-        deadline = time.monotonic() + 10
-        while True:
+
+        def answers() -> bool:
             try:
-                client.ping()
-                return
+                return bool(client.ping())
             except redis.ConnectionError:
-                assert time.monotonic() < deadline, "throwaway redis did not start"
-                time.sleep(0.05)
+                return False
+
+        wait_until(answers, timeout=10, message="throwaway redis did not start")
 
     def stop(self) -> None:
         if self.process is not None:
             self.process.terminate()
             self.process.wait(timeout=10)
             self.process = None
+
+
+@pytest.fixture
+def throwaway_redis() -> Iterator[ThrowawayRedis]:
+    """A Redis server of this test's own, stopped after it."""
+    server = ThrowawayRedis()
+    server.start()
+    yield server
+    server.stop()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 
-from tests.throwaway import die_with_parent
+from tests.support.throwaway import die_with_parent
 
 # Niceness for the measured processes (--nice). Linux with autogroup scheduling shares the CPU
 # between sessions first and applies niceness only inside a session, so each measured process

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tests.bench.cpu import CPU_COLUMNS
-from tests.bench.results import HashRate, Run
+from bench.http.cpu import CPU_COLUMNS
+from bench.http.results import HashRate, Run
 
 # The targets of docs/benchmarks.md: /users/me against the bare endpoint, login against the hash.
 TARGET_ME_RATIO = 0.60

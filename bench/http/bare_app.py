@@ -1,6 +1,6 @@
 """The baseline: the least a Flask JSON endpoint can cost under our gunicorn configuration.
 
-Served exactly like the API (`gunicorn -c gunicorn.conf.py tests.bench.bare_app:app`) so the
+Served exactly like the API (`gunicorn -c gunicorn.conf.py bench.http.bare_app:app`) so the
 difference between `GET /bare` and `GET /api/v1/users/me` is what Gatehouse itself adds:
 middleware, token verification, the session/user lookup and serialization.
 """

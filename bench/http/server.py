@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from tests.bench.cpu import process_cpu_ticks
-from tests.bench.priority import child_setup
-from tests.throwaway import SetupError, free_port, start_gunicorn, tail
+from bench.http.cpu import process_cpu_ticks
+from bench.http.priority import child_setup
+from tests.support.throwaway import SetupError, start_gunicorn, tail
+from tests.support.waiting import free_port
 
 
 def startup_failure(log: Path) -> str:

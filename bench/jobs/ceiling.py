@@ -2,7 +2,7 @@
 and over, as fast as the sink answers. No outbox, no queue, no database: what is left is the
 sink's and the client's SMTP work, the most any pipeline into the same sink can reach.
 
-    python -m tests.bench_jobs.ceiling PORT MESSAGES   # prints emails per second
+    python -m bench.jobs.ceiling PORT MESSAGES   # prints emails per second
 
 Runs in a process of its own (as the workers do), so that it does not share the sink's GIL.
 """
@@ -19,7 +19,7 @@ from webapp.config import Settings
 
 def feed(port: int, messages: int) -> float:
     """Send `messages` copies of a `new_login` email; returns emails per second."""
-    from tests.conftest import EMAIL_PAYLOADS
+    from tests.support.jobs import EMAIL_PAYLOADS
 
     settings = Settings()
     email = compose(

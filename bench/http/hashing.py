@@ -11,9 +11,9 @@ import os
 import time
 from typing import Any
 
-from tests.bench.cpu import CpuMeter
-from tests.bench.priority import prioritize_self
-from tests.bench.results import HashRate
+from bench.http.cpu import CpuMeter
+from bench.http.priority import prioritize_self
+from bench.http.results import HashRate
 
 
 def _hash_loop(seconds: float, barrier: Any, out: Any) -> None:

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.bench.priority import child_setup
-from tests.throwaway import SetupError, step
+from bench.http.priority import child_setup
+from tests.support.throwaway import SetupError, step
 
 LUA_SCRIPT = Path(__file__).resolve().parent / "wrk_report.lua"
 

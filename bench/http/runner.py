@@ -7,7 +7,7 @@ What one run does (each step prints one line; `docs/benchmarks.md` explains the 
    (flushed), a fresh JWT key file, a random `SECRET_KEY`, `GATEHOUSE_ENV=production`,
    `RATELIMIT_ENABLED=false` (with the opt-out `UNSAFE_PRODUCTION_WITHOUT_RATELIMIT=true` that
    production requires for it); runs the migrations and creates the benchmark user with the CLI;
-3. serves `tests.bench.bare_app:app`, then `wsgi:app`, each with `gunicorn -c gunicorn.conf.py`
+3. serves `bench.http.bare_app:app`, then `wsgi:app`, each with `gunicorn -c gunicorn.conf.py`
    (the production command) and measures, after a warm-up, `GET /bare` and
    `GET /api/v1/users/me` at `--connections`, and `POST /api/v1/auth/login` at `--login-clients`;
 4. measures the raw Argon2 hash rate right before the login scenario: `hash_password` in one
@@ -35,12 +35,12 @@ import subprocess
 import sys
 from typing import Any
 
-from tests.bench.cpu import CpuMeter, load_average
-from tests.bench.priority import PRIORITY
-from tests.bench.report import print_report, print_sweep
-from tests.bench.scenarios import Target, run_combo
-from tests.bench.wrk import ensure_wrk, wrk_version
-from tests.throwaway import ROOT, SetupError
+from bench.http.cpu import CpuMeter, load_average
+from bench.http.priority import PRIORITY
+from bench.http.report import print_report, print_sweep
+from bench.http.scenarios import Target, run_combo
+from bench.http.wrk import ensure_wrk, wrk_version
+from tests.support.throwaway import ROOT, SetupError
 
 DEFAULT_ADMIN_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
@@ -71,7 +71,7 @@ def parse_combos(text: str) -> list[tuple[int, int]]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.bench",
+        prog="python -m bench.http",
         description="Requests/s and p50/p95/p99 of GET /api/v1/users/me and POST "
         "/api/v1/auth/login under gunicorn, beside a bare Flask endpoint served the same way.",
     )

@@ -1,6 +1,6 @@
 """Emails per second through the whole pipeline: outbox → dispatcher → RQ → worker → SMTP.
 
-    python -m tests.bench_jobs [--messages 1000] [--workers 1,2]
+    python -m bench.jobs [--messages 1000] [--workers 1,2]
 
 Each run commits N messages to the outbox in one transaction while `flask --app wsgi jobs worker`
 processes (the production setup, at the production log level INFO) wait, then times until a
@@ -8,7 +8,7 @@ real SMTP server (aiosmtpd, in this process) has accepted all N. Two kinds of me
 `new_login` (queue `default`, one job per email) and `welcome` (queue `low`, batches of
 `JOBS_BATCH_SIZE` over one SMTP connection).
 
-Beside them, in the same run, the sink's own ceiling (`tests.bench_jobs.ceiling`: a plain
+Beside them, in the same run, the sink's own ceiling (`bench.jobs.ceiling`: a plain
 `smtplib` loop over one connection, before and after the pipeline runs; the higher counts),
 and the targets: one job per email at least 500 emails/s or 40 % of the ceiling, whichever is
 lower; batches at least 80 % of the ceiling.
@@ -101,7 +101,7 @@ def _free_port() -> int:
 
 
 def _insert(app: Any, template: str, count: int) -> float:
-    from tests.conftest import EMAIL_PAYLOADS
+    from tests.support.jobs import EMAIL_PAYLOADS
     from webapp.context import Origin
     from webapp.extensions import db
     from webapp.outbox import service
@@ -146,10 +146,10 @@ def _stop(workers: list[subprocess.Popen[bytes]]) -> None:
 
 
 def _ceiling(port: int, messages: int, sink: CountingSink) -> float:
-    """The sink's own rate, fed by `tests.bench_jobs.ceiling` in a process of its own."""
+    """The sink's own rate, fed by `bench.jobs.ceiling` in a process of its own."""
     sink.expect(messages)
     out = subprocess.run(
-        [sys.executable, "-m", "tests.bench_jobs.ceiling", str(port), str(messages)],
+        [sys.executable, "-m", "bench.jobs.ceiling", str(port), str(messages)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -165,10 +165,10 @@ def _ceiling(port: int, messages: int, sink: CountingSink) -> float:
 def _bare(
     template: str, port: int, database_url: str, redis_url: str, messages: int, workers: int
 ) -> float:
-    """The floor: the same emails with only the unavoidable work (`tests.bench_jobs.bare`)."""
+    """The floor: the same emails with only the unavoidable work (`bench.jobs.bare`)."""
     mode = "batched" if template == "welcome" else "per-email"
     out = subprocess.run(
-        [sys.executable, "-m", "tests.bench_jobs.bare", mode, str(port), database_url,
+        [sys.executable, "-m", "bench.jobs.bare", mode, str(port), database_url,
          redis_url, str(messages), str(workers)],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from rq import Worker
 
-    from tests.conftest import drop_database, fresh_database, test_keys_json
+    from tests.support.database import drop_database, fresh_database, signing_keys_json
     from webapp import create_app
     from webapp.config import Settings
 
@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("mail.log").setLevel(logging.WARNING)
     controller = Controller(sink, hostname="127.0.0.1", port=port)
     controller.start()
-    keys = test_keys_json()
+    keys = signing_keys_json()
     settings = Settings().with_overrides(
         env="test", database_url=database_url, redis_url=redis_url, jwt_keys=keys
     )

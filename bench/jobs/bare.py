@@ -8,9 +8,9 @@ the disk) — raw psycopg and smtplib, no ORM, no breaker, no logging.
   worker processes as the pipeline run had;
 - `batched`: the same processes claim fifty at a time (one commit) and loop over their share.
 
-    python -m tests.bench_jobs.bare MODE PORT DATABASE_URL REDIS_URL MESSAGES PROCESSES
+    python -m bench.jobs.bare MODE PORT DATABASE_URL REDIS_URL MESSAGES PROCESSES
 
-prints emails per second. `tests.bench_jobs` runs it beside the pipeline, as the last column.
+prints emails per second. `bench.jobs` runs it beside the pipeline, as the last column.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ _state: dict[str, Any] = {}
 
 def _body() -> bytes:
     from jobs.emails import Envelope, compose
-    from tests.conftest import EMAIL_PAYLOADS
+    from tests.support.jobs import EMAIL_PAYLOADS
     from webapp.config import Settings
 
     email = compose(
@@ -104,7 +104,7 @@ def measure(
         connection = redis.Redis.from_url(redis_url)
         queue = Queue("bare", connection=connection)
         queue.enqueue_many(
-            [Queue.prepare_data("tests.bench_jobs.bare.bare_job", args=(key,)) for key in keys]
+            [Queue.prepare_data("bench.jobs.bare.bare_job", args=(key,)) for key in keys]
         )
         workers = [fork.Process(target=_rq_worker, args=(redis_url,)) for _ in range(processes)]
     else:

@@ -1,4 +1,4 @@
--- wrk script for tests.bench: optional method, JSON body and bearer token from the script
+-- wrk script for bench.http: optional method, JSON body and bearer token from the script
 -- arguments, and a one-line JSON summary (throughput, percentiles, errors) for the runner.
 --   wrk ... -s wrk_report.lua URL -- METHOD [BODY|-] [TOKEN|-]
 

@@ -1,0 +1,36 @@
+"""The one free port and the one wait-until of the test suite."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(
+    condition: Callable[[], T],
+    timeout: float = 30.0,
+    *,
+    interval: float = 0.05,
+    message: str = "condition not met",
+) -> T:
+    """Poll `condition` until it returns something truthy and return that; fails the test with
+    `message` once `timeout` seconds passed. The bound is an upper one: a healthy run returns as
+    soon as the condition holds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        assert time.monotonic() < deadline, f"{message} (within {timeout}s)"
+        time.sleep(interval)
