@@ -72,10 +72,10 @@ test: lint tools ## the whole suite against real PostgreSQL and Redis (throwaway
 		--cov --cov-report=term --cov-fail-under=90 --durations=15 $(PYTEST_ARGS)
 
 bench: install ## requests/s and latency of /users/me and /auth/login vs a bare Flask endpoint
-	$(BIN)/python -m tests.bench $(BENCH_ARGS)
+	$(BIN)/python -m bench.http $(BENCH_ARGS)
 
 bench-enumeration: install ## known vs unknown email: answers and median times at each failed sign-in step
-	$(BIN)/python -m tests.bench.enumeration $(BENCH_ARGS)
+	$(BIN)/python -m bench.http.enumeration $(BENCH_ARGS)
 
 load: install tools ## k6 `load` scenario against a throwaway server (LOAD_ARGS to change, see tests/load)
 	$(BIN)/python scripts/testenv.py -- $(BIN)/python -m tests.load $(or $(LOAD_ARGS),load --start-server)

