@@ -31,7 +31,8 @@ def jobs_app(
     smtp_sink: SmtpSink,
     tmp_path: Path,
 ) -> Iterator[Flask]:
-    """The conftest's app on PostgreSQL, or the same settings on a fresh SQLite file."""
+    """The shared `app` (tests/support/application.py) on PostgreSQL, or the same settings on a
+    fresh SQLite file."""
     if request.param == "postgresql":
         yield jobs_app
         return
@@ -48,7 +49,7 @@ def jobs_app(
 
 @pytest.fixture
 def make_user(jobs_app: Flask) -> Callable[..., Account]:
-    """The conftest's `make_user`, on whichever database `jobs_app` uses."""
+    """The shared `make_user` (tests/support/accounts.py), on whichever database `jobs_app` uses."""
     from webapp.context import SYSTEM
     from webapp.users import service
 

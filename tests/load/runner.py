@@ -110,7 +110,7 @@ def http_status(base: str, path: str, timeout: float = 2.0) -> int:
 
 
 class LocalService:
-    """The throwaway target (see tests/throwaway.py) and a gunicorn serving `wsgi:app` on it."""
+    """The throwaway target (tests/support/throwaway.py) and a gunicorn serving `wsgi:app` on it."""
 
     def __init__(
         self,
