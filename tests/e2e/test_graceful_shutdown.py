@@ -26,12 +26,10 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from tests.support.gunicorn import NoResponse, children, read_response
 from tests.support.waiting import wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
 PATHS = ("/health", "/ready", "/.well-known/jwks.json")
 KEEPALIVE_CLIENTS = 4
 FRESH_CLIENTS = 4

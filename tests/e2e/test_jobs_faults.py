@@ -19,8 +19,6 @@ from webapp.config import Settings
 from webapp.extensions import db
 from webapp.outbox.models import ENQUEUED, SENT, EmailDelivery, OutboxMessage
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def _statuses(app) -> Counter[str]:
     with app.app_context():
