@@ -157,7 +157,7 @@ DEFAULTS = {
 def _elapsed_until(condition: Callable[[], bool], since: float, deadline: float) -> float:
     """Seconds from `since` until `condition` held; fails once `deadline` seconds passed."""
     left = deadline - (time.monotonic() - since)
-    wait_until(condition, timeout=max(left, 0.0), interval=0.1, message=f"not within {deadline}s")
+    wait_until(condition, timeout=max(left, 0.0), interval=0.1, message="not in time")
     return time.monotonic() - since
 
 

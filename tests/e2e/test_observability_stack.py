@@ -51,7 +51,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.accounts import STRONG_PASSWORD
 from tests.support.dashboards import DASHBOARDS, expressions, load, substitute, variables
-from tests.support.database import DB_NAME_PREFIX, drop_database, fresh_database
+from tests.support.database import DB_NAME_PREFIX, drop_database, fresh_database, worker_index
 from tests.support.database import signing_keys_json as signing_keys
 from tests.support.rules import (
     ALERTMANAGER_CONFIG,
@@ -301,7 +301,8 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     work = tmp_path_factory.mktemp("observability-stack")
     logs = work / "logs"
     logs.mkdir()
-    database_name = f"{DB_NAME_PREFIX}_obs_e2e"
+    # Per xdist worker: the module's tests may be spread over both, each building a stack.
+    database_name = f"{DB_NAME_PREFIX}_obs_e2e_{worker_index()}"
     database_url = fresh_database(database_name)
     redis.Redis.from_url(redis_url).flushdb()
     processes: list[Process] = []

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
+import jwt
 import pytest
 import redis
 from flask import Flask
@@ -30,11 +31,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def eventually(condition: Callable[[], bool], limit: float = 10.0) -> bool:
-    """Wait for something a background thread or Redis does (not a bound on how fast)."""
-    return bool(wait_until(condition, timeout=limit, interval=0.01))
 
 
 def behind_its_back(redis_url: str, key: str, value: bytes) -> None:
@@ -68,7 +64,7 @@ def holding(redis_url: str, other_process: RedisStore) -> Iterator[Callable[...,
     def build(ttl: float = 60, clock: Callable[[], float] = time.monotonic) -> NearCache:
         near = NearCache(redis_url, other_process.channel, ttl=ttl, timeout=0.5, clock=clock)
         made.append(near)
-        assert eventually(lambda: near.trusted)
+        wait_until(lambda: near.trusted)
         _, token = near.lookup(KEYS[:1])
         near.keep(token, KEYS[:1], [b"1"])
         return near
@@ -80,7 +76,7 @@ def holding(redis_url: str, other_process: RedisStore) -> Iterator[Callable[...,
 
 def live(store: RedisStore) -> RedisStore:
     assert store.near is not None
-    assert eventually(lambda: store.near.trusted)  # type: ignore[union-attr]
+    wait_until(lambda: store.near.trusted)  # type: ignore[union-attr]
     return store
 
 
@@ -139,7 +135,7 @@ def test_an_invalidation_replayed_after_an_outage_is_announced_too(store, other_
     other_process.client = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_timeout=0.1)
     other_process.set_many({KEYS[0]: b"0"}, 60, critical=True)  # Redis unreachable: kept
     other_process.client = live_client
-    assert eventually(lambda: other_process.available)  # its back-off has passed
+    wait_until(lambda: other_process.available)  # its back-off has passed
 
     other_process.get_many(["gh:unrelated"])  # the next call replays (and publishes) first
 
@@ -148,7 +144,7 @@ def test_an_invalidation_replayed_after_an_outage_is_announced_too(store, other_
 
 def test_a_read_that_raced_an_invalidation_is_not_kept(redis_url, other_process):
     near = NearCache(redis_url, other_process.channel, ttl=30, timeout=0.5)
-    assert eventually(lambda: near.trusted)
+    wait_until(lambda: near.trusted)
     # A probe the copy holds: once it is dropped, the invalidation below has been applied.
     probe = "gh:sess:probe"
     _, probe_token = near.lookup([probe])
@@ -160,7 +156,7 @@ def test_a_read_that_raced_an_invalidation_is_not_kept(redis_url, other_process)
 
     # Published while "our" MGET was in flight.
     other_process.set_many({KEYS[0]: b"0", probe: b"q"}, 60)
-    assert eventually(lambda: near.lookup([probe])[0] is None)
+    wait_until(lambda: near.lookup([probe])[0] is None)
     near.keep(token, KEYS[:1], [b"1"])  # the stale answer arrives after the invalidation
 
     assert near.lookup(KEYS[:1])[0] is None
@@ -215,7 +211,7 @@ def test_without_a_recent_answer_to_ping_nothing_is_served(holding):
     clock.now += near_cache.TRUST_WINDOW + 1
     assert near.lookup(KEYS[:1]) == (None, None)
     # The PING it sent on that lookup is answered: the copy is served again.
-    assert eventually(lambda: near.lookup(KEYS[:1])[0] == [b"1"])
+    wait_until(lambda: near.lookup(KEYS[:1])[0] == [b"1"])
 
 
 def test_an_unanswered_ping_turns_the_copy_off(holding, monkeypatch):
@@ -230,7 +226,7 @@ def test_an_unanswered_ping_turns_the_copy_off(holding, monkeypatch):
     assert near.lookup(KEYS[:1]) == (None, None)
     assert not near.trusted  # off until it subscribes again, after the back-off
     clock.now += near_cache.RETRY_SECONDS
-    assert eventually(lambda: near.trusted)
+    wait_until(lambda: near.trusted)
     assert near.lookup(KEYS[:1])[0] is None  # it starts empty: nothing from before the gap
 
 
@@ -240,11 +236,11 @@ def test_a_lost_connection_turns_the_copy_off_until_it_subscribes_again(holding,
     admin = redis.Redis.from_url(redis_url)
 
     assert admin.client_kill_filter(_type="pubsub", skipme=True) >= 1
-    assert eventually(lambda: near.lookup(KEYS[:1]) == (None, None))
+    wait_until(lambda: near.lookup(KEYS[:1]) == (None, None))
     assert not near.trusted  # no retry before the back-off
 
     clock.now += near_cache.RETRY_SECONDS
-    assert eventually(lambda: near.trusted)
+    wait_until(lambda: near.trusted)
     assert near.lookup(KEYS[:1])[0] is None  # it starts empty: nothing from before the gap
 
 
@@ -256,10 +252,10 @@ def test_a_reconnection_inside_the_client_counts_as_a_lost_connection(holding):
     connection.disconnect()
     connection.connect()
 
-    assert eventually(lambda: near.lookup(KEYS[:1]) == (None, None))
+    wait_until(lambda: near.lookup(KEYS[:1]) == (None, None))
     assert not near.trusted  # turned off, not resumed on the reconnected socket
     clock.now += near_cache.RETRY_SECONDS
-    assert eventually(lambda: near.trusted)
+    wait_until(lambda: near.trusted)
     assert near.lookup(KEYS[:1])[0] is None  # what it held before is gone
 
 
@@ -267,7 +263,7 @@ def test_without_redis_the_copy_stays_off_and_requests_do_not_wait(other_process
     near = NearCache("redis://127.0.0.1:1/0", other_process.channel, ttl=60, timeout=0.2)
 
     assert near.lookup(KEYS[:1]) == (None, None)  # the subscription is tried off the request path
-    assert eventually(
+    wait_until(
         lambda: any("invalidation channel unavailable" in r.getMessage() for r in caplog.records)
     )
     assert near.lookup(KEYS[:1]) == (None, None)
@@ -300,9 +296,11 @@ def warm(process: Flask, member, redis_url: str) -> None:
     live(store)
     assert client.get("/api/v1/users/me", headers=member.headers).status_code == 200
     assert client.get("/api/v1/users/me", headers=member.headers).status_code == 200
-    sessions = [k.decode() for k in redis.Redis.from_url(redis_url).scan_iter("gh:sess:*")]
-    assert sessions, "the session state is in Redis"
-    values, source = store.get_hot(sessions)
+    # The member's own state: its session (the token's `sid`) and its user.
+    session_id = jwt.decode(member.access_token, options={"verify_signature": False})["sid"]
+    keys = [f"gh:sess:{session_id}", f"gh:user:{member.id}"]
+    assert all(redis.Redis.from_url(redis_url).exists(key) for key in keys)
+    values, source = store.get_hot(keys)
     assert source == "local", "the session state is held by the process"
     assert values is not None
 
