@@ -1,4 +1,4 @@
-# Gatehouse — the two quick-start commands are `make run` and `make test`.
+# Gatehouse — the quick-start commands are `make run`, `make check` (minutes) and `make test` (all).
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= 2
 
-.PHONY: install run test lint format bench bench-enumeration clean tools ops-deps load
+.PHONY: install run check test lint format bench bench-enumeration bench-jobs clean tools ops-deps load
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -67,15 +67,23 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# The quick loop: no system tools, the servers from scripts/testenv.py as for `make test`.
+check: lint ## lint, tests/unit and tests/integration against real PostgreSQL and Redis
+	$(BIN)/python scripts/testenv.py -- $(BIN)/python -m pytest -n $(PYTEST_WORKERS) \
+		--durations=10 tests/unit tests/integration $(PYTEST_ARGS)
+
 test: lint tools ## the whole suite against real PostgreSQL and Redis (throwaway ones if none is reachable)
 	$(BIN)/python scripts/testenv.py -- $(BIN)/python -m pytest -n $(PYTEST_WORKERS) \
 		--cov --cov-report=term --cov-fail-under=90 --durations=15 $(PYTEST_ARGS)
 
 bench: install ## requests/s and latency of /users/me and /auth/login vs a bare Flask endpoint
-	$(BIN)/python -m tests.bench $(BENCH_ARGS)
+	$(BIN)/python -m bench.http $(BENCH_ARGS)
 
 bench-enumeration: install ## known vs unknown email: answers and median times at each failed sign-in step
-	$(BIN)/python -m tests.bench.enumeration $(BENCH_ARGS)
+	$(BIN)/python -m bench.http.enumeration $(BENCH_ARGS)
+
+bench-jobs: install ## emails/s through the email pipeline beside a stock-RQ floor and the sink's ceiling
+	$(BIN)/python -m bench.jobs $(BENCH_ARGS)
 
 load: install tools ## k6 `load` scenario against a throwaway server (LOAD_ARGS to change, see tests/load)
 	$(BIN)/python scripts/testenv.py -- $(BIN)/python -m tests.load $(or $(LOAD_ARGS),load --start-server)

@@ -1,4 +1,4 @@
-"""The email pipeline benchmark (`python -m tests.bench_jobs`) end to end, as briefly as it
+"""The email pipeline benchmark (`python -m bench.jobs`) end to end, as briefly as it
 goes: real worker processes, the sink's ceiling and the bare-work floor, the table read back.
 
 Only the table's shape is checked, never PASS or MISS: rates depend on the machine and on the
@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import DB_NAME_PREFIX
+from tests.support.database import DB_NAME_PREFIX
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,7 +23,7 @@ def test_the_jobs_benchmark_prints_both_kinds_beside_the_ceiling_and_the_floor()
     env.pop("BENCH_REDIS_URL", None)  # its own throwaway redis-server
 
     out = subprocess.run(
-        [sys.executable, "-m", "tests.bench_jobs", "--messages", "20", "--workers", "1"],
+        [sys.executable, "-m", "bench.jobs", "--messages", "20", "--workers", "1"],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -1,4 +1,4 @@
-"""The HTTP benchmark (`make bench`, `python -m tests.bench`) end to end, as briefly as its options
+"""The HTTP benchmark (`make bench`, `python -m bench.http`) end to end, as briefly as its options
 allow: real wrk against real gunicorn servers on the suite's PostgreSQL and Redis, the raw Argon2
 rate, and the report read back.
 
@@ -20,8 +20,8 @@ import psycopg
 import pytest
 import redis
 
-from tests.conftest import BASE_DATABASE_URL, DB_NAME_PREFIX, drop_database
-from tests.load.runner import with_redis_db
+from tests.support.database import BASE_DATABASE_URL, DB_NAME_PREFIX, drop_database
+from tests.support.throwaway import with_redis_db
 
 ROOT = Path(__file__).resolve().parents[2]
 # The suite's Redis databases are 1, 2, ... by default (one per xdist worker), the load smoke
@@ -47,9 +47,9 @@ TARGETS = {  # the start of each measure of "## Targets" -> its target
 
 
 def run_bench(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """`python -m tests.bench` with the shortest settings; on a timeout the runner is sent
+    """`python -m bench.http` with the shortest settings; on a timeout the runner is sent
     SIGTERM first, so that it stops its servers and drops its database as after a Ctrl-C."""
-    command = [sys.executable, "-m", "tests.bench", *SHORTEST]
+    command = [sys.executable, "-m", "bench.http", *SHORTEST]
     with subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     ) as proc:

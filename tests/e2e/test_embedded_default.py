@@ -19,7 +19,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,7 +31,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import STRONG_PASSWORD
+from tests.support.accounts import STRONG_PASSWORD
+from tests.support.waiting import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 RULE = "-" * 72
@@ -43,12 +43,6 @@ REGISTRATIONS = 8
 KEPT_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -84,16 +78,19 @@ class Embedded:
     def wait_for_email(self, recipient: str, subject: str) -> tuple[str, float]:
         """The email's text and how long it took to appear (polling up to DEADLINE)."""
         started = time.monotonic()
-        while True:
+
+        def arrived() -> str | None:
             for email in self.emails():
                 if f"<{recipient}>" in email and f"Subject: {subject}" in email:
-                    return email, time.monotonic() - started
-            if time.monotonic() - started > DEADLINE:
-                pytest.fail(
-                    f"no {subject!r} email for {recipient} within {DEADLINE} s; log:\n"
-                    + self.text()[-6000:]
-                )
-            time.sleep(0.05)
+                    return email
+            return None
+
+        email = wait_until(
+            arrived,
+            timeout=DEADLINE,
+            message=lambda: f"no {subject!r} email for {recipient}; log:\n{self.text()[-6000:]}",
+        )
+        return email, time.monotonic() - started
 
 
 def _token(email: str, page: str) -> str:
@@ -106,7 +103,7 @@ def _token(email: str, page: str) -> str:
 def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
     instance = tmp_path_factory.mktemp("embedded-instance")
     log = instance / "run.log"
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k in KEPT_ENV}
     env["BIND"] = f"127.0.0.1:{port}"
     env["PYTHONUNBUFFERED"] = "1"
@@ -129,17 +126,20 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
 
 
 def _wait_until_ready(running: Embedded, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
+    def ready() -> bool:
         if process.poll() is not None:
             pytest.fail(f"dev_run.py exited with {process.returncode}:\n{running.text()}")
         try:
-            if running.call("GET", "/health")[0] == 200 and "Listening on" in running.text():
-                return
+            return running.call("GET", "/health")[0] == 200 and "Listening on" in running.text()
         except OSError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"the embedded default did not start:\n{running.text()}")
+            return False
+
+    wait_until(
+        ready,
+        timeout=90,
+        interval=0.2,
+        message=lambda: f"the embedded default did not start:\n{running.text()}",
+    )
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

@@ -17,65 +17,22 @@ a connection opened before SIGTERM, a kept-alive connection dropped under a requ
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import json
 import os
-import secrets
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import pytest
-from flask import Flask
+from tests.support.gunicorn import NoResponse, children, read_response
+from tests.support.waiting import wait_until
 
-from tests import conftest
-
-ROOT = Path(__file__).resolve().parents[2]
 PATHS = ("/health", "/ready", "/.well-known/jwks.json")
 KEEPALIVE_CLIENTS = 4
 FRESH_CLIENTS = 4
-
-
-class NoResponse(Exception):
-    """The connection ended before a complete response; `received` bytes had arrived."""
-
-    def __init__(self, received: int, reason: str) -> None:
-        super().__init__(reason)
-        self.received = received
-
-
-def read_response(sock: socket.socket) -> tuple[int, dict[str, str]]:
-    buffer = b""
-    try:
-        while b"\r\n\r\n" not in buffer:
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise NoResponse(len(buffer), "closed before the headers")
-            buffer += chunk
-        head, _, body = buffer.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split()[1])
-        headers = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        length = int(headers.get("content-length", "0"))
-        while len(body) < length:
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise NoResponse(len(buffer) + len(body), "closed inside the body")
-            body += chunk
-    except OSError as exc:  # reset, broken pipe, timeout
-        raise NoResponse(len(buffer), f"{type(exc).__name__}: {exc}") from None
-    return status, headers
 
 
 @dataclass
@@ -179,84 +136,12 @@ class Load:
     def wait_for(self, count: int) -> None:
         """Until `count` more requests have completed (whatever their outcome)."""
         target = sum(self.tally.outcomes.values()) + count
-        while sum(self.tally.outcomes.values()) < target:
-            time.sleep(0.01)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def children(pid: int) -> set[int]:
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                stat = (entry / "stat").read_text()
-                if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
-                    found.add(int(entry.name))
-    return found
-
-
-@pytest.fixture
-def gunicorn(
-    app: Flask, database_url: str, redis_url: str, tmp_path: Path
-) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    """The production command with two workers, on the migrated test database."""
-    port = free_port()
-    (tmp_path / "metrics").mkdir()
-    drop = ("GUNICORN_", "JWT_KEYS", "API_KEY_", "SMTP_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
-    env.update(
-        GATEHOUSE_ENV="production",
-        SECRET_KEY=secrets.token_urlsafe(48),  # production refuses non-random values
-        ENCRYPTION_KEYS="t1:" + base64.b64encode(os.urandom(32)).decode(),
-        JWT_KEYS=conftest.test_keys_json(),
-        DATABASE_URL=database_url,
-        REDIS_URL=redis_url,
-        RATELIMIT_ENABLED="false",
-        UNSAFE_PRODUCTION_WITHOUT_RATELIMIT="true",
-        PUBLIC_BASE_URL="https://gatehouse.test",
-        LOG_LEVEL="WARNING",
-        BIND=f"127.0.0.1:{port}",
-        WEB_CONCURRENCY="2",
-        GUNICORN_THREADS="4",
-        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"),
-    )
-    log = (tmp_path / "gunicorn.log").open("wb")
-    gunicorn_bin = str(Path(sys.executable).parent / "gunicorn")
-    proc = subprocess.Popen(
-        [gunicorn_bin, "-c", "gunicorn.conf.py", "wsgi:app"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while len(children(proc.pid)) < 2 or not ready(port):
-            assert proc.poll() is None, (tmp_path / "gunicorn.log").read_text()
-            assert time.monotonic() < deadline, (tmp_path / "gunicorn.log").read_text()
-            time.sleep(0.1)
-        yield proc, port
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        log.close()
-
-
-def ready(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
-            sock.sendall(b"GET /ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            status, _ = read_response(sock)
-            return status == 200
-    except (OSError, NoResponse):
-        return False
+        wait_until(
+            lambda: sum(self.tally.outcomes.values()) >= target,
+            timeout=60,
+            interval=0.01,
+            message=f"{count} more requests did not complete",
+        )
 
 
 def report(load: Load) -> str:
@@ -290,11 +175,12 @@ def test_sigterm_to_one_worker_fails_no_request_at_all(
     with Load(port) as load:
         load.wait_for(300)
         load.send(victim, signal.SIGTERM)
-        deadline = time.monotonic() + 60
         # the master replaces the worker; requests keep flowing meanwhile
-        while victim in children(proc.pid) or len(children(proc.pid)) < 2:
-            assert time.monotonic() < deadline, "the worker was not replaced"
-            time.sleep(0.05)
+        wait_until(
+            lambda: victim not in children(proc.pid) and len(children(proc.pid)) >= 2,
+            timeout=60,
+            message="the worker was not replaced",
+        )
         load.wait_for(300)
     tally = load.tally
     assert tally.failures == [], report(load)

@@ -8,9 +8,9 @@ import contextlib
 import os
 import socket
 import subprocess
-import time
 
-from tests.e2e.test_graceful_shutdown import children, gunicorn, read_response  # noqa: F401
+from tests.support.gunicorn import children, read_response
+from tests.support.waiting import wait_until
 
 THREADS = 4  # GUNICORN_THREADS of the `gunicorn` fixture
 CLIENTS = 16
@@ -36,17 +36,18 @@ def held_per_worker(master: int, port: int) -> list[int]:
 
 
 def test_a_burst_of_connections_is_spread_over_the_workers(
-    gunicorn: tuple[subprocess.Popen[bytes], int],  # noqa: F811
+    gunicorn: tuple[subprocess.Popen[bytes], int],
 ) -> None:
     proc, port = gunicorn
     clients = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(CLIENTS)]
     try:
         # No request sent yet: each accepted connection keeps a thread waiting for its first
         # bytes, so each worker takes as many as it has threads and leaves the rest queued.
-        deadline = time.monotonic() + 10
-        while held_per_worker(proc.pid, port) != [THREADS, THREADS]:
-            assert time.monotonic() < deadline, held_per_worker(proc.pid, port)
-            time.sleep(0.05)
+        wait_until(
+            lambda: held_per_worker(proc.pid, port) == [THREADS, THREADS],
+            timeout=10,
+            message="connections not spread over the workers",
+        )
 
         for sock in clients:
             sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -8,7 +8,7 @@ import pytest
 from rq.registry import FailedJobRegistry
 
 from jobs import cli as jobs_cli_module
-from tests.conftest import STRONG_PASSWORD
+from tests.support.accounts import STRONG_PASSWORD
 from webapp.outbox.models import DEAD, PENDING, SENT
 
 FAILED = "/api/v1/admin/jobs/failed"
@@ -145,7 +145,7 @@ def test_the_cli_refuses_a_replay_without_a_target_or_with_a_malformed_id(jobs_a
 def test_the_cli_replays_into_the_outbox_when_redis_is_unreachable(
     make_app, app, smtp_sink, dead_letters, outbox
 ):
-    from tests.conftest import free_port
+    from tests.support.waiting import free_port
 
     offline = make_app(redis_url=f"redis://127.0.0.1:{free_port()}/0", smtp_url=smtp_sink.url)
     result = offline.test_cli_runner().invoke(args=["jobs", "replay", str(dead_letters[0])])

@@ -4,96 +4,20 @@ racing, and still every email exactly once."""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import pytest
+import redis
 from sqlalchemy import func, select
 
 from jobs.settings import JobsSettings
-from tests.conftest import test_keys_json as signing_keys_json
+from tests.support.waiting import wait_until
 from webapp.extensions import db
 from webapp.outbox.models import ENQUEUED, SENT, EmailDelivery, OutboxMessage
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-class WorkerProcess:
-    def __init__(self, popen: subprocess.Popen[str], log_path: Path) -> None:
-        self.popen = popen
-        self.log_path = log_path
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def horse_pids(self) -> list[int]:
-        children = Path(f"/proc/{self.pid}/task/{self.pid}/children")
-        return [int(p) for p in children.read_text().split()] if children.exists() else []
-
-    def log_lines(self) -> list[dict[str, Any]]:
-        lines = []
-        for line in self.log_path.read_text().splitlines():
-            if line.startswith("{"):
-                lines.append(json.loads(line))
-        return lines
-
-
-@pytest.fixture
-def start_worker(
-    app, database_url: str, redis_url: str, smtp_sink, tmp_path: Path
-) -> Iterator[Callable[..., WorkerProcess]]:
-    """Start `flask --app wsgi jobs worker` processes on the test database and Redis."""
-    started: list[WorkerProcess] = []
-    keys = signing_keys_json()
-
-    def start(**settings: str) -> WorkerProcess:
-        env = {
-            **os.environ,
-            "GATEHOUSE_ENV": "test",
-            "SECRET_KEY": "test-secret-" + "x" * 32,
-            "DATABASE_URL": database_url,
-            "REDIS_URL": redis_url,
-            "SMTP_URL": smtp_sink.url,
-            "JWT_KEYS": keys,
-            # The test app's keyring: the worker opens the secrets the app sealed in the outbox.
-            "ENCRYPTION_KEYS": app.config["GATEHOUSE"].encryption_keys,
-            "SMTP_TIMEOUT": "0.5",
-            "JOBS_RETRY_BACKOFF": "0.05",
-            "JOBS_DISPATCH_INTERVAL": "0.05",
-            "JOBS_LEASE": "1",
-            "LOG_LEVEL": "INFO",
-            **settings,
-        }
-        log_path = tmp_path / f"worker-{len(started)}.log"
-        with log_path.open("w") as out:
-            popen = subprocess.Popen(
-                [sys.executable, "-m", "flask", "--app", "wsgi", "jobs", "worker"],
-                cwd=ROOT,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        worker = WorkerProcess(popen, log_path)
-        started.append(worker)
-        return worker
-
-    yield start
-    for worker in started:
-        for pid in [*worker.horse_pids(), worker.pid]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        worker.popen.wait(timeout=10)
 
 
 def _statuses(app) -> Counter[str]:
@@ -105,16 +29,21 @@ def _statuses(app) -> Counter[str]:
     return Counter(dict(rows))
 
 
-def _wait(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
-
-
 def _sole_delivery(app) -> EmailDelivery:
     with app.app_context():
         [delivery] = db.session.scalars(select(EmailDelivery)).all()
+        db.session.expunge_all()
+        db.session.remove()
+        return delivery
+
+
+def _delivery_to(app, recipient: str) -> EmailDelivery:
+    with app.app_context():
+        delivery = db.session.scalars(
+            select(EmailDelivery)
+            .join(OutboxMessage, OutboxMessage.id == EmailDelivery.message_id)
+            .where(OutboxMessage.recipient == recipient)
+        ).one()
         db.session.expunge_all()
         db.session.remove()
         return delivery
@@ -143,7 +72,7 @@ def test_a_worker_killed_with_sigkill_mid_send_leaves_the_email_to_be_delivered_
 
     [email] = smtp_sink.wait_for(1)
     assert email.rcpt_tos == ["victim@example.com"]
-    _wait(lambda: _statuses(app)[SENT] == 1)
+    wait_until(lambda: _statuses(app)[SENT] == 1)
     delivery = _sole_delivery(app)
     assert delivery.status == "sent"
     assert delivery.send_attempts == 2
@@ -161,7 +90,7 @@ def test_sigterm_during_a_job_lets_it_finish_then_the_worker_exits_cleanly(
     assert smtp_sink.entered.wait(30)
 
     worker.popen.send_signal(signal.SIGTERM)
-    _wait(lambda: "warm shut down requested" in worker.log_path.read_text())
+    wait_until(lambda: "warm shut down requested" in worker.log_path.read_text())
     smtp_sink.hold.set()
 
     assert worker.popen.wait(timeout=30) == 0
@@ -204,9 +133,9 @@ def test_two_workers_with_two_dispatchers_racing_send_each_email_exactly_once(
         start_worker(JOBS_LEASE="0.3", JOBS_BATCH_SIZE="5")
 
     received = smtp_sink.wait_for(count, timeout=90)
-    _wait(lambda: _statuses(app)[SENT] == count, timeout=60)
+    wait_until(lambda: _statuses(app)[SENT] == count, timeout=60)
     # Every straggling duplicate job has run (none waits or runs any more): it sent nothing.
-    _wait(lambda: _quiet(rq_connection), timeout=60)
+    wait_until(lambda: _quiet(rq_connection), timeout=60)
     received = list(smtp_sink.received)
     assert len(received) == count
     assert len({m.message_id for m in received}) == count
@@ -227,10 +156,31 @@ DEFAULTS = {
 
 def _elapsed_until(condition: Callable[[], bool], since: float, deadline: float) -> float:
     """Seconds from `since` until `condition` held; fails once `deadline` seconds passed."""
-    while not condition():
-        assert time.monotonic() - since < deadline, f"not within {deadline}s"
-        time.sleep(0.1)
+    left = deadline - (time.monotonic() - since)
+    wait_until(condition, timeout=max(left, 0.0), interval=0.1, message="not in time")
     return time.monotonic() - since
+
+
+def _nothing_queued(connection) -> bool:
+    from rq import Queue
+
+    from jobs.queues import QUEUES
+
+    return all(Queue(name, connection=connection).count == 0 for name in QUEUES)
+
+
+def _nothing_left_to_send(app, smtp_sink, queue_email, connection, template: str) -> None:
+    """Make the absence of a late duplicate observable: a sentinel message of the same template
+    (so the same queue), written now, is sent by the one live worker, which runs one job at a
+    time in queue order. Once the sentinel arrived, every message is sent and no job waits on any
+    queue, a duplicate in transit has had its turn: it ran before the sentinel did."""
+    before = len(smtp_sink.received)
+    queue_email(template, recipient="sentinel@example.com")
+    smtp_sink.wait_until(lambda sink: len(sink.to("sentinel@example.com")) >= 1, timeout=60)
+    wait_until(lambda: set(_statuses(app)) == {SENT}, timeout=30, message="messages left unsent")
+    wait_until(lambda: _nothing_queued(connection), timeout=30, message="jobs still queued")
+    assert len(smtp_sink.to("sentinel@example.com")) == 1
+    assert len(smtp_sink.received) >= before + 1
 
 
 def test_after_redis_restarts_empty_every_accepted_email_is_delivered_within_30_seconds(
@@ -246,7 +196,7 @@ def test_after_redis_restarts_empty_every_accepted_email_is_delivered_within_30_
     start_worker(REDIS_URL=throwaway_redis.url, **DEFAULTS)
     # One job is mid-send, the other three wait in Redis' queue when Redis goes away.
     assert smtp_sink.entered.wait(30), "the worker never started sending"
-    _wait(lambda: _statuses(app)[ENQUEUED] == 4)
+    wait_until(lambda: _statuses(app)[ENQUEUED] == 4)
 
     throwaway_redis.stop()
     throwaway_redis.start()  # no persistence: the three queued jobs are gone
@@ -255,14 +205,19 @@ def test_after_redis_restarts_empty_every_accepted_email_is_delivered_within_30_
     smtp_sink.hold = None
 
     took = _elapsed_until(lambda: len(smtp_sink.received) >= 4, since=back, deadline=30)
-    _wait(lambda: _statuses(app)[SENT] == 4)
+    wait_until(lambda: _statuses(app)[SENT] == 4)
     print(f"\n4 emails delivered {took:.1f}s after Redis came back empty")
-    time.sleep(2.0)  # a straggling duplicate job would send now: it must not
-    assert sorted(r for m in smtp_sink.received for r in m.rcpt_tos) == recipients
+    # A straggling duplicate job would have sent by the time the sentinel did: none did.
+    _nothing_left_to_send(
+        app, smtp_sink, queue_email, redis.Redis.from_url(throwaway_redis.url), "new_login"
+    )
+    assert sorted(r for m in smtp_sink.received for r in m.rcpt_tos) == sorted(
+        [*recipients, "sentinel@example.com"]
+    )
 
 
 def test_after_a_worker_and_its_horse_are_sigkilled_mid_send_the_email_arrives_within_60_s(
-    app, smtp_sink, queue_email, start_worker
+    app, smtp_sink, queue_email, start_worker, rq_connection
 ):
     import threading
 
@@ -281,12 +236,12 @@ def test_after_a_worker_and_its_horse_are_sigkilled_mid_send_the_email_arrives_w
     start_worker(**DEFAULTS)  # lease (300 s) and claim (100 s) both still run
 
     took = _elapsed_until(lambda: len(smtp_sink.received) >= 1, since=killed, deadline=60)
-    _wait(lambda: _statuses(app)[SENT] == 1)
+    wait_until(lambda: _statuses(app)[SENT] == 1)
     print(f"\nemail delivered {took:.1f}s after its worker was SIGKILLed")
-    time.sleep(2.0)
-    [email] = smtp_sink.received
-    assert email.rcpt_tos == ["orphan@example.com"]
-    delivery = _sole_delivery(app)
+    _nothing_left_to_send(app, smtp_sink, queue_email, rq_connection, "password_reset")
+    assert len(smtp_sink.to("orphan@example.com")) == 1
+    assert len(smtp_sink.received) == 2  # the orphan once, the sentinel
+    delivery = _delivery_to(app, "orphan@example.com")
     assert (delivery.status, delivery.send_attempts) == ("sent", 2)
 
 
@@ -317,10 +272,11 @@ def test_a_slow_but_alive_worker_is_not_taken_for_dead(
     smtp_sink.hold = None
 
     smtp_sink.wait_for(1)
-    _wait(lambda: _statuses(app)[SENT] == 1)
-    time.sleep(2.0)
-    assert len(smtp_sink.received) == 1
-    assert _sole_delivery(app).send_attempts == 1
+    wait_until(lambda: _statuses(app)[SENT] == 1)
+    _nothing_left_to_send(app, smtp_sink, queue_email, rq_connection, "verify_email")
+    assert len(smtp_sink.to("slow@example.com")) == 1
+    assert len(smtp_sink.received) == 2  # the slow one once, the sentinel
+    assert _delivery_to(app, "slow@example.com").send_attempts == 1
 
 
 def _gone(pid: int) -> bool:
@@ -332,7 +288,7 @@ def _gone(pid: int) -> bool:
 
 
 def test_a_work_horse_killed_alone_has_its_email_sent_again_at_once(
-    app, smtp_sink, queue_email, start_worker
+    app, smtp_sink, queue_email, start_worker, rq_connection
 ):
     """An OOM kill takes the horse, not its worker: the worker saw it die and frees the message."""
     import threading
@@ -350,11 +306,12 @@ def test_a_work_horse_killed_alone_has_its_email_sent_again_at_once(
     smtp_sink.hold = None
 
     took = _elapsed_until(lambda: len(smtp_sink.received) >= 1, since=killed, deadline=15)
-    _wait(lambda: _statuses(app)[SENT] == 1)
+    wait_until(lambda: _statuses(app)[SENT] == 1)
     print(f"\nemail delivered {took:.1f}s after its work-horse was SIGKILLed")
-    time.sleep(2.0)
-    assert len(smtp_sink.received) == 1
-    assert _sole_delivery(app).send_attempts == 2
+    _nothing_left_to_send(app, smtp_sink, queue_email, rq_connection, "verify_email")
+    assert len(smtp_sink.to("oom@example.com")) == 1
+    assert len(smtp_sink.received) == 2  # the email once, the sentinel
+    assert _delivery_to(app, "oom@example.com").send_attempts == 2
     assert worker.popen.poll() is None
 
 
@@ -372,5 +329,5 @@ def test_a_work_horse_dies_with_its_worker(app, smtp_sink, queue_email, start_wo
     os.kill(worker.pid, signal.SIGKILL)
     worker.popen.wait(timeout=10)
 
-    _wait(lambda: _gone(horse), timeout=5)
+    wait_until(lambda: _gone(horse), timeout=5)
     smtp_sink.wait_until(lambda sink: sink.abandoned == 1, timeout=5)

@@ -6,10 +6,7 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from tests.e2e.test_jobs_faults import (
-    _wait,
-    start_worker,  # noqa: F401 - the fixture
-)
+from tests.support.waiting import wait_until
 from webapp.extensions import db
 from webapp.outbox.models import SENT, OutboxMessage
 
@@ -29,7 +26,7 @@ def _recycled(worker) -> list[dict]:
     ]
 
 
-def test_the_job_process_is_replaced_after_its_job_count(app, smtp_sink, queue_email, start_worker):  # noqa: F811
+def test_the_job_process_is_replaced_after_its_job_count(app, smtp_sink, queue_email, start_worker):
     recipients = [f"count{i}@example.com" for i in range(5)]
     for recipient in recipients:
         queue_email("verify_email", recipient=recipient)
@@ -38,18 +35,18 @@ def test_the_job_process_is_replaced_after_its_job_count(app, smtp_sink, queue_e
 
     smtp_sink.wait_for(5)
     assert sorted(r for m in smtp_sink.received for r in m.rcpt_tos) == recipients
-    _wait(lambda: len(_recycled(worker)) >= 2)
+    wait_until(lambda: len(_recycled(worker)) >= 2)
     pids = {line["pid"] for line in _recycled(worker)}
     assert len(pids) >= 2  # a new process each time
     assert worker.popen.poll() is None
-    _wait(lambda: _sent(app) == 5)  # recorded right after the server's 250
+    wait_until(lambda: _sent(app) == 5)  # recorded right after the server's 250
 
 
 def test_a_job_process_over_its_memory_limit_is_replaced_after_its_job(
     app,
     smtp_sink,
     queue_email,
-    start_worker,  # noqa: F811
+    start_worker,
 ):
     recipients = [f"memory{i}@example.com" for i in range(3)]
     for recipient in recipients:
@@ -58,7 +55,7 @@ def test_a_job_process_over_its_memory_limit_is_replaced_after_its_job(
     worker = start_worker(JOBS_WORKER_MAX_MEMORY_MB="1")  # any Python process is above it
 
     smtp_sink.wait_for(3)
-    _wait(lambda: len(_recycled(worker)) >= 3)
+    wait_until(lambda: len(_recycled(worker)) >= 3)
     warnings = [
         line
         for line in worker.log_lines()

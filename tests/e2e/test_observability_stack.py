@@ -49,19 +49,11 @@ import yaml
 from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import (
-    DB_NAME_PREFIX,
-    STRONG_PASSWORD,
-    SmtpSink,
-    drop_database,
-    free_port,
-    fresh_database,
-)
-from tests.conftest import (
-    test_keys_json as signing_keys,
-)
-from tests.ops.test_dashboards import DASHBOARDS, expressions, load, substitute, variables
-from tests.ops.test_prometheus_rules import (
+from tests.support.accounts import STRONG_PASSWORD
+from tests.support.dashboards import DASHBOARDS, expressions, load, substitute, variables
+from tests.support.database import DB_NAME_PREFIX, drop_database, fresh_database, worker_index
+from tests.support.database import signing_keys_json as signing_keys
+from tests.support.rules import (
     ALERTMANAGER_CONFIG,
     RULE_FILES,
     metric_names,
@@ -69,6 +61,8 @@ from tests.ops.test_prometheus_rules import (
     require_tool,
     run,
 )
+from tests.support.smtp import SmtpSink
+from tests.support.waiting import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 API_JOB, WORKER_JOB = "gatehouse-api", "gatehouse-worker"
@@ -129,19 +123,26 @@ def start(name: str, command: list[str], env: dict[str, str], logs: Path) -> Pro
 def wait_for(
     condition: Callable[[], Any], what: str, timeout: float, processes: list[Process] = ()
 ) -> Any:
-    """Poll `condition` until it returns something truthy; fail with the logs after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
+    """Poll `condition` until it returns something truthy (a request that fails counts as not
+    yet); fail with the logs after `timeout`, or at once when one of `processes` exited."""
+
+    def attempt() -> Any:
         with contextlib.suppress(requests.RequestException, OSError):
             result = condition()
             if result:
                 return result
         dead = [p for p in processes if not p.alive()]
-        if dead or time.monotonic() > deadline:
+        if dead:
             logs = "\n".join(p.tail() for p in processes)
-            reason = f"{', '.join(p.name for p in dead)} exited" if dead else "timed out"
-            pytest.fail(f"waiting for {what}: {reason}\n{logs}", pytrace=False)
-        time.sleep(0.2)
+            names = ", ".join(p.name for p in dead)
+            pytest.fail(f"waiting for {what}: {names} exited\n{logs}", pytrace=False)
+        return None
+
+    def timed_out() -> str:
+        logs = "\n".join(p.tail() for p in processes)
+        return f"waiting for {what}: timed out\n{logs}"
+
+    return wait_until(attempt, timeout=timeout, interval=0.2, message=timed_out)
 
 
 @dataclass
@@ -300,7 +301,8 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     work = tmp_path_factory.mktemp("observability-stack")
     logs = work / "logs"
     logs.mkdir()
-    database_name = f"{DB_NAME_PREFIX}_obs_e2e"
+    # Per xdist worker: the module's tests may be spread over both, each building a stack.
+    database_name = f"{DB_NAME_PREFIX}_obs_e2e_{worker_index()}"
     database_url = fresh_database(database_name)
     redis.Redis.from_url(redis_url).flushdb()
     processes: list[Process] = []

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from tests.conftest import Account
-from tests.integration.test_rbac_matrix import (
+from tests.support.accounts import Account
+from tests.support.rbac import (
     ADMIN,
     FORBIDDEN,
     OK,
@@ -22,10 +22,10 @@ from tests.integration.test_rbac_matrix import (
     UNAUTHORIZED,
     USER,
     Route,
-    _classify,
-    _url,
     api_routes,
+    classify,
     expected_outcome,
+    route_url,
 )
 from webapp.apikeys import service as apikeys
 from webapp.auth.state import Principal
@@ -133,13 +133,13 @@ def test_every_route_answers_each_api_key_as_declared(app, client, make_user, ro
                 owner = make_user(role, login=False)
                 other = make_user(login=False)
                 key = issue_key(app, owner, sorted(scopes))
-                url = _url(app, route, owner.id if target == OWN else other.id)
+                url = route_url(app, route, owner.id if target == OWN else other.id)
                 kwargs: dict[str, Any] = {"headers": {"X-API-Key": key}}
                 if route.method in ("POST", "PUT", "PATCH"):
                     kwargs["json"] = {}
                 response = client.open(url, method=route.method, **kwargs)
 
-                got = _classify(response.status_code)
+                got = classify(response.status_code)
                 want = expected_for_key(route, role, target, scopes)
                 who = f"{role}/{variant}" + (f"@{target}" if target else "")
                 observed[(route.method, route.path, who)] = got

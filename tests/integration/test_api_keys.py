@@ -14,8 +14,8 @@ import redis
 from flask import Flask
 from sqlalchemy import select, text, update
 
-from tests.conftest import Account
-from tests.integration.test_problems import assert_problem
+from tests.support.accounts import Account
+from tests.support.problems import assert_problem
 from webapp.apikeys import service as apikeys
 from webapp.apikeys.models import ApiKey
 from webapp.extensions import db

@@ -14,7 +14,7 @@ import redis
 from flask import Flask
 from sqlalchemy import update
 
-from tests.conftest import STRONG_PASSWORD
+from tests.support.accounts import STRONG_PASSWORD
 from webapp.extensions import db
 from webapp.users.models import User
 

@@ -7,8 +7,8 @@ import time
 import bcrypt
 from sqlalchemy import select, update
 
-from tests.conftest import STRONG_PASSWORD
-from tests.helpers import stored_row
+from tests.support.accounts import STRONG_PASSWORD
+from tests.support.rows import stored_row
 from webapp.audit.models import AuditEvent
 from webapp.extensions import db
 from webapp.users.models import User

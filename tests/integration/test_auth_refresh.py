@@ -8,8 +8,8 @@ from datetime import timedelta
 import jwt
 from sqlalchemy import select, update
 
-from tests.conftest import STRONG_PASSWORD
-from tests.helpers import stored_row
+from tests.support.accounts import STRONG_PASSWORD
+from tests.support.rows import stored_row
 from webapp.audit.models import AuditEvent
 from webapp.auth.models import AuthSession, RefreshToken
 from webapp.auth.tokens import format_refresh_token

@@ -7,7 +7,7 @@ import uuid
 import jwt
 from sqlalchemy import select
 
-from tests.conftest import STRONG_PASSWORD
+from tests.support.accounts import STRONG_PASSWORD
 from webapp.audit.models import AuditEvent
 from webapp.auth.models import AuthSession
 from webapp.extensions import db

@@ -8,7 +8,7 @@ import uuid
 import jwt
 from sqlalchemy import select
 
-from tests.conftest import STRONG_PASSWORD
+from tests.support.accounts import STRONG_PASSWORD
 from webapp.auth.models import AuthSession
 from webapp.extensions import db
 from webapp.security.keys import KeyRing, generate_jwk

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from tests.conftest import STRONG_PASSWORD
+from tests.support.accounts import STRONG_PASSWORD
 
 
 def sample(client, name: str, **labels: str) -> float:

@@ -11,7 +11,7 @@ from pathlib import Path
 import jwt
 import pytest
 
-from tests.conftest import STRONG_PASSWORD
+from tests.support.accounts import STRONG_PASSWORD
 from webapp.auth.tokens import decode_access_token, issue_access_token
 from webapp.outbox.models import PENDING, SENT
 from webapp.security.keys import KeyRing, generate_jwk

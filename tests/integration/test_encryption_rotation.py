@@ -15,7 +15,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import delete, select
 
-from tests.conftest import Account
+from tests.support.accounts import Account
 from webapp.extensions import db
 from webapp.http.idempotency import IdempotencyRecord
 from webapp.mfa.models import TotpFactor
@@ -38,7 +38,8 @@ def forget_queued_emails(app: Flask) -> None:
 
 @pytest.fixture
 def make_user(app: Flask, make_user: Callable[..., Account]) -> Callable[..., Account]:
-    """conftest's accounts, without the emails they queued (see `forget_queued_emails`)."""
+    """The shared accounts (tests/support/accounts.py), without the emails they queued (see
+    `forget_queued_emails`)."""
 
     def build(*args: object, **kwargs: object) -> Account:
         account = make_user(*args, **kwargs)

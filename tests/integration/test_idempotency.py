@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from sqlalchemy import func, select, update
 
-from tests.conftest import STRONG_PASSWORD
+from tests.support.accounts import STRONG_PASSWORD
 from webapp.audit.models import AuditEvent
 from webapp.db import utcnow
 from webapp.extensions import db

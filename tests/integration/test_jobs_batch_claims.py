@@ -17,8 +17,8 @@ from jobs import emails, mailer
 from jobs.delivery import Deliverer, Result
 from jobs.settings import JobsSettings, jobs_settings_of
 from jobs.tasks import mailer_for
-from tests.conftest import EMAIL_PAYLOADS, FAST_JOBS, free_port
-from tests.helpers import hold_claim
+from tests.support.jobs import EMAIL_PAYLOADS, FAST_JOBS, hold_claim
+from tests.support.waiting import free_port
 from webapp.config import Settings, settings_of
 from webapp.db import utcnow
 from webapp.extensions import db

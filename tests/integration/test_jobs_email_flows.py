@@ -14,7 +14,9 @@ from flask import Flask
 from flask_migrate import upgrade
 from sqlalchemy import select
 
-from tests.conftest import FAST_JOBS, STRONG_PASSWORD, Account, SmtpSink, log_in
+from tests.support.accounts import STRONG_PASSWORD, Account, log_in
+from tests.support.jobs import FAST_JOBS
+from tests.support.smtp import SmtpSink
 from webapp.extensions import db
 from webapp.outbox.models import SENT, EmailDelivery, OutboxMessage
 from webapp.outbox.sealing import open_payload, seal
@@ -29,7 +31,8 @@ def jobs_app(
     smtp_sink: SmtpSink,
     tmp_path: Path,
 ) -> Iterator[Flask]:
-    """The conftest's app on PostgreSQL, or the same settings on a fresh SQLite file."""
+    """The shared `app` (tests/support/application.py) on PostgreSQL, or the same settings on a
+    fresh SQLite file."""
     if request.param == "postgresql":
         yield jobs_app
         return
@@ -46,7 +49,7 @@ def jobs_app(
 
 @pytest.fixture
 def make_user(jobs_app: Flask) -> Callable[..., Account]:
-    """The conftest's `make_user`, on whichever database `jobs_app` uses."""
+    """The shared `make_user` (tests/support/accounts.py), on whichever database `jobs_app` uses."""
     from webapp.context import SYSTEM
     from webapp.users import service
 

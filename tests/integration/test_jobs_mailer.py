@@ -16,7 +16,9 @@ from jobs import devsink, emails
 from jobs.delivery import Result
 from jobs.mailer import Refused, SmtpConfig
 from jobs.settings import JobsSettings
-from tests.conftest import EMAIL_PAYLOADS, FAST_JOBS, SmtpSink, free_port
+from tests.support.jobs import EMAIL_PAYLOADS, FAST_JOBS
+from tests.support.smtp import SmtpSink
+from tests.support.waiting import free_port
 from webapp.config import ConfigError, Settings
 
 

@@ -16,7 +16,8 @@ from jobs import queues
 from jobs.dispatcher import dispatch
 from jobs.recovery import STALE_AFTER, Recovery, RedisEpoch, release_killed, release_orphans
 from jobs.settings import jobs_settings_of
-from tests.helpers import hold_claim, stored_row
+from tests.support.jobs import hold_claim
+from tests.support.rows import stored_row
 from webapp.db import utcnow
 from webapp.extensions import db
 from webapp.outbox.models import ENQUEUED, EmailDelivery, OutboxMessage

@@ -7,7 +7,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from jobs.dispatcher import dispatch
 from jobs.settings import jobs_settings_of
-from tests.conftest import FAST_JOBS, STRONG_PASSWORD
+from tests.support.accounts import STRONG_PASSWORD
+from tests.support.jobs import FAST_JOBS
 from webapp.extensions import db
 from webapp.outbox.models import PENDING, SENT
 

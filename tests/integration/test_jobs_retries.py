@@ -19,8 +19,8 @@ from jobs.dispatcher import dispatch
 from jobs.mailer import BREAKER_STATE_KEY
 from jobs.settings import jobs_settings_of
 from jobs.tasks import mailer_for
-from tests.conftest import FAST_JOBS, free_port
-from tests.helpers import hold_claim
+from tests.support.jobs import FAST_JOBS, hold_claim
+from tests.support.waiting import free_port
 from webapp.config import settings_of
 from webapp.db import utcnow
 from webapp.extensions import db

@@ -6,12 +6,11 @@ import os
 import signal
 import smtplib
 import threading
-import time
 from email.message import EmailMessage
 
 from jobs import devsink, runtime
 from jobs.dispatcher import DispatcherThread
-from tests.conftest import free_port
+from tests.support.waiting import free_port, wait_until
 from webapp.outbox.models import ENQUEUED
 
 
@@ -24,10 +23,10 @@ def test_the_dispatcher_thread_moves_new_messages_to_their_queue_until_stopped(
     thread.start()
     try:
         queue_email("verify_email")
-        deadline = time.monotonic() + 30
-        while outbox()[0].status != ENQUEUED:
-            assert time.monotonic() < deadline, "the dispatcher thread did not enqueue"
-            time.sleep(0.05)
+        wait_until(
+            lambda: outbox()[0].status == ENQUEUED,
+            message="the dispatcher thread did not enqueue",
+        )
     finally:
         thread.stop()
 
@@ -69,8 +68,7 @@ def test_the_development_mail_sink_runs_until_it_is_told_to_stop(capsys):
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def send_then_stop() -> None:
-        deadline = time.monotonic() + 20
-        while True:
+        def sent() -> bool:
             try:
                 with smtplib.SMTP("127.0.0.1", port, timeout=5) as client:
                     message = EmailMessage()
@@ -79,10 +77,11 @@ def test_the_development_mail_sink_runs_until_it_is_told_to_stop(capsys):
                     message["Subject"] = "Hello from make run"
                     message.set_content("https://gatehouse.test/verify-email?token=dev")
                     client.send_message(message)
-                break
-            except OSError:
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
+            except OSError:  # not listening yet
+                return False
+            return True
+
+        wait_until(sent, timeout=20, message="the mail sink never accepted the email")
         os.kill(os.getpid(), signal.SIGTERM)
 
     sender = threading.Thread(target=send_then_stop)

@@ -23,7 +23,9 @@ from jobs.delivery import Deliverer, Result
 from jobs.dispatcher import dispatch
 from jobs.settings import jobs_settings_of
 from jobs.tasks import mailer_for
-from tests.conftest import EMAIL_PAYLOADS, FAST_JOBS, SmtpSink, free_port
+from tests.support.jobs import EMAIL_PAYLOADS, FAST_JOBS
+from tests.support.smtp import SmtpSink
+from tests.support.waiting import free_port
 from webapp import sqlite as sqlite_setup
 from webapp.config import settings_of
 from webapp.context import Origin

@@ -13,42 +13,21 @@ import pytest
 from flask import Flask
 from sqlalchemy import select, update
 
-from tests.conftest import Account
-from tests.integration.test_problems import assert_problem
+from tests.support.accounts import Account
+from tests.support.mfa import MFA, code_at, enable, enrol
+from tests.support.problems import assert_problem
 from webapp.auth.models import OneTimeToken
 from webapp.extensions import db
 from webapp.http.idempotency import IdempotencyRecord
 from webapp.mfa.models import TotpFactor
 
-MFA = "/api/v1/auth/mfa"
 LOGIN, LOGIN_MFA = "/api/v1/auth/login", "/api/v1/auth/login/mfa"
-
-
-def code_at(secret: str, offset_steps: int = 0) -> str:
-    totp = pyotp.TOTP(secret)
-    return totp.at(datetime.now(UTC) + timedelta(seconds=30 * offset_steps))
 
 
 def wrong_code(secret: str) -> str:
     """Six digits that are none of the codes accepted right now."""
     valid = {code_at(secret, offset) for offset in (-1, 0, 1, 2)}
     return next(f"{n:06d}" for n in range(1_000_000) if f"{n:06d}" not in valid)
-
-
-def enrol(client, account: Account) -> str:
-    response = client.post(f"{MFA}/totp", headers=account.headers)
-    assert response.status_code == 201, response.get_json()
-    return str(response.json["secret"])
-
-
-def enable(client, account: Account) -> tuple[str, list[str]]:
-    """Enrol and confirm with the current code; returns the secret and the recovery codes."""
-    secret = enrol(client, account)
-    response = client.post(
-        f"{MFA}/totp/confirm", json={"code": code_at(secret)}, headers=account.headers
-    )
-    assert response.status_code == 200, response.get_json()
-    return secret, list(response.json["recovery_codes"])
 
 
 def password_step(client, account: Account, **kwargs: Any) -> Any:

@@ -16,7 +16,7 @@ from flask import Flask
 from flask_migrate import downgrade, upgrade
 from sqlalchemy import inspect, text
 
-from tests.conftest import drop_database, fresh_database
+from tests.support.database import drop_database, fresh_database
 from webapp.extensions import db
 from webapp.models import MIGRATIONS_DIR
 

@@ -1,6 +1,10 @@
 """The per-process copy of the hot auth keys (webapp.near_cache), against a real Redis: served
 only while the invalidation channel is provably live, dropped by every write of another process,
-and never kept when a read raced an invalidation."""
+and never kept when a read raced an invalidation.
+
+Where a value comes from is observed by changing it in Redis behind the processes' backs (a plain
+SET, announced to nobody): a process that still answers the old value serves its own copy, one
+that answers the new value asked Redis."""
 
 from __future__ import annotations
 
@@ -8,10 +12,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
+import jwt
 import pytest
 import redis
 from flask import Flask
 
+from tests.support.waiting import wait_until
 from webapp import near_cache
 from webapp.cache import RedisStore
 from webapp.near_cache import NearCache
@@ -27,14 +33,9 @@ class FakeClock:
         return self.now
 
 
-def eventually(condition: Callable[[], bool], limit: float = 10.0) -> bool:
-    """Wait for something a background thread or Redis does (not a bound on how fast)."""
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
+def behind_its_back(redis_url: str, key: str, value: bytes) -> None:
+    """Change `key` in Redis without announcing it, as no writer of the service ever does."""
+    redis.Redis.from_url(redis_url).set(key, value, ex=60)
 
 
 @pytest.fixture(autouse=True)
@@ -63,7 +64,7 @@ def holding(redis_url: str, other_process: RedisStore) -> Iterator[Callable[...,
     def build(ttl: float = 60, clock: Callable[[], float] = time.monotonic) -> NearCache:
         near = NearCache(redis_url, other_process.channel, ttl=ttl, timeout=0.5, clock=clock)
         made.append(near)
-        assert eventually(lambda: near.trusted)
+        wait_until(lambda: near.trusted)
         _, token = near.lookup(KEYS[:1])
         near.keep(token, KEYS[:1], [b"1"])
         return near
@@ -75,28 +76,37 @@ def holding(redis_url: str, other_process: RedisStore) -> Iterator[Callable[...,
 
 def live(store: RedisStore) -> RedisStore:
     assert store.near is not None
-    assert eventually(lambda: store.near.trusted)  # type: ignore[union-attr]
+    wait_until(lambda: store.near.trusted)  # type: ignore[union-attr]
     return store
 
 
-def test_a_value_read_from_redis_is_then_served_from_the_process(store, other_process):
+def test_a_value_read_from_redis_is_then_served_from_the_process(store, other_process, redis_url):
     other_process.set_many({KEYS[0]: b"1", KEYS[1]: b"{}"}, 60)
     live(store)
-
     assert store.get_hot(KEYS) == ([b"1", b"{}"], "redis")
-    assert store.get_hot(KEYS) == ([b"1", b"{}"], "local")
+
+    behind_its_back(redis_url, KEYS[0], b"changed")
+
+    assert store.get_hot(KEYS) == ([b"1", b"{}"], "local")  # the process's own copy
+    assert store.get_many(KEYS) == [b"changed", b"{}"]  # what Redis holds
 
 
-def test_a_missing_key_is_never_kept(store):
+def test_a_missing_key_is_never_kept(store, redis_url):
     live(store)
     assert store.get_hot(KEYS) == ([None, None], "redis")
-    assert store.get_hot(KEYS) == ([None, None], "redis")
+
+    behind_its_back(redis_url, KEYS[0], b"1")
+
+    assert store.get_hot(KEYS) == ([b"1", None], "redis")
 
 
-def test_a_write_by_another_process_drops_the_copy_before_the_next_read(store, other_process):
+def test_a_write_by_another_process_drops_the_copy_before_the_next_read(
+    store, other_process, redis_url
+):
     other_process.set_many({KEYS[0]: b"1"}, 60)
     live(store)
     store.get_hot(KEYS[:1])
+    behind_its_back(redis_url, KEYS[0], b"unannounced")
     assert store.get_hot(KEYS[:1]) == ([b"1"], "local")
 
     other_process.set_many({KEYS[0]: b"0"}, 60)
@@ -104,10 +114,11 @@ def test_a_write_by_another_process_drops_the_copy_before_the_next_read(store, o
     assert store.get_hot(KEYS[:1]) == ([b"0"], "redis")
 
 
-def test_the_writer_drops_its_own_copy_at_once(store):
+def test_the_writer_drops_its_own_copy_at_once(store, redis_url):
     store.set_many({KEYS[0]: b"1"}, 60)
     live(store)
     store.get_hot(KEYS[:1])
+    behind_its_back(redis_url, KEYS[0], b"unannounced")
     assert store.get_hot(KEYS[:1]) == ([b"1"], "local")
 
     store.set_many({KEYS[0]: b"0"}, 60, critical=True)
@@ -124,7 +135,7 @@ def test_an_invalidation_replayed_after_an_outage_is_announced_too(store, other_
     other_process.client = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_timeout=0.1)
     other_process.set_many({KEYS[0]: b"0"}, 60, critical=True)  # Redis unreachable: kept
     other_process.client = live_client
-    other_process._down_until = 0.0
+    wait_until(lambda: other_process.available)  # its back-off has passed
 
     other_process.get_many(["gh:unrelated"])  # the next call replays (and publishes) first
 
@@ -133,14 +144,19 @@ def test_an_invalidation_replayed_after_an_outage_is_announced_too(store, other_
 
 def test_a_read_that_raced_an_invalidation_is_not_kept(redis_url, other_process):
     near = NearCache(redis_url, other_process.channel, ttl=30, timeout=0.5)
-    assert eventually(lambda: near.trusted)
+    wait_until(lambda: near.trusted)
+    # A probe the copy holds: once it is dropped, the invalidation below has been applied.
+    probe = "gh:sess:probe"
+    _, probe_token = near.lookup([probe])
+    near.keep(probe_token, [probe], [b"p"])
+    assert near.lookup([probe]) == ([b"p"], None)
     values, token = near.lookup(KEYS[:1])
     assert values is None
     assert token is not None
-    generation = near._generation
 
-    other_process.set_many({KEYS[0]: b"0"}, 60)  # published while "our" MGET was in flight
-    assert eventually(lambda: near.trusted and near._generation != generation)
+    # Published while "our" MGET was in flight.
+    other_process.set_many({KEYS[0]: b"0", probe: b"q"}, 60)
+    wait_until(lambda: near.lookup([probe])[0] is None)
     near.keep(token, KEYS[:1], [b"1"])  # the stale answer arrives after the invalidation
 
     assert near.lookup(KEYS[:1])[0] is None
@@ -171,7 +187,9 @@ def test_a_lookup_during_another_threads_drain_waits_for_it(holding):
         near._forget(KEYS[:1])  # what the drain applies
     reader.join(10)
 
-    assert answers == [(None, near._generation)]
+    [(values, token)] = answers
+    assert values is None  # what the drain dropped is not served
+    assert token is not None  # and Redis is read, its answer may be kept
 
 
 def test_entries_expire_after_the_local_ttl(holding):
@@ -193,7 +211,7 @@ def test_without_a_recent_answer_to_ping_nothing_is_served(holding):
     clock.now += near_cache.TRUST_WINDOW + 1
     assert near.lookup(KEYS[:1]) == (None, None)
     # The PING it sent on that lookup is answered: the copy is served again.
-    assert eventually(lambda: near.lookup(KEYS[:1])[0] == [b"1"])
+    wait_until(lambda: near.lookup(KEYS[:1])[0] == [b"1"])
 
 
 def test_an_unanswered_ping_turns_the_copy_off(holding, monkeypatch):
@@ -206,8 +224,10 @@ def test_an_unanswered_ping_turns_the_copy_off(holding, monkeypatch):
     clock.now += near_cache.TRUST_WINDOW + 0.1
 
     assert near.lookup(KEYS[:1]) == (None, None)
-    assert near._pubsub is None
-    assert near._entries == {}
+    assert not near.trusted  # off until it subscribes again, after the back-off
+    clock.now += near_cache.RETRY_SECONDS
+    wait_until(lambda: near.trusted)
+    assert near.lookup(KEYS[:1])[0] is None  # it starts empty: nothing from before the gap
 
 
 def test_a_lost_connection_turns_the_copy_off_until_it_subscribes_again(holding, redis_url):
@@ -216,33 +236,38 @@ def test_a_lost_connection_turns_the_copy_off_until_it_subscribes_again(holding,
     admin = redis.Redis.from_url(redis_url)
 
     assert admin.client_kill_filter(_type="pubsub", skipme=True) >= 1
-    assert eventually(lambda: near.lookup(KEYS[:1]) == (None, None))
-    assert near._entries == {}
+    wait_until(lambda: near.lookup(KEYS[:1]) == (None, None))
     assert not near.trusted  # no retry before the back-off
 
     clock.now += near_cache.RETRY_SECONDS
-    assert eventually(lambda: near.trusted)
+    wait_until(lambda: near.trusted)
     assert near.lookup(KEYS[:1])[0] is None  # it starts empty: nothing from before the gap
 
 
 def test_a_reconnection_inside_the_client_counts_as_a_lost_connection(holding):
-    near = holding()
+    clock = FakeClock()
+    near = holding(clock=clock)
     connection = near._pubsub.connection
     # What redis-py does on its own after a socket error: reconnect and subscribe again.
     connection.disconnect()
     connection.connect()
 
-    assert eventually(lambda: near.lookup(KEYS[:1]) == (None, None) and near._pubsub is None)
-    assert near._entries == {}
+    wait_until(lambda: near.lookup(KEYS[:1]) == (None, None))
+    assert not near.trusted  # turned off, not resumed on the reconnected socket
+    clock.now += near_cache.RETRY_SECONDS
+    wait_until(lambda: near.trusted)
+    assert near.lookup(KEYS[:1])[0] is None  # what it held before is gone
 
 
-def test_without_redis_the_copy_stays_off_and_requests_do_not_wait(other_process):
+def test_without_redis_the_copy_stays_off_and_requests_do_not_wait(other_process, caplog):
     near = NearCache("redis://127.0.0.1:1/0", other_process.channel, ttl=60, timeout=0.2)
 
+    assert near.lookup(KEYS[:1]) == (None, None)  # the subscription is tried off the request path
+    wait_until(
+        lambda: any("invalidation channel unavailable" in r.getMessage() for r in caplog.records)
+    )
     assert near.lookup(KEYS[:1]) == (None, None)
-    assert eventually(lambda: not near._connecting)
-    assert near.lookup(KEYS[:1]) == (None, None)
-    assert near._pubsub is None
+    assert not near.trusted
 
 
 def test_a_local_ttl_of_zero_turns_the_copy_off(redis_url):
@@ -264,21 +289,26 @@ def second_process(app: Flask, make_app: Callable[..., Flask]) -> Iterator[Flask
     other.extensions["gatehouse_redis"].init_app(None)
 
 
-def warm(process: Flask, member) -> None:
+def warm(process: Flask, member, redis_url: str) -> None:
     """Serve /me from this process until it answers from its own copy."""
     store: RedisStore = process.extensions["gatehouse_redis"]
     client = process.test_client()
     live(store)
     assert client.get("/api/v1/users/me", headers=member.headers).status_code == 200
     assert client.get("/api/v1/users/me", headers=member.headers).status_code == 200
-    sid_keys = [key for key in store.near._entries if key.startswith("gh:sess:")]  # type: ignore[union-attr]
-    assert sid_keys, "the session state is held by the process"
+    # The member's own state: its session (the token's `sid`) and its user.
+    session_id = jwt.decode(member.access_token, options={"verify_signature": False})["sid"]
+    keys = [f"gh:sess:{session_id}", f"gh:user:{member.id}"]
+    assert all(redis.Redis.from_url(redis_url).exists(key) for key in keys)
+    values, source = store.get_hot(keys)
+    assert source == "local", "the session state is held by the process"
+    assert values is not None
 
 
 def test_a_logout_in_one_process_is_seen_by_the_next_request_in_another(
-    client, second_process, member
+    client, second_process, member, redis_url
 ):
-    warm(second_process, member)
+    warm(second_process, member, redis_url)
 
     assert client.post("/api/v1/auth/logout", headers=member.headers).status_code == 204
 
@@ -287,9 +317,9 @@ def test_a_logout_in_one_process_is_seen_by_the_next_request_in_another(
 
 
 def test_a_role_change_in_one_process_is_seen_by_the_next_request_in_another(
-    client, second_process, member, admin
+    client, second_process, member, admin, redis_url
 ):
-    warm(second_process, member)
+    warm(second_process, member, redis_url)
 
     changed = client.put(
         f"/api/v1/users/{member.id}/role", json={"role": "admin"}, headers=admin.headers
@@ -301,9 +331,9 @@ def test_a_role_change_in_one_process_is_seen_by_the_next_request_in_another(
 
 
 def test_a_deactivation_in_one_process_is_seen_by_the_next_request_in_another(
-    client, second_process, member, admin
+    client, second_process, member, admin, redis_url
 ):
-    warm(second_process, member)
+    warm(second_process, member, redis_url)
 
     response = client.patch(
         f"/api/v1/users/{member.id}", json={"active": False}, headers=admin.headers

@@ -22,7 +22,8 @@ from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
 import observability.logging as log_setup
-from tests.conftest import FAST_JOBS, STRONG_PASSWORD, Account
+from tests.support.accounts import STRONG_PASSWORD, Account
+from tests.support.jobs import FAST_JOBS
 
 UUID_RE = r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
 
@@ -504,7 +505,7 @@ def test_serve_metrics_exposes_the_worker_metrics(monkeypatch: pytest.MonkeyPatc
 
     from observability import metrics
     from observability.worker import serve_metrics
-    from tests.conftest import free_port
+    from tests.support.waiting import free_port
 
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     monkeypatch.setenv("METRICS_ADDR", "127.0.0.1")

@@ -11,7 +11,7 @@ import jwt
 import pytest
 from flask import Flask
 
-from tests.conftest import drop_database, fresh_database
+from tests.support.database import drop_database, fresh_database
 from webapp.extensions import db
 from webapp.security.keys import KeyRing, generate_jwk
 

@@ -10,24 +10,10 @@ import pytest
 from flask import abort
 from werkzeug.exceptions import default_exceptions
 
-from webapp.http.problems import HTTP_SLUGS, PROBLEM_MIMETYPE
+from tests.support.problems import assert_problem
+from webapp.http.problems import HTTP_SLUGS
 
 ROOT = Path(__file__).resolve().parents[2]
-MEMBERS = ("type", "title", "status", "detail", "instance", "request_id")
-
-
-def assert_problem(response, status: int, slug: str) -> dict:
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == PROBLEM_MIMETYPE
-    body = response.get_json(force=True)
-    for member in MEMBERS:
-        assert member in body, f"problem lacks {member!r}: {body}"
-    assert body["type"].endswith(f"/problems/{slug}"), body["type"]
-    assert body["status"] == status
-    assert body["title"]
-    assert body["detail"]
-    assert body["request_id"] == response.headers["X-Request-ID"]
-    return body
 
 
 def test_malformed_json_is_a_400_problem(client):

@@ -8,71 +8,25 @@ rbac.py fails here even though the derived expectation would follow it.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from flask import Flask
-from werkzeug.routing import Rule
-from werkzeug.routing.converters import IntegerConverter, UUIDConverter
 
+from tests.support.rbac import (
+    ADMIN,
+    ANONYMOUS,
+    FORBIDDEN,
+    OK,
+    OTHER,
+    OWN,
+    UNAUTHORIZED,
+    USER,
+    api_routes,
+    classify,
+    expected_outcome,
+    route_url,
+)
 from webapp.security import rbac
-
-API_PREFIX = "/api/v1"
-IGNORED_METHODS = {"HEAD", "OPTIONS"}
-OK, UNAUTHORIZED, FORBIDDEN = "ok", "401", "403"
-ANONYMOUS, USER, ADMIN = "anonymous", "user", "admin"
-OWN, OTHER = "own", "other"
-
-
-@dataclass(frozen=True)
-class Route:
-    method: str
-    rule: Rule
-    handler: Callable[..., Any]
-
-    @property
-    def path(self) -> str:
-        return self.rule.rule
-
-    @property
-    def permission(self) -> str | None:
-        return self.handler.required_permission  # type: ignore[attr-defined]
-
-    @property
-    def has_owner(self) -> bool:
-        return "user_id" in self.rule.arguments
-
-
-def api_routes(app: Flask) -> Iterator[Route]:
-    for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
-        if not rule.rule.startswith(API_PREFIX):
-            continue
-        view = app.view_functions[rule.endpoint]
-        view_class = getattr(view, "view_class", None)
-        for method in sorted((rule.methods or set()) - IGNORED_METHODS):
-            handler = getattr(view_class, method.lower()) if view_class is not None else view
-            yield Route(method, rule, handler)
-
-
-def expected_outcome(route: Route, caller: str, target: str | None) -> str:
-    """What the declared permission and the grants of rbac.py promise."""
-    permission = route.permission
-    if permission is None:
-        return OK
-    if caller == ANONYMOUS:
-        return UNAUTHORIZED
-    if permission == "authenticated":
-        return OK
-    grants = rbac.GRANTS[caller]
-    if f"{permission}:any" in grants:
-        return OK
-    if f"{permission}:own" in grants and route.has_owner and target == OWN:
-        return OK
-    return FORBIDDEN
-
 
 # The routes whose protection matters most, written out by hand: (method, rule) → outcome per
 # caller ("user@own" = a user acting on their own id, "user@other" = on somebody else's).
@@ -124,29 +78,6 @@ CRITICAL: dict[tuple[str, str], dict[str, str]] = {
         "admin@other": OK,
     },
 }
-
-
-def _classify(status: int) -> str:
-    if status == 401:
-        return UNAUTHORIZED
-    if status == 403:
-        return FORBIDDEN
-    return OK
-
-
-def _url(app: Flask, route: Route, user_id: uuid.UUID | None) -> str:
-    values: dict[str, Any] = {}
-    for name in route.rule.arguments:
-        converter = route.rule._converters[name]
-        if name == "user_id":
-            values[name] = user_id
-        elif isinstance(converter, UUIDConverter):
-            values[name] = uuid.uuid4()
-        elif isinstance(converter, IntegerConverter):
-            values[name] = 1
-        else:
-            values[name] = "x"
-    return app.url_map.bind("localhost").build(route.rule.endpoint, values, method=route.method)
 
 
 # --- declarations ------------------------------------------------------------------------
@@ -222,14 +153,14 @@ def test_every_route_answers_each_caller_as_declared(app, client, make_user, cal
             account = make_user(caller) if caller != ANONYMOUS else None
             other = make_user(login=False)
             own_id = account.id if account is not None else other.id
-            url = _url(app, route, own_id if target == OWN else other.id)
+            url = route_url(app, route, own_id if target == OWN else other.id)
             headers = account.headers if account is not None else {}
             kwargs: dict[str, Any] = {"headers": headers}
             if route.method in ("POST", "PUT", "PATCH"):
                 kwargs["json"] = {}
             response = client.open(url, method=route.method, **kwargs)
 
-            got = _classify(response.status_code)
+            got = classify(response.status_code)
             want = expected_outcome(route, caller, target)
             who = caller if target is None else f"{caller}@{target}"
             observed[(route.method, route.path, who)] = got

@@ -27,7 +27,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.conftest import Account
+from tests.support.accounts import Account
 
 CHECKS = [
     not_a_server_error,

@@ -6,8 +6,8 @@ import uuid
 
 from sqlalchemy import func, select
 
-from tests.conftest import STRONG_PASSWORD
-from tests.helpers import audit_events
+from tests.support.accounts import STRONG_PASSWORD
+from tests.support.rows import audit_events
 from webapp.extensions import db
 from webapp.users.models import User
 

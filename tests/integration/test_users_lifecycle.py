@@ -6,7 +6,7 @@ import threading
 
 from sqlalchemy import select, text, update
 
-from tests.helpers import audit_events
+from tests.support.rows import audit_events
 from webapp.auth.models import AuthSession
 from webapp.extensions import db
 from webapp.users.models import User

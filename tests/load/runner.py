@@ -43,16 +43,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-from tests.throwaway import (
+from tests.support.throwaway import (
     SetupError,
     ThrowawayTarget,
-    free_port,
     start_gunicorn,
     step,
     tail,
+    with_redis_db,
 )
+from tests.support.waiting import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -70,14 +71,6 @@ DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/1"
 LOAD_REDIS_DB = 13
 K6_THRESHOLDS_FAILED = 99
-
-
-def with_redis_db(url: str, db: int) -> str:
-    parts = urlsplit(url)
-    if parts.scheme == "unix":
-        query = [p for p in parts.query.split("&") if p and not p.startswith("db=")]
-        return urlunsplit(parts._replace(query="&".join([*query, f"db={db}"])))
-    return urlunsplit(parts._replace(path=f"/{db}"))
 
 
 def parse_seconds(text: str) -> int:
@@ -117,7 +110,7 @@ def http_status(base: str, path: str, timeout: float = 2.0) -> int:
 
 
 class LocalService:
-    """The throwaway target (see tests/throwaway.py) and a gunicorn serving `wsgi:app` on it."""
+    """The throwaway target (tests/support/throwaway.py) and a gunicorn serving `wsgi:app` on it."""
 
     def __init__(
         self,

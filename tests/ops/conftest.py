@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.ops.support import OVERLAYS, ROOT, is_custom, output, render, run, tool, write_yaml
+from tests.support.ops import OVERLAYS, ROOT, is_custom, output, render, run, tool, write_yaml
 
 
 @pytest.fixture(scope="session")

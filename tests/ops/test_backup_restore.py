@@ -18,8 +18,9 @@ import redis
 from flask_migrate import upgrade
 from psycopg import sql
 
-from tests.conftest import DB_NAME_PREFIX, STRONG_PASSWORD, drop_database, fresh_database
-from tests.ops.support import ROOT, output, run
+from tests.support.accounts import STRONG_PASSWORD
+from tests.support.database import DB_NAME_PREFIX, drop_database, fresh_database
+from tests.support.ops import ROOT, output, run
 from webapp import create_app
 from webapp.config import Settings
 from webapp.extensions import db

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.ops.support import ROOT, output, run, tool
+from tests.support.ops import ROOT, output, run, tool
 
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 USES = re.compile(r"^\s*(?:-\s*)?uses:\s*(?P<ref>\S+)(?P<comment>\s+#.*)?$")

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.ops.support import ROOT, gunicorn_graceful_timeout, output, render, run, tool
+from tests.support.ops import ROOT, gunicorn_graceful_timeout, output, render, run, tool
 
 COMPOSE = ROOT / "docker-compose.yml"
 SERVICES = {

@@ -7,7 +7,7 @@ import fnmatch
 import json
 import re
 
-from tests.ops.support import ROOT, gunicorn_graceful_timeout, output, run, tool
+from tests.support.ops import ROOT, gunicorn_graceful_timeout, output, run, tool
 
 DOCKERFILE = ROOT / "Dockerfile"
 

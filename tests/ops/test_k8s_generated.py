@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.ops.support import (
+from tests.support.ops import (
     CUSTOM_KIND_SCHEMAS,
     ROOT,
     of_kind,

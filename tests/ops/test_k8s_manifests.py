@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.ops.support import (
+from tests.support.ops import (
     CUSTOM_KIND_SCHEMAS,
     KUBERNETES_VERSION,
     OVERLAYS,

@@ -14,9 +14,9 @@ import re
 import sys
 from pathlib import Path
 
-from tests.conftest import BASE_DATABASE_URL, DB_NAME_PREFIX
 from tests.load.runner import ENDPOINTS
-from tests.ops.support import ROOT, output, run, tool
+from tests.support.database import BASE_DATABASE_URL, DB_NAME_PREFIX
+from tests.support.ops import ROOT, output, run, tool
 
 
 def load_runner(redis_url: str, summary_dir: Path, *extra: str) -> tuple[int, str]:

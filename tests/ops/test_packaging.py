@@ -1,5 +1,6 @@
 """The package builds (as `pip install .` does) without a setuptools warning and carries its data:
-email templates, the API docs page and its script, the typing marker."""
+email templates, the API docs page and its script, the typing marker; and nothing else of the
+repository (no tests/, no bench/)."""
 
 from __future__ import annotations
 
@@ -52,3 +53,10 @@ def test_the_wheel_builds_quietly_with_every_data_file(tmp_path: Path) -> None:
     assert {"webapp/static/swagger-init.js", "webapp/templates/swagger_ui.html"} <= names
     assert "webapp/py.typed" in names
     assert not any("__pycache__" in name for name in names)
+    # The tests and the benchmark runners are tooling of the repository, not of the package.
+    assert {name.split("/")[0] for name in names} == {
+        "webapp",
+        "jobs",
+        "observability",
+        *(name.split("/")[0] for name in names if ".dist-info/" in name),
+    }

@@ -11,8 +11,6 @@ installs it (`make ops-deps`): these checks are never skipped.
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -21,100 +19,25 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-RULES_DIR = ROOT / "alertmanager" / "rules"
-RULE_FILES = sorted(RULES_DIR.glob("*.yml"))
-RULE_TESTS = sorted((ROOT / "alertmanager" / "tests").glob("*.yml"))
-ALERTMANAGER_CONFIG = ROOT / "alertmanager" / "alertmanager.yml"
-RUNBOOKS = ROOT / "docs" / "runbooks"
-SEVERITIES = ("critical", "warning", "info")
-INSTALL_HINT = (
-    "run `make ops-deps` (Debian/Ubuntu: apt-get install prometheus prometheus-alertmanager)"
+from tests.support.rules import (
+    ALERTMANAGER_CONFIG,
+    PROMETHEUS_SERIES,
+    ROOT,
+    RULE_FILES,
+    RULE_TESTS,
+    RULES_DIR,
+    RUNBOOKS,
+    SEVERITIES,
+    alert_names,
+    alert_rules,
+    exposed_series_names,
+    load_rule_groups,
+    metric_names,
+    output,
+    recording_rule_names,
+    require_tool,
+    run,
 )
-# Metric names Prometheus itself produces for every target.
-PROMETHEUS_SERIES = {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
-
-
-def require_tool(*names: str) -> str:
-    """The path of the first of `names` on PATH; fails (never skips) when none is installed."""
-    for name in names:
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.fail(f"{' or '.join(names)} not found on PATH: {INSTALL_HINT}", pytrace=False)
-
-
-def run(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command, capture_output=True, text=True, timeout=120, **kwargs)
-
-
-def output(done: subprocess.CompletedProcess[str]) -> str:
-    return f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
-
-
-def load_rule_groups() -> list[dict[str, Any]]:
-    groups: list[dict[str, Any]] = []
-    for path in RULE_FILES:
-        groups.extend(yaml.safe_load(path.read_text())["groups"])
-    return groups
-
-
-def alert_rules() -> list[dict[str, Any]]:
-    return [rule for group in load_rule_groups() for rule in group["rules"] if "alert" in rule]
-
-
-def recording_rule_names() -> set[str]:
-    return {
-        rule["record"]
-        for group in load_rule_groups()
-        for rule in group["rules"]
-        if "record" in rule
-    }
-
-
-def alert_names() -> set[str]:
-    return {rule["alert"] for rule in alert_rules()}
-
-
-def metric_names(expr: str) -> set[str]:
-    """Series names an expression reads: gatehouse_* metrics, gatehouse:* recording rules, up ..."""
-    without_strings = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
-    names = set(re.findall(r"\bgatehouse[_:][A-Za-z0-9_:]*", without_strings))
-    names |= {n for n in PROMETHEUS_SERIES if re.search(rf"\b{n}\b(?=\s*[{{\[)])", without_strings)}
-    return names
-
-
-def exposed_series_names() -> set[str]:
-    """Every series name Gatehouse can expose: the metric objects of observability.metrics (with
-    their sample suffixes), the HTTP metrics of HttpMetrics and the scrape-time gauges of
-    StateCollector."""
-    from prometheus_client import REGISTRY
-
-    import observability.metrics as metrics
-
-    names = {
-        "gatehouse_http_request_duration_seconds_bucket",
-        "gatehouse_http_request_duration_seconds_count",
-        "gatehouse_http_request_duration_seconds_sum",
-        "gatehouse_http_request_exceptions_total",
-        "gatehouse_queue_depth",
-        "gatehouse_dead_letter_jobs",
-        "gatehouse_redis_up",
-        "gatehouse_outbox_messages",
-        "gatehouse_outbox_oldest_unsent_age_seconds",
-        "gatehouse_database_up",
-    }
-    assert metrics.LOGINS is not None  # the module's metrics are registered on import
-    for family in REGISTRY.collect():
-        if not family.name.startswith("gatehouse_"):
-            continue
-        if family.type == "counter":
-            names |= {f"{family.name}_total", f"{family.name}_created"}
-        elif family.type == "histogram":
-            names |= {f"{family.name}_{suffix}" for suffix in ("bucket", "count", "sum")}
-        else:
-            names.add(family.name)
-    return names
 
 
 def _walk_routes(route: dict[str, Any]) -> Iterable[dict[str, Any]]:

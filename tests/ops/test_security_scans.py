@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.ops.support import ROOT, output, run, tool
+from tests.support.ops import ROOT, output, run, tool
 
 # Local environments and caches are not part of the repository.
 SKIP_DIRS = (

@@ -24,7 +24,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select, update
 
-from tests.conftest import STRONG_PASSWORD
+from tests.support.accounts import STRONG_PASSWORD
 from webapp.auth.models import AuthSession
 from webapp.db import utcnow
 from webapp.extensions import db

@@ -24,8 +24,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
-from tests.conftest import STRONG_PASSWORD, Account
-from tests.integration.test_rbac_matrix import api_routes
+from tests.support.accounts import STRONG_PASSWORD, Account
+from tests.support.rbac import api_routes
 from webapp.apikeys import service as apikeys
 from webapp.auth.state import Principal
 from webapp.context import SYSTEM, Origin

@@ -23,7 +23,7 @@ import pytest
 import redis
 from sqlalchemy import select, text, update
 
-from tests.conftest import STRONG_PASSWORD
+from tests.support.accounts import STRONG_PASSWORD
 from webapp.extensions import db
 from webapp.users.models import User
 

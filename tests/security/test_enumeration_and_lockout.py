@@ -11,7 +11,7 @@ OWASP ASVS 4.0.3:
   (429 with the true `Retry-After`), it does not lock, and a device the owner used is exempt;
 - V3.2.x/V2.5.x intent and V7.1.x — the same answer for unknown and known emails at every step
   (status, body, headers) and the same work (Argon2 runs), so neither reveals an account
-  (timing is measured by `python -m tests.bench.enumeration`, not here);
+  (timing is measured by `python -m bench.http.enumeration`, not here);
 - V11.1.4 / V13.4.x — the rate limiter never shortens a lockout's `Retry-After`.
 """
 
@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 import redis
 
-from tests.conftest import STRONG_PASSWORD
-from tests.helpers import audit_events
+from tests.support.accounts import STRONG_PASSWORD
+from tests.support.rows import audit_events
 from webapp.security import passwords
 
 LOGIN = "/api/v1/auth/login"

@@ -25,7 +25,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from psycopg import sql
 
-from tests.conftest import Account
+from tests.support.accounts import Account
 from webapp.http import idempotency
 
 PASSWORD = "violet-Summit-86-harbour"

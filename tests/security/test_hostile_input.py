@@ -29,8 +29,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from tests.conftest import Account
-from tests.e2e.test_graceful_shutdown import gunicorn  # noqa: F401
+from tests.support.accounts import Account
 from webapp.http import hostile
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -284,7 +283,7 @@ def _raw_request(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]
 
 
 @pytest.fixture
-def served(gunicorn: tuple[subprocess.Popen[bytes], int]) -> int:  # noqa: F811
+def served(gunicorn: tuple[subprocess.Popen[bytes], int]) -> int:
     return gunicorn[1]
 
 

@@ -23,7 +23,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -32,7 +31,8 @@ import requests
 import yaml
 from flask import Flask
 
-from tests.throwaway import free_port, start_gunicorn
+from tests.support.throwaway import start_gunicorn
+from tests.support.waiting import free_port, wait_until
 from webapp.config import ConfigError, Settings
 from webapp.security.entropy import key_weakness, secret_weakness
 from webapp.security.keys import generate_jwk
@@ -286,14 +286,14 @@ def production_gunicorn(
     proc = start_gunicorn("wsgi:app", env, log)
     api, metrics = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{metrics_port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
+
+        def healthy() -> bool:
             assert proc.poll() is None, log.read_text()
             with contextlib.suppress(requests.RequestException):
-                if requests.get(f"{api}/health", timeout=10).ok:
-                    break
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
+                return requests.get(f"{api}/health", timeout=10).ok
+            return False
+
+        wait_until(healthy, timeout=60, interval=0.2, message=log.read_text)
         yield api, metrics
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

@@ -24,7 +24,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import func, select, update
 
-from tests.conftest import STRONG_PASSWORD, Account
+from tests.support.accounts import STRONG_PASSWORD, Account
 from webapp.apikeys.models import ApiKey
 from webapp.audit.models import AuditEvent
 from webapp.auth.models import AuthSession, OneTimeToken
@@ -323,7 +323,7 @@ def test_wrong_passwords_at_reauthenticate_count_towards_the_lockout(make_app, m
 
 
 def test_reauthenticate_is_audited(app, client, member):
-    from tests.helpers import audit_events
+    from tests.support.rows import audit_events
 
     client.post(REAUTH, json={"password": STRONG_PASSWORD}, headers=member.headers)
     client.post(REAUTH, json={"password": "not-the-Password-1"}, headers=member.headers)

@@ -18,7 +18,7 @@ import pyotp
 import pytest
 
 from jobs import emails
-from tests.conftest import STRONG_PASSWORD
+from tests.support.accounts import STRONG_PASSWORD
 from webapp.auth import notices
 from webapp.config import Settings
 from webapp.context import Origin

@@ -18,9 +18,9 @@ import jwt
 import pytest
 from sqlalchemy import select, update
 
-from tests.conftest import STRONG_PASSWORD
-from tests.helpers import stored_row
-from tests.integration.test_mfa import code_at, enable
+from tests.support.accounts import STRONG_PASSWORD
+from tests.support.mfa import code_at, enable
+from tests.support.rows import stored_row
 from webapp.audit.models import AuditEvent
 from webapp.auth.models import AuthSession
 from webapp.config import ConfigError, Settings

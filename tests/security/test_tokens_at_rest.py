@@ -24,7 +24,7 @@ from rq.job import Job
 from sqlalchemy import select
 
 from jobs.settings import jobs_settings_of
-from tests.conftest import STRONG_PASSWORD
+from tests.support.accounts import STRONG_PASSWORD
 from webapp.extensions import db
 from webapp.outbox.models import DEAD, PENDING, OutboxMessage
 

@@ -1,11 +1,11 @@
 """When the benchmark counts a run's connections as spread over the gunicorn workers
-(`tests.bench.results.Result.balanced`): a run that is not is measured again (`--rebalance`)."""
+(`bench.http.results.Result.balanced`): a run that is not is measured again (`--rebalance`)."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.bench.results import Result
+from bench.http.results import Result
 
 
 def result(connections: int, spread: list[int]) -> Result:

@@ -1,0 +1,1 @@
+"""Throughput of the email pipeline: `python -m bench.jobs`."""

@@ -1,1 +1,0 @@
-"""Throughput of the email pipeline: `python -m tests.bench_jobs`."""
