@@ -484,6 +484,17 @@ def test_requests_answered_by_the_catch_all_handler_count_as_unexpected_errors(
     assert after.get("500", 0) - before.get("500", 0) == 1
     assert after.get("503", 0) - before.get("503", 0) == 2
     assert after.get("404", 0) == before.get("404", 0) == 0
+    # To the exporter they are answers with a status (its exception counter is for exceptions
+    # that escape every handler, which Flask's teardown sees).
+    samples = _samples(client.get("/metrics").get_data(as_text=True))
+    answered = {
+        (s.labels["url_rule"], s.labels["status"]): s.value
+        for s in samples
+        if s.name == "flask_http_request_duration_seconds_count"
+    }
+    assert answered[("/bug-for-test", "500")] == 1
+    assert answered[("/outage-for-test", "503")] == 2
+    assert not [s for s in samples if s.name == "flask_http_request_exceptions_total"]
 
 
 # --- multiprocess files and the worker's endpoint ------------------------------------------------
