@@ -1,4 +1,4 @@
-"""Prometheus metrics, all in the `gatehouse_` namespace.
+"""Prometheus metrics: Gatehouse's own in the `gatehouse_` namespace, and HTTP request metrics.
 
 HTTP request metrics are prometheus-flask-exporter's (`flask_http_request_*`), labelled by URL rule
 *template* (never the raw path); requests the catch-all problem handler answers are counted here
