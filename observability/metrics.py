@@ -142,15 +142,20 @@ def init_http_metrics(app: Flask, registry: CollectorRegistry | None = None) -> 
         "buckets": LATENCY_BUCKETS,
         "registry": registry if registry is not None else CollectorRegistry(),
     }
-    hooks = len(app.after_request_funcs.get(None, ()))
+    before = app.before_request_funcs.setdefault(None, [])
+    existing = len(before)
     exporter: PrometheusMetrics
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         exporter = GunicornInternalPrometheusMetrics.for_app_factory(**options)
         exporter.init_app(app)
     else:
         exporter = PrometheusMetrics(app, **options)
-    if len(app.after_request_funcs.get(None, ())) == hooks:
+    if len(before) == existing:
         raise RuntimeError("prometheus-flask-exporter installed no request hook on this app")
+    # The exporter times a request from its own before_request hook and records no latency for
+    # a request that hook never saw: one answered by an earlier hook (hostile input refused, a
+    # rate limit). Its hook goes first, so those are measured like any answer.
+    before[:] = before[existing:] + before[:existing]
     return exporter
 
 

@@ -438,6 +438,22 @@ def test_a_second_app_in_one_process_still_counts_and_probes_are_not_counted(
         assert sum(s.value for s in samples if s.name == "flask_http_request_total") == 1
 
 
+def test_requests_refused_by_an_earlier_hook_are_measured_too(
+    make_app: Callable[..., Flask],
+) -> None:
+    """The edge check answers from the first before_request hook: the exporter, which times a
+    request from its own hook, must have seen it already."""
+    client = make_app().test_client()
+    assert client.get("/api/v1/users/me?q=" + "x" * 5000).status_code == 414
+    samples = _samples(client.get("/metrics").get_data(as_text=True))
+    counted = {
+        (s.labels["url_rule"], s.labels["status"]): s.value
+        for s in samples
+        if s.name == "flask_http_request_duration_seconds_count"
+    }
+    assert counted == {("/api/v1/users/me", "414"): 1.0}
+
+
 def test_a_registry_shared_by_two_apps_is_refused_not_silently_left_uncounted() -> None:
     from prometheus_client import CollectorRegistry
 
