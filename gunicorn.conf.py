@@ -54,9 +54,9 @@ def on_starting(server):  # type: ignore[no-untyped-def]
 
 
 def child_exit(server, worker):  # type: ignore[no-untyped-def]
-    from prometheus_client import multiprocess
+    from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
 
-    multiprocess.mark_process_dead(worker.pid)
+    GunicornInternalPrometheusMetrics.mark_process_dead_on_child_exit(worker.pid)
 
 
 # gunicorn's own lines in the app's format (text in development, JSON elsewhere: the factory's

@@ -10,8 +10,6 @@ from contextvars import ContextVar
 
 REQUEST_ID_ENVIRON_KEY = "gatehouse.request_id"
 STARTED_KEY = "gatehouse.started"  # when Flask began the request (timeit.default_timer)
-# Set by the catch-all error handler: the request ended in an exception nothing expected.
-UNEXPECTED_KEY = "gatehouse.unexpected_exception"
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 user_id_var: ContextVar[str | None] = ContextVar("user_id", default=None)
 

@@ -254,7 +254,7 @@ def init_access_log(app: Flask) -> None:
     def _log_request(response: Response) -> Response:
         if request.path in QUIET_PATHS or not access_log.isEnabledFor(logging.INFO):
             return response
-        started = request.environ.get(STARTED_KEY)  # set by observability.metrics.HttpMetrics
+        started = request.environ.get(STARTED_KEY)  # set by observability._stamp_start
         duration_ms = (default_timer() - started) * 1000 if started else None
         access_log.info(
             "request",

@@ -1,6 +1,8 @@
-"""Prometheus metrics, all in the `gatehouse_` namespace.
+"""Prometheus metrics: Gatehouse's own in the `gatehouse_` namespace, and HTTP request metrics.
 
-HTTP metrics (`HttpMetrics`) are labelled by route *template* (never the raw path).
+HTTP request metrics are prometheus-flask-exporter's (`flask_http_request_*`), labelled by URL rule
+*template* (never the raw path); requests the catch-all problem handler answers are counted here
+(`gatehouse_http_unexpected_errors_total`), as Flask's teardown never sees their exception.
 Counters of business events are incremented where the events happen. State that is shared by
 every process (queue depth, dead letters, outbox backlog) is read at scrape time by collectors the
 application passes to `exposition` (Gatehouse's: `webapp.ops.metrics`), so it is right however
@@ -17,28 +19,27 @@ import os
 import platform
 from collections.abc import Iterable
 from importlib.metadata import PackageNotFoundError, version
-from timeit import default_timer
 from typing import Any
 
-from flask import Flask, Request, Response, request
+from flask import Flask, Request, request
 from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     generate_latest,
     multiprocess,
 )
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
+from prometheus_flask_exporter import PrometheusMetrics
+from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from observability.context import STARTED_KEY, UNEXPECTED_KEY
-
-# Scrapes, probes and static assets: they would drown the API's own latency.
-UNMEASURED_PATHS = ("/metrics", "/health", "/api/docs/assets/")
+# Scrapes, probes and static assets would drown the API's own latency. One pattern (the exporter
+# tries each of a list in turn on every request), matched at the start of the path.
+EXCLUDED_PATHS = r"/(?:metrics|health|ready)(?:/|$)|/api/docs/assets/"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 QUEUES = ("high", "default", "low")
 
@@ -90,6 +91,12 @@ DB_POOL_CAPACITY = Gauge(
     "Pool size plus max overflow (connections a process may open)",
     multiprocess_mode="livesum",
 )
+UNEXPECTED_ERRORS = Counter(
+    "gatehouse_http_unexpected_errors_total",
+    "Requests answered by the catch-all problem handler: an exception nothing expected "
+    "(status 500: a bug; 503: the database unreachable)",
+    ["method", "status"],
+)
 BUILD_INFO = Gauge(
     "gatehouse_build_info",
     "Build information (always 1)",
@@ -117,67 +124,39 @@ def route(req: Request | None = None) -> str:
     return current.url_rule.rule if current.url_rule is not None else "<unmatched>"
 
 
-class HttpMetrics:
-    """Requests by method, route template and status: latency (and count) and unhandled
-    exceptions.
+def init_http_metrics(app: Flask, registry: CollectorRegistry | None = None) -> PrometheusMetrics:
+    """prometheus-flask-exporter's request metrics for `app`, by URL rule template.
 
-    The names and labels are prometheus-flask-exporter's (`gatehouse_http_request_*`), without
-    its cost: its hooks rebuild label sets, match path regexes and look the children up on every
-    request, some 12 % of the CPU of an authenticated read under gunicorn (docs/adr/0006). Here
-    the children of a label set are bound once, and one `after_request` hook does the rest. No
-    `gatehouse_http_request_total` counter: the histogram's `_count` is the same number (every
-    write to a multiprocess metric takes a lock and a file write).
+    A registry per app: tests build several apps in one process, and the exporter registers its
+    `flask_exporter_info` first, so a second app on one registry gets a `ValueError` there, which
+    the exporter swallows and then installs no hook at all. Under gunicorn
+    (`PROMETHEUS_MULTIPROC_DIR` set) the samples go to the multiprocess directory whatever the
+    registry, and `exposition` reads them there. `path=None`: the application serves `/metrics`
+    itself, with its scrape-time collectors. `registry` (tests): one already used by another app
+    is refused rather than left uncounted.
     """
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.registry = registry
-        self.duration = Histogram(
-            "gatehouse_http_request_duration_seconds",
-            "Flask HTTP request duration in seconds",
-            ["method", "route", "status"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
-        )
-        self.exceptions = Counter(
-            "gatehouse_http_request_exceptions_total",
-            "Total number of HTTP requests which resulted in an exception",
-            ["method", "status"],
-            registry=registry,
-        )
-        self._bound: dict[tuple[str, str, int], Any] = {}
-
-    def init_app(self, app: Flask) -> None:
-        app.before_request(self._start)
-        app.after_request(self._record)
-        app.teardown_request(self._exception)
-
-    def observe(self, method: str, route_label: str, status: int, seconds: float) -> None:
-        key = (method, route_label, status)
-        child = self._bound.get(key)
-        if child is None:
-            child = self._bound[key] = self.duration.labels(
-                method=method, route=route_label, status=status
-            )
-        child.observe(seconds)
-
-    @staticmethod
-    def _start() -> None:
-        request.environ[STARTED_KEY] = default_timer()
-
-    def _record(self, response: Response) -> Response:
-        environ = request.environ
-        started = environ.get(STARTED_KEY)
-        if started is not None and not request.path.startswith(UNMEASURED_PATHS):
-            elapsed = max(default_timer() - started, 0.0)
-            self.observe(request.method, route(), response.status_code, elapsed)
-            if UNEXPECTED_KEY in environ:  # answered by the catch-all handler (500 or 503)
-                self.exceptions.labels(method=request.method, status=response.status_code).inc()
-        return response
-
-    def _exception(self, exc: BaseException | None) -> None:
-        """An exception that escaped every handler (teardown sees no other kind)."""
-        if exc is not None and not request.path.startswith(UNMEASURED_PATHS):
-            self.exceptions.labels(method=request.method, status=500).inc()
+    options: dict[str, Any] = {
+        "path": None,
+        "group_by": "url_rule",
+        "excluded_paths": EXCLUDED_PATHS,
+        "buckets": LATENCY_BUCKETS,
+        "registry": registry if registry is not None else CollectorRegistry(),
+    }
+    before = app.before_request_funcs.setdefault(None, [])
+    existing = len(before)
+    exporter: PrometheusMetrics
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        exporter = GunicornInternalPrometheusMetrics.for_app_factory(**options)
+        exporter.init_app(app)
+    else:
+        exporter = PrometheusMetrics(app, **options)
+    if len(before) == existing:
+        raise RuntimeError("prometheus-flask-exporter installed no request hook on this app")
+    # The exporter times a request from its own before_request hook and records no latency for
+    # a request that hook never saw: one answered by an earlier hook (hostile input refused, a
+    # rate limit). Its hook goes first, so those are measured like any answer.
+    before[:] = before[existing:] + before[:existing]
+    return exporter
 
 
 class MultiProcessCollector(multiprocess.MultiProcessCollector):
@@ -232,11 +211,7 @@ def exposition(app: Flask, *shared: Collector) -> bytes:
 def init_app(app: Flask) -> None:
     """HTTP metrics for `app`, the build info, and the pools of its Flask-SQLAlchemy engines.
     The `/metrics` endpoint is the application's to add (it knows its shared state)."""
-    # A registry per app: tests build several apps in one process. Under gunicorn the samples go
-    # to the multiprocess directory whatever the registry.
-    http_metrics = HttpMetrics(CollectorRegistry())
-    http_metrics.init_app(app)
-    app.extensions["gatehouse_http_metrics"] = http_metrics
+    app.extensions["gatehouse_http_metrics"] = init_http_metrics(app)
     BUILD_INFO.labels(version=_version(), python=platform.python_version()).set(1)
     sqlalchemy = app.extensions.get("sqlalchemy")
     if sqlalchemy is not None:

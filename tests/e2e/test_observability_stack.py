@@ -653,8 +653,8 @@ def _jwks_count(text: str) -> float:
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if (
-                sample.name == "gatehouse_http_request_duration_seconds_count"
-                and sample.labels.get("route") == JWKS
+                sample.name == "flask_http_request_duration_seconds_count"
+                and sample.labels.get("url_rule") == JWKS
             ):
                 return float(sample.value)
     return 0.0
@@ -711,7 +711,7 @@ def test_multiprocess_metrics_aggregate_across_gunicorn_workers(
         body = requests.get(stack.api_metrics, timeout=REQUEST).text
         assert _jwks_count(body) == stack.jwks_requests
         assert _metric(body, "gatehouse_db_pool_capacity") == 2 * (POOL_SIZE + MAX_OVERFLOW)
-    expr = f'sum(gatehouse_http_request_duration_seconds_count{{job="{API_JOB}", route="{JWKS}"}})'
+    expr = f'sum(flask_http_request_duration_seconds_count{{job="{API_JOB}", url_rule="{JWKS}"}})'
     wait_for(
         lambda: stack.value(expr) == stack.jwks_requests, "Prometheus to see every request", SETTLE
     )
@@ -756,11 +756,13 @@ def test_real_expositions_pass_promtool_check_metrics(
     api_body = requests.get(stack.api_metrics, timeout=REQUEST).text
     names = {family.name for family in text_string_to_metric_families(api_body)}
     assert {"gatehouse_queue_depth", "gatehouse_outbox_messages", "gatehouse_database_up"} <= names
+    # url_rule: the exporter's request metrics; route: the rate-limit counter.
     routes = {
-        sample.labels["route"]
+        sample.labels[label]
         for family in text_string_to_metric_families(api_body)
         for sample in family.samples
-        if "route" in sample.labels
+        for label in ("url_rule", "route")
+        if label in sample.labels
     }
     assert "/api/v1/users/<uuid:user_id>" in routes
     for user in traffic["users"]:

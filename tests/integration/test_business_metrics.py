@@ -57,8 +57,8 @@ def test_lockouts_are_counted(make_app, member):
     assert sample(client, "gatehouse_lockouts_total", scope="account_ip") == before + 1
 
 
-def test_http_latency_is_labelled_by_route_template_not_raw_path(client, admin, member):
+def test_http_latency_is_labelled_by_url_rule_template_not_raw_path(client, admin, member):
     client.get(f"/api/v1/users/{member.id}", headers=admin.headers)
     text = client.get("/metrics").get_data(as_text=True)
-    assert 'route="/api/v1/users/<uuid:user_id>"' in text
+    assert 'url_rule="/api/v1/users/<uuid:user_id>"' in text
     assert str(member.id) not in text

@@ -387,10 +387,10 @@ def test_metrics_use_route_templates_and_expose_the_scrape_time_gauges(
     body = response.get_data(as_text=True)
     samples = _samples(body)
 
-    http = [s for s in samples if s.name.startswith("gatehouse_http_request_duration_seconds")]
-    routes = {s.labels["route"] for s in http}
+    http = [s for s in samples if s.name.startswith("flask_http_request_duration_seconds")]
+    routes = {s.labels["url_rule"] for s in http}
     assert {"/api/v1/users/<uuid:user_id>", "/api/v1/auth/sessions/<uuid:session_id>"} <= routes
-    assert "<unmatched>" in routes
+    assert "None" in routes  # the exporter's label of a path no rule matched
     for route in routes:
         assert str(member.id) not in route
         assert str(other) not in route
@@ -399,7 +399,9 @@ def test_metrics_use_route_templates_and_expose_the_scrape_time_gauges(
     assert {s.labels["status"] for s in http} >= {"200", "201", "404"}
     buckets = {s.labels["le"] for s in http if s.name.endswith("_bucket")}
     assert {"0.005", "0.1", "0.5", "5.0", "+Inf"} <= buckets
-    assert any(s.name == "gatehouse_http_request_duration_seconds_count" for s in samples)
+    assert any(s.name == "flask_http_request_duration_seconds_count" for s in samples)
+    assert any(s.name == "flask_http_request_total" for s in samples)
+    assert any(s.name == "flask_exporter_info" and s.value == 1 for s in samples)
 
     def value(name: str, **labels: str) -> float:
         [found] = [s.value for s in samples if s.name == name and s.labels == labels]
@@ -418,7 +420,53 @@ def test_metrics_use_route_templates_and_expose_the_scrape_time_gauges(
     assert value("gatehouse_registrations_total") == registrations_before + 1
 
 
-def test_requests_answered_by_the_catch_all_handler_count_as_exceptions(
+def test_a_second_app_in_one_process_still_counts_and_probes_are_not_counted(
+    make_app: Callable[..., Flask],
+) -> None:
+    """The exporter installs no hook at all when its info gauge is already registered: every app
+    has a registry of its own, and the second one built here must count like the first."""
+    for _ in range(2):
+        client = make_app().test_client()
+        for path in ("/health", "/ready", "/metrics", "/api/docs/assets/x.css", "/healthz"):
+            client.get(path)
+        samples = _samples(client.get("/metrics").get_data(as_text=True))
+        counted = {
+            s.labels["url_rule"]: s.value
+            for s in samples
+            if s.name == "flask_http_request_duration_seconds_count"
+        }
+        assert counted == {"None": 1.0}  # /healthz only: the others are excluded
+        assert sum(s.value for s in samples if s.name == "flask_http_request_total") == 1
+
+
+def test_requests_refused_by_an_earlier_hook_are_measured_too(
+    make_app: Callable[..., Flask],
+) -> None:
+    """The edge check answers from the first before_request hook: the exporter, which times a
+    request from its own hook, must have seen it already."""
+    client = make_app().test_client()
+    assert client.get("/api/v1/users/me?q=" + "x" * 5000).status_code == 414
+    samples = _samples(client.get("/metrics").get_data(as_text=True))
+    counted = {
+        (s.labels["url_rule"], s.labels["status"]): s.value
+        for s in samples
+        if s.name == "flask_http_request_duration_seconds_count"
+    }
+    assert counted == {("/api/v1/users/me", "414"): 1.0}
+
+
+def test_a_registry_shared_by_two_apps_is_refused_not_silently_left_uncounted() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from observability.metrics import init_http_metrics
+
+    shared = CollectorRegistry()
+    init_http_metrics(Flask("first"), shared)
+    with pytest.raises(RuntimeError, match="no request hook"):
+        init_http_metrics(Flask("second"), shared)
+
+
+def test_requests_answered_by_the_catch_all_handler_count_as_unexpected_errors(
     make_app: Callable[..., Flask],
 ) -> None:
     from sqlalchemy.exc import OperationalError
@@ -440,7 +488,7 @@ def test_requests_answered_by_the_catch_all_handler_count_as_exceptions(
         return {
             s.labels["status"]: s.value
             for s in samples
-            if s.name == "gatehouse_http_request_exceptions_total" and s.labels["method"] == "GET"
+            if s.name == "gatehouse_http_unexpected_errors_total" and s.labels["method"] == "GET"
         }
 
     before = exceptions()
@@ -453,6 +501,17 @@ def test_requests_answered_by_the_catch_all_handler_count_as_exceptions(
     assert after.get("500", 0) - before.get("500", 0) == 1
     assert after.get("503", 0) - before.get("503", 0) == 2
     assert after.get("404", 0) == before.get("404", 0) == 0
+    # To the exporter they are answers with a status (its exception counter is for exceptions
+    # that escape every handler, which Flask's teardown sees).
+    samples = _samples(client.get("/metrics").get_data(as_text=True))
+    answered = {
+        (s.labels["url_rule"], s.labels["status"]): s.value
+        for s in samples
+        if s.name == "flask_http_request_duration_seconds_count"
+    }
+    assert answered[("/bug-for-test", "500")] == 1
+    assert answered[("/outage-for-test", "503")] == 2
+    assert not [s for s in samples if s.name == "flask_http_request_exceptions_total"]
 
 
 # --- multiprocess files and the worker's endpoint ------------------------------------------------

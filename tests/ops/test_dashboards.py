@@ -6,6 +6,7 @@ service is proved by tests/e2e/test_observability_stack.py (both use tests/suppo
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,7 @@ from tests.support.rules import (
     PROMETHEUS_SERIES,
     ROOT,
     exposed_series_names,
+    load_rule_groups,
     metric_names,
     output,
     recording_rule_names,
@@ -139,8 +141,8 @@ def test_dashboards_show_red_per_route_and_the_slo_numbers() -> None:
     exprs = [expr for _, _, expr in expressions(service)]
     text = "\n".join(exprs)
     for quantile in ("0.5", "0.95", "0.99"):
-        assert f"histogram_quantile({quantile}, sum by (le, route)" in text
-    assert "sum by (route) (rate(gatehouse_http_request_duration_seconds_count" in text
+        assert f"histogram_quantile({quantile}, sum by (le, url_rule)" in text
+    assert "sum by (url_rule) (rate(flask_http_request_duration_seconds_count" in text
     assert 'status=~"5.."' in text
     for record in (
         "gatehouse:slo_availability:error_budget_remaining",
@@ -195,3 +197,14 @@ def test_dashboard_provisioning_loads_the_dashboards_folder() -> None:
             if isinstance(volume, str)
         ]
         assert f"./grafana/dashboards:{path}:ro" in mounts, mounts
+
+
+def test_http_queries_use_the_labels_of_prometheus_flask_exporter() -> None:
+    """Its request metrics are labelled `method`, `url_rule`, `status`: a query that still says
+    `route` (the label of the rate-limit counter) would match nothing."""
+    rules = [rule["expr"] for group in load_rule_groups() for rule in group["rules"]]
+    exprs = rules + [expr for _, _, _, expr in all_expressions()]
+    http = [expr for expr in exprs if "flask_http_request" in expr]
+    assert len(http) > 20
+    for expr in http:
+        assert not re.search(r"\broute\s*(?:=|!=|=~|!~)|by \([^)]*\broute\b", expr), expr

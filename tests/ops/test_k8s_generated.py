@@ -35,7 +35,7 @@ groups:
     interval: 30s
     rules:
       - record: gatehouse:http_requests:rate5m
-        expr: sum by (job) (rate(gatehouse_http_requests_total[5m]))
+        expr: sum by (job) (rate(flask_http_request_total[5m]))
   - name: gatehouse-slo-alerts
     rules:
       - alert: GatehouseErrorBudgetBurnFast

@@ -278,6 +278,6 @@ def test_promtool_check_metrics_accepts_the_real_exposition(client) -> None:
     client.get("/api/v1/users/me")
     client.post("/api/v1/auth/login", json={"email": "nobody@example.com", "password": "x" * 12})
     body = client.get("/metrics").get_data(as_text=True)
-    assert "gatehouse_http_request_duration_seconds_bucket" in body
+    assert "flask_http_request_duration_seconds_bucket" in body
     done = run([promtool, "check", "metrics"], input=body)
     assert done.returncode == 0, output(done)

@@ -75,7 +75,9 @@ def all_expressions() -> list[tuple[str, str, str, str]]:
 def selectors(expr: str) -> list[tuple[str, str]]:
     """(metric, matchers) of every series selector in `expr`."""
     found = []
-    for match in re.finditer(r"\b(gatehouse[_:][A-Za-z0-9_:]*|up|scrape_duration_seconds)\b", expr):
+    for match in re.finditer(
+        r"\b(gatehouse[_:][A-Za-z0-9_:]*|flask_[A-Za-z0-9_]*|up|scrape_duration_seconds)\b", expr
+    ):
         rest = expr[match.end() :]
         inner = re.match(r"\{([^}]*)\}", rest)
         found.append((match.group(1), inner.group(1) if inner else ""))

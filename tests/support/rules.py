@@ -69,26 +69,25 @@ def alert_names() -> set[str]:
 
 
 def metric_names(expr: str) -> set[str]:
-    """Series names an expression reads: gatehouse_* metrics, gatehouse:* recording rules, up ..."""
+    """Series names an expression reads: gatehouse_* and flask_* (prometheus-flask-exporter)
+    metrics, gatehouse:* recording rules, up ..."""
     without_strings = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
-    names = set(re.findall(r"\bgatehouse[_:][A-Za-z0-9_:]*", without_strings))
+    names = set(re.findall(r"\b(?:gatehouse[_:]|flask_)[A-Za-z0-9_:]*", without_strings))
     names |= {n for n in PROMETHEUS_SERIES if re.search(rf"\b{n}\b(?=\s*[{{\[)])", without_strings)}
     return names
 
 
 def exposed_series_names() -> set[str]:
-    """Every series name Gatehouse can expose: the metric objects of observability.metrics (with
-    their sample suffixes), the HTTP metrics of HttpMetrics and the scrape-time gauges of
+    """Every series name Gatehouse can expose: the metric objects of observability.metrics and
+    prometheus-flask-exporter's (with their sample suffixes), and the scrape-time gauges of
     StateCollector."""
+    from flask import Flask
     from prometheus_client import REGISTRY
 
     import observability.metrics as metrics
 
+    http = metrics.init_http_metrics(Flask("series-names")).registry
     names = {
-        "gatehouse_http_request_duration_seconds_bucket",
-        "gatehouse_http_request_duration_seconds_count",
-        "gatehouse_http_request_duration_seconds_sum",
-        "gatehouse_http_request_exceptions_total",
         "gatehouse_queue_depth",
         "gatehouse_dead_letter_jobs",
         "gatehouse_redis_up",
@@ -97,8 +96,8 @@ def exposed_series_names() -> set[str]:
         "gatehouse_database_up",
     }
     assert metrics.LOGINS is not None  # the module's metrics are registered on import
-    for family in REGISTRY.collect():
-        if not family.name.startswith("gatehouse_"):
+    for family in [*REGISTRY.collect(), *http.collect()]:
+        if not family.name.startswith(("gatehouse_", "flask_")):
             continue
         if family.type == "counter":
             names |= {f"{family.name}_total", f"{family.name}_created"}

@@ -57,7 +57,7 @@ def check_request() -> None:
     header values together, and `str.isprintable()` (false for every control character and
     surrogate) clearing most strings before any regular expression."""
     environ = request.environ
-    # Measured like any answer: the metrics hook that stamps the start runs after this one.
+    # Timed like any answer in the access log: the hook that stamps the start runs after this one.
     environ.setdefault(STARTED_KEY, default_timer())
     query: str = environ.get("QUERY_STRING", "")
     if len(query) > MAX_QUERY_STRING:

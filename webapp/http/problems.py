@@ -15,7 +15,7 @@ from flask import Flask, Response, current_app, json, request
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
-from observability.context import UNEXPECTED_KEY
+from observability.metrics import UNEXPECTED_ERRORS
 from webapp.errors import DomainError
 from webapp.extensions import api
 from webapp.http import request_id
@@ -140,21 +140,24 @@ def handle_http_exception(exc: HTTPException) -> Response:
 
 
 def handle_unexpected(exc: Exception) -> Response:
-    # Flask hands teardown no exception once a handler answered: mark it for the metrics.
-    request.environ[UNEXPECTED_KEY] = exc.__class__.__name__
     if _database_unavailable(exc):
         log.error("database unavailable: %s", exc.__class__.__name__)
-        return problem_response(
+        response = problem_response(
             503,
             "service-unavailable",
             "Service unavailable",
             "The database is unavailable; retry shortly.",
             headers={"Retry-After": "5"},
         )
-    log.exception("unhandled error", extra={"request_id": request_id.current()})
-    return problem_response(
-        500, "internal-error", "Internal server error", "An unexpected error occurred."
-    )
+    else:
+        log.exception("unhandled error", extra={"request_id": request_id.current()})
+        response = problem_response(
+            500, "internal-error", "Internal server error", "An unexpected error occurred."
+        )
+    # Flask's teardown (where prometheus-flask-exporter counts exceptions) sees none once a
+    # handler answered: this is the count of the exceptions nothing expected.
+    UNEXPECTED_ERRORS.labels(method=request.method, status=response.status_code).inc()
+    return response
 
 
 def _database_unavailable(exc: Exception) -> bool:
