@@ -121,7 +121,7 @@ class Settings(BaseSettings):
         ge=0.0,
         le=1.0,
         description="share of successful (status < 400), fast requests that get an access log "
-        "line; every 4xx, 5xx and slow request is logged whatever this says (docs/logging.md)",
+        "line; every 4xx, 5xx and slow request is logged whatever this says (docs/observability.md)",
     )
     access_log_slow_ms: float = Field(
         100.0,
