@@ -20,10 +20,14 @@ def init_app(
     *,
     log_level: str,
     log_format: str = "json",
+    access_log_sample: float = 1.0,
+    access_log_slow_ms: float = 100.0,
     metrics_port: int | None,
     otel_endpoint: str | None,
 ) -> None:
-    """`log_format`: `json` (one JSON object per line, for collectors) or `text` (development)."""
+    """`log_format`: `json` (one JSON object per line, for collectors) or `text` (development).
+    The access log keeps every 4xx, 5xx and request slower than `access_log_slow_ms`, and that
+    share of the others (`access_log_sample`, 0 to 1)."""
     # Here, not at the top: gunicorn's master loads observability.gunicorn_logging, which runs
     # this file first, and must not load the metrics (prometheus_client) or tracing.
     from observability import exposure, metrics, tracing  # see above
@@ -31,7 +35,7 @@ def init_app(
 
     log_setup.configure(log_level, log_format)
     app.before_request(_stamp_start)
-    log_setup.init_access_log(app)
+    log_setup.init_access_log(app, sample=access_log_sample, slow_ms=access_log_slow_ms)
     metrics.init_app(app)
     exposure.init_app(app, metrics_port)
     tracing.init_app(app, otel_endpoint)

@@ -168,8 +168,9 @@ class Settings(DeclaredSettings):
     )
     cors_origins: CommaList = Field(
         (),
-        description="comma-separated allow-list of browser origins; in production exact "
-        "`https://host[:port]` origins only (no `*`)",
+        description="comma-separated allow-list of browser origins, compared as exact strings; "
+        "`*` allows any origin outside production; in production exact `https://host[:port]` "
+        "origins only",
         json_schema_extra={"shown_default": "empty (CORS off)"},
     )
     trusted_proxies: int = Field(
@@ -181,6 +182,19 @@ class Settings(DeclaredSettings):
     )
     web_concurrency: int = Field(2, gt=0, description="gunicorn worker processes")
     log_level: LogLevel = Field("INFO", description="least severe level logged (any case)")
+    access_log_sample: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="share of successful (status < 400), fast requests that get an access "
+        "log line; every 4xx, 5xx and slow request is logged whatever this says "
+        "(docs/observability.md)",
+    )
+    access_log_slow_ms: float = Field(
+        100.0,
+        ge=0.0,
+        description="a request taking at least this many milliseconds is always logged",
+    )
     otel_exporter_otlp_endpoint: str | None = Field(
         None, description="OpenTelemetry collector (tracing is off when unset)"
     )
@@ -626,8 +640,8 @@ def _refuse_weak_keys(encryption_keys: str) -> None:
 
 
 def _is_exact_https_origin(origin: str) -> bool:
-    """flask-cors reads '*' and other regex characters as patterns; production wants exact
-    `https://host[:port]` origins only."""
+    """Production wants exact `https://host[:port]` origins only: no `*`, no `null`, nothing
+    that reads like a pattern (origins are compared as exact strings)."""
     return _ORIGIN.fullmatch(origin) is not None
 
 

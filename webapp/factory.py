@@ -165,6 +165,8 @@ def create_app(
         log_level=settings.log_level,
         # Readable lines in a developer's terminal; JSON wherever a collector reads them.
         log_format="text" if settings.env == "development" else "json",
+        access_log_sample=settings.access_log_sample,
+        access_log_slow_ms=settings.access_log_slow_ms,
         metrics_port=settings.metrics_port,
         otel_endpoint=settings.otel_exporter_otlp_endpoint,
     )

@@ -192,3 +192,33 @@ def test_a_preflight_from_another_origin_is_not_allowed(cors_client):
     )
     assert "Access-Control-Allow-Origin" not in response.headers
     assert "Access-Control-Allow-Methods" not in response.headers
+
+
+def test_a_preflight_gets_no_exposed_headers_and_a_request_no_preflight_headers(cors_client):
+    preflight = cors_client.options(
+        "/api/v1/users/me",
+        headers={"Origin": ALLOWED_ORIGIN, "Access-Control-Request-Method": "GET"},
+    )
+    request = cors_client.get("/api/v1/users/me", headers={"Origin": ALLOWED_ORIGIN})
+    assert "Access-Control-Expose-Headers" not in preflight.headers
+    assert "Access-Control-Allow-Methods" not in request.headers
+    assert "Access-Control-Max-Age" not in request.headers
+
+
+def test_an_allowed_origin_outside_the_api_gets_no_cors_headers(cors_client):
+    response = cors_client.get("/health", headers={"Origin": ALLOWED_ORIGIN})
+    assert response.status_code == 200
+    assert "Access-Control-Allow-Origin" not in response.headers
+
+
+def test_a_star_outside_production_allows_any_origin(make_app):
+    client = make_app(cors_origins=("*",)).test_client()
+    response = client.get("/api/openapi.json", headers={"Origin": "http://localhost:5173"})
+    assert response.headers["Access-Control-Allow-Origin"] == "http://localhost:5173"
+
+
+def test_an_origin_is_compared_exactly_not_as_a_pattern(make_app):
+    client = make_app(cors_origins=("https://app.example",)).test_client()
+    for origin in ("https://app.example.evil", "https://APP.example", "https://app.example/"):
+        response = client.get("/api/openapi.json", headers={"Origin": origin})
+        assert "Access-Control-Allow-Origin" not in response.headers, origin

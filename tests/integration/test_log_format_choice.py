@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from flask import Flask
-from pythonjsonlogger.json import JsonFormatter
+from pythonjsonlogger.core import BaseJsonFormatter
 
 import observability.logging as log_setup
 
@@ -34,7 +34,7 @@ def test_tests_and_production_log_json(make_app: Callable[..., Flask], overrides
 
     make_app(**overrides)
 
-    assert isinstance(root_formatter(), JsonFormatter)
+    assert isinstance(root_formatter(), BaseJsonFormatter)
 
 
 @pytest.mark.usefixtures("restore_root_logging")

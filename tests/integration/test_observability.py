@@ -100,6 +100,55 @@ def test_log_lines_are_json_with_request_and_user_ids(
     assert "span_id" in access
 
 
+def _access_lines(lines: list[dict[str, Any]]) -> list[tuple[str, int]]:
+    return [
+        (line["path"], line["status"]) for line in lines if line["logger"] == "gatehouse.access"
+    ]
+
+
+def test_sampling_drops_successful_fast_requests_only(
+    make_app: Callable[..., Flask],
+    member: Account,
+    json_lines: Callable[[], list[dict[str, Any]]],
+) -> None:
+    client = make_app(access_log_sample=0.0, access_log_slow_ms=60_000).test_client()
+    assert client.get("/api/v1/users/me", headers=member.headers).status_code == 200
+    assert client.get("/api/v1/users/me").status_code == 401
+    assert client.get("/api/v1/no-such-thing").status_code == 404
+    assert (
+        client.post("/api/v1/auth/login", data="{", content_type="application/json").status_code
+        == 400
+    )
+    assert _access_lines(json_lines()) == [
+        ("/api/v1/users/me", 401),
+        ("/api/v1/no-such-thing", 404),
+        ("/api/v1/auth/login", 400),
+    ]
+
+
+def test_sampling_never_drops_a_slow_request(
+    make_app: Callable[..., Flask],
+    member: Account,
+    json_lines: Callable[[], list[dict[str, Any]]],
+) -> None:
+    """With the threshold at 0 ms every request is slow: none is sampled away."""
+    client = make_app(access_log_sample=0.0, access_log_slow_ms=0).test_client()
+    for _ in range(3):
+        assert client.get("/api/v1/users/me", headers=member.headers).status_code == 200
+    assert _access_lines(json_lines()) == [("/api/v1/users/me", 200)] * 3
+
+
+def test_a_full_sample_logs_every_request(
+    make_app: Callable[..., Flask],
+    member: Account,
+    json_lines: Callable[[], list[dict[str, Any]]],
+) -> None:
+    client = make_app(access_log_sample=1.0, access_log_slow_ms=60_000).test_client()
+    for _ in range(3):
+        assert client.get("/api/v1/users/me", headers=member.headers).status_code == 200
+    assert _access_lines(json_lines()) == [("/api/v1/users/me", 200)] * 3
+
+
 def test_no_password_token_or_authorization_header_reaches_any_log(
     root_logging: logging.Logger,
     capfd: pytest.CaptureFixture[str],
@@ -211,7 +260,8 @@ def test_no_password_token_or_authorization_header_reaches_any_log(
         "stderr": captured.err,
     }
     assert len(set(secrets)) == len(secrets) >= 14
-    assert '"logger": "gatehouse.access"' in captured.out, "the app's handler writes to stdout"
+    stdout_loggers = {json.loads(line)["logger"] for line in captured.out.splitlines() if line}
+    assert "gatehouse.access" in stdout_loggers, "the app's handler writes to stdout"
     for where, text in outputs.items():
         for secret in secrets:
             at = text.find(secret)

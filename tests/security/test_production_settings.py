@@ -90,7 +90,7 @@ ATTACKS = [
     ("ENCRYPTION_KEYS", "new:" + b64(fixed_random(32, 1)) + ",old:" + b64(b"\x01\x02" * 16)),
     ("CORS_ORIGINS", "*"),
     ("CORS_ORIGINS", "https://app.example,*"),
-    ("CORS_ORIGINS", "https://.*\\.example\\.com"),  # flask-cors reads this as a pattern
+    ("CORS_ORIGINS", "https://.*\\.example\\.com"),  # a pattern, not an origin
     ("CORS_ORIGINS", "null"),
     ("CORS_ORIGINS", "http://app.example"),
     ("PUBLIC_BASE_URL", "http://id.example"),

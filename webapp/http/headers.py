@@ -1,4 +1,10 @@
-"""Security headers on every response, CORS from the configured allow-list, JSON-only bodies."""
+"""Security headers on every response, CORS from the configured allow-list, JSON-only bodies.
+
+CORS is a few headers added as the response starts (ADR 0006): an allowed `Origin` on a path
+under /api/ or /.well-known/ gets `Access-Control-Allow-Origin` and the exposed headers, and a
+preflight (OPTIONS with `Access-Control-Request-Method`) the allowed methods, request headers and
+max-age; any other origin gets none. Flask answers the preflight itself (its automatic OPTIONS).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,6 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, request
-from flask_cors import CORS
 
 from webapp.config import settings_of
 from webapp.errors import DomainError
@@ -42,6 +47,8 @@ ALLOWED_HEADERS = [
     "X-Request-ID",
     "X-API-Key",
 ]
+ALLOWED_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+PREFLIGHT_MAX_AGE = 600
 BODY_METHODS = {"POST", "PUT", "PATCH"}
 CORS_PREFIXES = ("/api/", "/.well-known/")
 DOCS_PREFIX = "/api/docs"
@@ -69,9 +76,12 @@ class SecurityHeadersMiddleware:
     calls. A header the view set itself (a CSP, a Cache-Control) is left as it is.
     """
 
-    def __init__(self, app: WSGIApplication, *, production: bool, cors: bool) -> None:
+    def __init__(
+        self, app: WSGIApplication, *, production: bool, cors_origins: Iterable[str] = ()
+    ) -> None:
         self.app = app
-        self.cors = cors
+        self.cors_origins = frozenset(cors_origins)
+        self.any_origin = "*" in self.cors_origins  # refused in production
         fixed = [
             ("X-Content-Type-Options", "nosniff"),
             ("X-Frame-Options", "DENY"),
@@ -83,11 +93,29 @@ class SecurityHeadersMiddleware:
         if production:
             fixed.append(("Strict-Transport-Security", "max-age=63072000; includeSubDomains"))
         self.fixed = [(name.lower(), (name, value)) for name, value in fixed]
+        self.exposed = ("Access-Control-Expose-Headers", ", ".join(EXPOSED_HEADERS))
+        self.preflight = [
+            ("Access-Control-Allow-Methods", ", ".join(ALLOWED_METHODS)),
+            ("Access-Control-Allow-Headers", ", ".join(ALLOWED_HEADERS)),
+            ("Access-Control-Max-Age", str(PREFLIGHT_MAX_AGE)),
+        ]
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path: str = environ.get("PATH_INFO", "")
         is_docs = path.startswith(DOCS_PREFIX)
-        vary_origin = self.cors and path.startswith(CORS_PREFIXES)
+        cors_path = bool(self.cors_origins) and path.startswith(CORS_PREFIXES)
+        cors: list[tuple[str, str]] = []
+        if cors_path:
+            origin = environ.get("HTTP_ORIGIN")
+            if origin is not None and (origin in self.cors_origins or self.any_origin):
+                cors.append(("Access-Control-Allow-Origin", origin))
+                preflight = environ.get("REQUEST_METHOD") == "OPTIONS" and environ.get(
+                    "HTTP_ACCESS_CONTROL_REQUEST_METHOD"
+                )
+                if preflight:
+                    cors.extend(self.preflight)
+                else:
+                    cors.append(self.exposed)
 
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             present = {name.lower() for name, _ in headers}
@@ -96,10 +124,11 @@ class SecurityHeadersMiddleware:
                 headers.append(("Content-Security-Policy", DOCS_CSP if is_docs else API_CSP))
             if "cache-control" not in present and not is_docs:
                 headers.append(("Cache-Control", "no-store"))
-            if vary_origin:
+            if cors_path:
                 # The CORS headers depend on Origin (present for allowed ones, absent otherwise),
                 # whatever the number of allowed origins: shared caches (JWKS is public, max-age)
                 # must key on it.
+                headers.extend(cors)
                 _add_vary_origin(headers)
             return start_response(status, headers, exc_info)
 
@@ -120,15 +149,5 @@ def init_app(app: Flask) -> None:
     app.before_request(_require_json_body)
     # Flask's documented way to wrap the WSGI app; mypy sees the assignment of a method.
     app.wsgi_app = SecurityHeadersMiddleware(  # type: ignore[method-assign]
-        app.wsgi_app, production=settings.is_production, cors=bool(settings.cors_origins)
+        app.wsgi_app, production=settings.is_production, cors_origins=settings.cors_origins
     )
-    if settings.cors_origins:
-        CORS(
-            app,
-            resources={f"{prefix}*": {} for prefix in CORS_PREFIXES},
-            origins=list(settings.cors_origins),
-            expose_headers=EXPOSED_HEADERS,
-            allow_headers=ALLOWED_HEADERS,
-            methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-            max_age=600,
-        )
