@@ -53,7 +53,10 @@ class JobsSettings(DeclaredSettings):
 
     # -- Background jobs -------------------------------------------------------------------------
     jobs_max_retries: int = Field(
-        default=5, ge=0, description="tries of an email before it is dead-lettered"
+        default=5,
+        ge=0,
+        description="retries of an email after its first try before it is dead-lettered "
+        "(5: six tries in all)",
     )
     jobs_retry_backoff: float = Field(
         default=10.0,

@@ -14,6 +14,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
+from webapp.config import settings_of
+
 ME = "/api/v1/users/me"
 
 
@@ -205,7 +207,7 @@ def test_an_hs256_token_keyed_with_the_public_key_is_refused(client, app, member
 
 
 def test_an_hs256_token_keyed_with_the_secret_key_is_refused(client, app, member):
-    secret = app.config["GATEHOUSE"].secret_key.encode()
+    secret = settings_of(app).secret_key.encode()
 
     assert_refused(get_me(client, f"Bearer {hs256_token(app, valid_claims(member), secret)}"))
 

@@ -9,6 +9,7 @@ from sqlalchemy import func, select, update
 
 from tests.support.accounts import STRONG_PASSWORD
 from webapp.audit.models import AuditEvent
+from webapp.config import settings_of
 from webapp.db import utcnow
 from webapp.extensions import db
 from webapp.http.idempotency import IdempotencyRecord
@@ -207,7 +208,7 @@ def test_a_retry_while_the_first_request_runs_is_409_in_progress(client, admin, 
 def test_an_expired_key_can_be_used_again(client, admin, app):
     headers = _keyed(admin.headers, "old-key")
     assert client.post(USERS, json=_body(), headers=headers).status_code == 201
-    ttl = app.config["GATEHOUSE"].idempotency_ttl
+    ttl = settings_of(app).idempotency_ttl
     with app.app_context():
         db.session.execute(
             update(IdempotencyRecord).values(created_at=utcnow() - timedelta(seconds=ttl + 60))

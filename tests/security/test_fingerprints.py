@@ -26,6 +26,7 @@ from flask.testing import FlaskClient
 from psycopg import sql
 
 from tests.support.accounts import Account
+from webapp.config import settings_of
 from webapp.http import idempotency
 
 PASSWORD = "violet-Summit-86-harbour"
@@ -191,6 +192,6 @@ def test_the_fingerprint_is_keyed_and_leaves_secret_fields_out():
 
 
 def test_deep_or_broken_bodies_still_get_a_fingerprint(app: Flask) -> None:
-    secret = app.config["GATEHOUSE"].secret_key
+    secret = settings_of(app).secret_key
     for raw in (b"[" * 5000 + b"]" * 5000, b"{not json", b""):
         assert len(idempotency.request_fingerprint(secret, "POST", "/x", raw)) == 64
