@@ -8,9 +8,16 @@ import pytest
 
 from webapp.http.headers import API_CSP, SecurityHeadersMiddleware
 
+ALLOWED = "https://app.example"
+
 
 def serve(
-    path: str, view_headers: list[tuple[str, str]], *, production: bool = False, cors: bool = True
+    path: str,
+    view_headers: list[tuple[str, str]],
+    *,
+    production: bool = False,
+    cors: bool = True,
+    environ: dict[str, str] | None = None,
 ) -> list[tuple[str, str]]:
     def view(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         start_response("200 OK", list(view_headers))
@@ -21,8 +28,9 @@ def serve(
     def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
         sent.extend(headers)
 
-    middleware = SecurityHeadersMiddleware(view, production=production, cors=cors)
-    middleware({"PATH_INFO": path}, start_response)
+    origins = [ALLOWED] if cors else []
+    middleware = SecurityHeadersMiddleware(view, production=production, cors_origins=origins)
+    middleware({"PATH_INFO": path, **(environ or {})}, start_response)
     return sent
 
 
@@ -67,3 +75,29 @@ def test_cors_resources_vary_on_origin_exactly_once(given, expected):
 def test_without_cors_nothing_varies_on_origin():
     assert values(serve("/api/v1/users/", [], cors=False), "Vary") == []
     assert values(serve("/health", [], cors=True), "Vary") == []
+
+
+def test_an_allowed_origin_gets_its_origin_and_the_exposed_headers_only():
+    sent = serve("/api/v1/users/me", [], environ={"HTTP_ORIGIN": ALLOWED})
+    assert values(sent, "Access-Control-Allow-Origin") == [ALLOWED]
+    assert values(sent, "Access-Control-Expose-Headers") != []
+    assert values(sent, "Access-Control-Allow-Methods") == []
+
+
+def test_a_preflight_gets_the_methods_headers_and_max_age():
+    preflight = {
+        "HTTP_ORIGIN": ALLOWED,
+        "REQUEST_METHOD": "OPTIONS",
+        "HTTP_ACCESS_CONTROL_REQUEST_METHOD": "PATCH",
+    }
+    sent = serve("/api/v1/users/me", [], environ=preflight)
+    assert values(sent, "Access-Control-Allow-Origin") == [ALLOWED]
+    assert "PATCH" in values(sent, "Access-Control-Allow-Methods")[0]
+    assert values(sent, "Access-Control-Max-Age") == ["600"]
+    assert values(sent, "Access-Control-Expose-Headers") == []
+
+
+def test_another_origin_gets_nothing_but_vary():
+    sent = serve("/api/v1/users/me", [], environ={"HTTP_ORIGIN": "https://evil.example"})
+    assert [k for k, _ in sent if k.lower().startswith("access-control-")] == []
+    assert values(sent, "Vary") == ["Origin"]
