@@ -6,7 +6,8 @@
 Three tables, each between marker comments in README.md: every field of `Settings` (variable,
 what it accepts, default, meaning: its help text), every field of `JobsSettings` (the same
 columns), and `PROCESS_VARIABLES`, what is read around the application (gunicorn.conf.py, the job
-worker's metrics endpoint, CLI commands). Edit the declarations, not the tables.
+worker's metrics endpoint, CLI commands, the OpenTelemetry SDK). Edit the declarations, not the
+tables.
 """
 
 from __future__ import annotations
@@ -95,7 +96,12 @@ def settings_rows(declared_in: type[DeclaredSettings] = Settings) -> list[str]:
 
 
 def process_rows() -> list[str]:
-    rows = [f"| `{v.name}` | {v.default} | {v.meaning} |" for v in PROCESS_VARIABLES]
+    rows = [
+        f"| `{v.name}` | {v.default} | "
+        + (f"read by {v.reader}: {v.meaning}" if v.reader else v.meaning)
+        + " |"
+        for v in PROCESS_VARIABLES
+    ]
     return HEADER + rows
 
 

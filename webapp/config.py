@@ -196,7 +196,9 @@ class Settings(DeclaredSettings):
         description="a request taking at least this many milliseconds is always logged",
     )
     otel_exporter_otlp_endpoint: str | None = Field(
-        None, description="OpenTelemetry collector (tracing is off when unset)"
+        None,
+        description="OpenTelemetry collector (tracing is off when unset); which traces are kept: "
+        "`OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG` (below)",
     )
     metrics_port: int | None = Field(
         None,
@@ -587,11 +589,13 @@ _TYPE_MESSAGES = {
 @dataclass(frozen=True)
 class ProcessVariable:
     """A variable read around the application rather than by a settings class: by gunicorn.conf.py
-    before any application exists, by the job worker's metrics endpoint, or by a CLI command."""
+    before any application exists, by the job worker's metrics endpoint, by a CLI command, or by a
+    library itself (`reader`: which one; the code never reads it)."""
 
     name: str
     default: str
     meaning: str
+    reader: str | None = None
 
 
 PROCESS_VARIABLES: tuple[ProcessVariable, ...] = (
@@ -620,6 +624,21 @@ PROCESS_VARIABLES: tuple[ProcessVariable, ...] = (
         "GATEHOUSE_ADMIN_PASSWORD",
         "unset",
         "password for `users create-admin` (otherwise prompted)",
+    ),
+    ProcessVariable(
+        "OTEL_TRACES_SAMPLER",
+        "`parentbased_always_on` (every trace)",
+        "which traces are recorded while tracing is on (`OTEL_EXPORTER_OTLP_ENDPOINT`); "
+        "`parentbased_traceidratio` keeps the share `OTEL_TRACES_SAMPLER_ARG` of new traces and "
+        "follows the caller's decision for a request that carries a `traceparent`",
+        reader="the OpenTelemetry SDK",
+    ),
+    ProcessVariable(
+        "OTEL_TRACES_SAMPLER_ARG",
+        "`1.0` for the ratio samplers",
+        "the sampler's argument; for `parentbased_traceidratio`, the share of new traces kept "
+        "(the shipped ConfigMap: `0.1`)",
+        reader="the OpenTelemetry SDK",
     ),
 )
 

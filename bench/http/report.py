@@ -1,5 +1,6 @@
 """The report printed at the end of a run: the results table, the targets (docs/benchmarks.md) with
-PASS/MISS, and the workers x threads sweep, as Markdown tables padded to read in a terminal.
+PASS/MISS and the as-deployed figures beside them, and the workers x threads sweep, as Markdown
+tables padded to read in a terminal.
 """
 
 from __future__ import annotations
@@ -7,13 +8,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from bench.http.cpu import CPU_COLUMNS
-from bench.http.results import HashRate, Run
+from bench.http.results import BARE, LOGIN, ME_LIMITED, ME_ORIGIN, HashRate, Result, Run
 
-# The targets of docs/benchmarks.md: /users/me against the bare endpoint, login against the hash.
+# The targets of docs/benchmarks.md: /users/me (as the web client calls it, with Origin, rate
+# limits off) against the bare endpoint; login's server CPU beyond one raw hash, and its p95.
 TARGET_ME_RATIO = 0.60
 TARGET_ME_P99_MS = 20.0
-TARGET_LOGIN_RATIO = 0.90
+TARGET_LOGIN_BEYOND_HASH_MS = 2.0
 TARGET_LOGIN_P95_MS = 100.0
+# The target cell of a row shown for comparison, which has no target of its own.
+NO_TARGET = "—"
 
 
 def mark(ok: bool) -> str:
@@ -66,7 +70,7 @@ def print_report(run: Run, hashes: HashRate | None, context: list[str]) -> None:
                 "",
                 "",
                 "",
-                "",
+                f"{hashes.cpu_ms_per_hash * 1000:,.0f} (per hash)",
                 hashes.cpu.text() if hashes.cpu else "n/a",
                 "",
             )
@@ -76,36 +80,61 @@ def print_report(run: Run, hashes: HashRate | None, context: list[str]) -> None:
     print()
     print("## Targets")
     print()
+    print_table(("measure", "value", "target", ""), target_rows(run, hashes))
+
+
+def target_rows(run: Run, hashes: HashRate | None) -> list[tuple[str, str, str, str]]:
+    """The targets, each followed by the same measure as deployed (rate limits on) or by the
+    figures it is computed from."""
     checks = []
-    bare, me, login_result = (run.results.get(k) for k in ("bare", "me", "login"))
+    bare, me, limited, login_result = (
+        run.results.get(k) for k in (BARE, ME_ORIGIN, ME_LIMITED, LOGIN)
+    )
     if bare and me:
-        ratio = me.rps / bare.rps if bare.rps else 0.0
         checks.append(
-            (
-                f"users/me ÷ bare (req/s) = {me.rps:,.1f} / {bare.rps:,.1f}",
-                f"{ratio:.1%}",
-                f"≥ {TARGET_ME_RATIO:.0%}",
-                mark(ratio >= TARGET_ME_RATIO and me.error_count == 0)
-                if bare.balanced and me.balanced
-                else "n/a: one worker held most connections",
-            )
+            ratio_row("users/me ÷ bare (req/s), Origin, rate limits off", me, bare, judged=True)
         )
+        if limited:
+            checks.append(
+                ratio_row("the same, rate limits on (as deployed)", limited, bare, judged=False)
+            )
         checks.append(
             (
-                f"users/me p99 at {me.connections} connections",
+                f"users/me p99 at {me.connections} connections, Origin, rate limits off",
                 f"{me.p99_ms:.2f} ms",
                 f"≤ {TARGET_ME_P99_MS:.0f} ms",
                 mark(me.p99_ms <= TARGET_ME_P99_MS),
             )
         )
+        if limited:
+            checks.append(
+                (
+                    "the same, rate limits on (as deployed)",
+                    f"{limited.p99_ms:.2f} ms",
+                    NO_TARGET,
+                    "",
+                )
+            )
     if login_result and hashes:
+        beyond = login_result.cpu_ms_beyond(hashes)
+        login_cpu = login_result.cpu_us_per_request
+        if beyond is not None and login_cpu is not None:
+            checks.append(
+                (
+                    "login work beyond the hash: server CPU per login - per raw hash = "
+                    f"{login_cpu / 1000:.2f} - {hashes.cpu_ms_per_hash:.2f} ms",
+                    f"{beyond:.2f} ms",
+                    f"≤ {TARGET_LOGIN_BEYOND_HASH_MS:.0f} ms",
+                    mark(beyond <= TARGET_LOGIN_BEYOND_HASH_MS and login_result.error_count == 0),
+                )
+            )
         ratio = login_result.rps / hashes.rate if hashes.rate else 0.0
         checks.append(
             (
                 f"login ÷ raw hash rate = {login_result.rps:,.1f} / {hashes.rate:,.1f}",
                 f"{ratio:.1%}",
-                f"≥ {TARGET_LOGIN_RATIO:.0%}",
-                mark(ratio >= TARGET_LOGIN_RATIO and login_result.error_count == 0),
+                NO_TARGET,
+                "",
             )
         )
         checks.append(
@@ -116,12 +145,28 @@ def print_report(run: Run, hashes: HashRate | None, context: list[str]) -> None:
                 mark(login_result.p95_ms < TARGET_LOGIN_P95_MS),
             )
         )
-    print_table(("measure", "value", "target", ""), checks)
+    return checks
+
+
+def ratio_row(measure: str, me: Result, bare: Result, *, judged: bool) -> tuple[str, str, str, str]:
+    """`me` against the bare endpoint; `judged`: the target applies (rate limits off)."""
+    ratio = me.rps / bare.rps if bare.rps else 0.0
+    if not judged:
+        target, verdict = NO_TARGET, ""
+    elif not (bare.balanced and me.balanced):
+        target, verdict = f"≥ {TARGET_ME_RATIO:.0%}", "n/a: one worker held most connections"
+    else:
+        target = f"≥ {TARGET_ME_RATIO:.0%}"
+        verdict = mark(ratio >= TARGET_ME_RATIO and me.error_count == 0)
+    return (f"{measure} = {me.rps:,.1f} / {bare.rps:,.1f}", f"{ratio:.1%}", target, verdict)
 
 
 def print_sweep(runs: list[Run]) -> None:
     print()
-    print("## Workers x threads (GET /api/v1/users/me vs GET /bare, same settings)")
+    print(
+        "## Workers x threads (GET /api/v1/users/me with Origin vs GET /bare, "
+        "rate limits off, same settings)"
+    )
     print()
     header = (
         "workers x threads",
@@ -137,7 +182,7 @@ def print_sweep(runs: list[Run]) -> None:
     )
     rows = []
     for run in runs:
-        bare, me = run.results["bare"], run.results["me"]
+        bare, me = run.results[BARE], run.results[ME_ORIGIN]
         rows.append(
             (
                 f"{run.workers} x {run.threads}",
@@ -156,12 +201,13 @@ def print_sweep(runs: list[Run]) -> None:
         )
     print_table(header, rows)
     best = max(
-        runs, key=lambda r: (r.results["me"].p99_ms <= TARGET_ME_P99_MS, r.results["me"].rps)
+        runs,
+        key=lambda r: (r.results[ME_ORIGIN].p99_ms <= TARGET_ME_P99_MS, r.results[ME_ORIGIN].rps),
     )
     print()
     print(
         f"best for users/me: {best.workers} x {best.threads} "
-        f"({best.results['me'].rps:,.1f} req/s, p99 {best.results['me'].p99_ms:.2f} ms)"
+        f"({best.results[ME_ORIGIN].rps:,.1f} req/s, p99 {best.results[ME_ORIGIN].p99_ms:.2f} ms)"
     )
 
 

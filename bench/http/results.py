@@ -1,6 +1,6 @@
-"""What one measurement produced: a wrk scenario (`Result`), the raw Argon2 hash rate
+"""What one measurement produced: a wrk scenario (`Result`), the raw Argon2 hash rate and CPU
 (`HashRate`), and the results of one gunicorn workers x threads combination (`Run`) that the
-report prints.
+report prints, keyed by scenario.
 """
 
 from __future__ import annotations
@@ -9,6 +9,21 @@ import math
 from dataclasses import dataclass, field
 
 from bench.http.cpu import CpuShare
+
+# The scenarios (the keys of `Run.results`) and their rows in the report. Rate limits are off
+# (capacity) except where the name says otherwise.
+BARE = "bare"
+ME = "me"  # /users/me as an API client calls it: no Origin
+ME_ORIGIN = "me_origin"  # as the web client calls it: Origin, CORS headers; the targets' row
+ME_LIMITED = "me_limited"  # the same with rate limits on, as deployed
+LOGIN = "login"
+LABELS = {
+    BARE: "GET /bare (bare Flask)",
+    ME: "GET /api/v1/users/me",
+    ME_ORIGIN: "GET /api/v1/users/me, Origin",
+    ME_LIMITED: "GET /api/v1/users/me, Origin, rate limits on",
+    LOGIN: "POST /api/v1/auth/login",
+}
 
 
 @dataclass
@@ -51,6 +66,11 @@ class Result:
             return None
         return self.server_cpu_s / self.requests * 1e6
 
+    def cpu_ms_beyond(self, hashes: HashRate) -> float | None:
+        """Server CPU per request above one raw hash: for login, the work beyond the hash."""
+        cpu = self.cpu_us_per_request
+        return cpu / 1000 - hashes.cpu_ms_per_hash if cpu is not None else None
+
     def errors_text(self) -> str:
         if not self.error_count:
             return "0"
@@ -64,6 +84,7 @@ class HashRate:
     hashes: int
     rate: float  # hashes per second, all processes together
     ms_per_hash: float  # in one process
+    cpu_ms_per_hash: float  # CPU time of one hash (user + system of the hashing loop)
     cpu: CpuShare | None = None
 
 

@@ -4,24 +4,29 @@ What one run does (each step prints one line; `docs/benchmarks.md` explains the 
 
 1. finds `wrk` (Debian package `wrk`; installed with apt-get when missing and running as root);
 2. sets up a throwaway target: database `gatehouse_bench` (dropped and created), Redis db 15
-   (flushed), a fresh JWT key file, a random `SECRET_KEY`, `GATEHOUSE_ENV=production`,
-   `RATELIMIT_ENABLED=false` (with the opt-out `UNSAFE_PRODUCTION_WITHOUT_RATELIMIT=true` that
-   production requires for it); runs the migrations and creates the benchmark user with the CLI;
-3. serves `bench.http.bare_app:app`, then `wsgi:app`, each with `gunicorn -c gunicorn.conf.py`
-   (the production command) and measures, after a warm-up, `GET /bare` and
-   `GET /api/v1/users/me` at `--connections`, and `POST /api/v1/auth/login` at `--login-clients`;
-4. measures the raw Argon2 hash rate right before the login scenario: `hash_password` in one
-   process per core for a few seconds (login must reach 90 % of it);
-5. prints the table, the two ratios with targets (PASS/MISS; docs/benchmarks.md), and cleans up
-   servers, database, Redis db and key file — also after a failure or Ctrl-C.
+   (flushed), a fresh JWT key file, a random `SECRET_KEY`, `GATEHOUSE_ENV=production`; runs the
+   migrations and creates the benchmark user with the CLI;
+3. serves `bench.http.bare_app:app`, then `wsgi:app` twice, each with `gunicorn -c
+   gunicorn.conf.py` (the production command) and production's settings (`production.py`:
+   `LOG_LEVEL=INFO` with the access log, CORS for a web client, tracing without a collector), and
+   measures, after a warm-up: `GET /bare`; with rate limits off (capacity) `GET /api/v1/users/me`
+   without and with `Origin` at `--connections` and `POST /api/v1/auth/login` at
+   `--login-clients`; with rate limits on (as deployed, a budget no run exhausts: any 429 stops
+   the benchmark) `GET /api/v1/users/me` with `Origin`;
+4. measures the raw Argon2 hash rate and its CPU right before the login scenario: `hash_password`
+   in one process per core for a few seconds;
+5. prints the table, the targets (PASS/MISS; docs/benchmarks.md) with the as-deployed figures
+   beside them, and cleans up servers, database, Redis db and key file — also after a failure or
+   Ctrl-C.
 
 Exit status: 0 whenever the measurements ran (a MISS is a finding, not a failure), 2 when the
-setup failed (the line says why), 130 when interrupted.
+setup failed or a request was refused by rate limiting (the line says why), 130 when interrupted.
 
 This module reads the options and runs the steps in order; the work is done beside it:
-`wrk.py` (step 1 and the load), `scenarios.py` (steps 2 and 3: the target and what is measured),
-`server.py` (gunicorn), `hashing.py` (step 4), `cpu.py` and `results.py` (what each measurement
-records), `report.py` (step 5's tables) and `priority.py` (`--nice`).
+`wrk.py` (step 1 and the load), `production.py` (the production settings), `scenarios.py` (steps
+2 and 3: the target and what is measured), `server.py` (gunicorn), `hashing.py` (step 4), `cpu.py`
+and `results.py` (what each measurement records), `report.py` (step 5's tables) and
+`priority.py` (`--nice`).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from typing import Any
 
 from bench.http.cpu import CpuMeter, load_average
 from bench.http.priority import PRIORITY
+from bench.http.production import RATE_LIMITS_ON, describe, production_settings
 from bench.http.report import print_report, print_sweep
 from bench.http.scenarios import Target, run_combo
 from bench.http.wrk import ensure_wrk, wrk_version
@@ -173,6 +179,18 @@ def build_parser() -> argparse.ArgumentParser:
         "PostgreSQL and Redis keep theirs (default 0)",
     )
     parser.add_argument(
+        "--access-log-sample",
+        type=float,
+        metavar="SHARE",
+        help="ACCESS_LOG_SAMPLE of the Gatehouse servers, 0 to 1 (default: the shipped default)",
+    )
+    parser.add_argument(
+        "--access-log-slow-ms",
+        type=float,
+        metavar="MS",
+        help="ACCESS_LOG_SLOW_MS of the Gatehouse servers (default: the shipped default)",
+    )
+    parser.add_argument(
         "--skip-install",
         action="store_true",
         help="never install wrk; stop with one line when it is missing",
@@ -185,6 +203,14 @@ def main(argv: list[str] | None = None) -> int:
     counts = (args.connections, args.login_clients, args.workers, args.threads, args.wrk_threads)
     if min(*counts, args.repeat) < 1 or args.rebalance < 0:
         print("benchmark setup failed: counts must be at least 1", file=sys.stderr)
+        return 2
+    sample, slow_ms = args.access_log_sample, args.access_log_slow_ms
+    if (sample is not None and not 0 <= sample <= 1) or (slow_ms is not None and slow_ms < 0):
+        print(
+            "benchmark setup failed: --access-log-sample is a share from 0 to 1 and "
+            "--access-log-slow-ms at least 0",
+            file=sys.stderr,
+        )
         return 2
     sys.path.insert(0, str(ROOT))
     os.chdir(ROOT)
@@ -204,10 +230,14 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         PRIORITY["nice"] = args.nice
 
+    production = production_settings(
+        access_log_sample=args.access_log_sample, access_log_slow_ms=args.access_log_slow_ms
+    )
     target = Target(
         os.environ.get("BENCH_DATABASE_URL", DEFAULT_ADMIN_DATABASE_URL),
         os.environ.get("BENCH_DB_NAME", DEFAULT_DB_NAME),
         os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL),
+        production,
     )
     CpuMeter.db_name = target.db_name
     try:
@@ -219,8 +249,13 @@ def main(argv: list[str] | None = None) -> int:
             + (f", best of {args.repeat} runs" if args.repeat > 1 else ""),
             "server: gunicorn -c gunicorn.conf.py (webapp.gunicorn_worker.FairThreadWorker), "
             f"{args.workers} workers x {args.threads} threads, GATEHOUSE_ENV=production, "
-            "RATELIMIT_ENABLED=false, "
-            "LOG_LEVEL=WARNING" + (f", niceness {args.nice}" if args.nice else ""),
+            "metrics on (PROMETHEUS_MULTIPROC_DIR)"
+            + (f", niceness {args.nice}" if args.nice else ""),
+            f"production settings (bench/http/production.py): {describe(production)}",
+            "rate limits: off (capacity) but in the row marked `rate limits on`, which is as "
+            "deployed: "
+            + ", ".join(f"{name}={value}" for name, value in RATE_LIMITS_ON.items())
+            + ", Redis storage (a budget no run exhausts: a 429 stops the benchmark)",
         ]
         with contextlib.suppress(Exception):
             head = subprocess.run(

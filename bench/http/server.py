@@ -174,12 +174,13 @@ def http_request(
     *,
     body: Any = None,
     token: str | None = None,
+    extra_headers: dict[str, str] | None = None,
     timeout: float = 10.0,
 ) -> tuple[int, dict[str, str], Any]:
     parts = urlsplit(base)
     conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=timeout)
     try:
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": "application/json", **(extra_headers or {})}
         payload = None
         if body is not None:
             payload = json.dumps(body).encode()

@@ -1,5 +1,6 @@
 """The load generator: finds (or installs) `wrk` and runs it once with `wrk_report.lua`, which
-prints the requests, latency percentiles and errors as one JSON line that `run_wrk` returns.
+sends the method, body, bearer token and extra headers it is given and prints the requests,
+latency percentiles and errors as one JSON line that `run_wrk` returns.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +57,11 @@ def run_wrk(
     method: str = "GET",
     body: str | None = None,
     token: str | None = None,
+    headers: Mapping[str, str] | None = None,
     during: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
-    """One wrk run; `during` is called once the connections are open (about 1 s in)."""
+    """One wrk run; `headers` go on every request (e.g. a browser's `Origin`); `during` is called
+    once the connections are open (about 1 s in)."""
     threads = max(1, min(threads, connections))
     command = [
         wrk,
@@ -74,6 +77,7 @@ def run_wrk(
         method,
         body or "-",
         token or "-",
+        *(f"{name}: {value}" for name, value in (headers or {}).items()),
     ]
     with subprocess.Popen(
         command,

@@ -1,6 +1,6 @@
--- wrk script for bench.http: optional method, JSON body and bearer token from the script
--- arguments, and a one-line JSON summary (throughput, percentiles, errors) for the runner.
---   wrk ... -s wrk_report.lua URL -- METHOD [BODY|-] [TOKEN|-]
+-- wrk script for bench.http: optional method, JSON body, bearer token and extra headers from the
+-- script arguments, and a one-line JSON summary (throughput, percentiles, errors) for the runner.
+--   wrk ... -s wrk_report.lua URL -- METHOD [BODY|-] [TOKEN|-] ["Name: value" ...]
 
 function init(args)
    local method, body, token = args[1], args[2], args[3]
@@ -15,6 +15,12 @@ function init(args)
       wrk.headers["Authorization"] = "Bearer " .. token
    end
    wrk.headers["Accept"] = "application/json"
+   for i = 4, #args do
+      local name, value = string.match(args[i], "^([^:]+):%s*(.*)$")
+      if name then
+         wrk.headers[name] = value
+      end
+   end
 end
 
 function done(summary, latency, requests)

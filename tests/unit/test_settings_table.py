@@ -75,8 +75,20 @@ def test_every_variable_the_code_reads_is_declared():
     assert "GUNICORN_THREADS" in read  # the pattern finds what it is meant to
     undeclared = {name: where for name, where in read.items() if name not in DECLARED | AROUND}
     assert undeclared == {}
-    unread = AROUND - set(read)
+    ours = {variable.name for variable in PROCESS_VARIABLES if variable.reader is None}
+    unread = ours - set(read)
     assert unread == set(), "documented but read nowhere"
+    read_by_a_library = AROUND - ours
+    assert read_by_a_library & set(read) == set(), "read by the code: drop its `reader`"
+
+
+def test_the_variables_left_to_the_opentelemetry_sdk_are_the_sdks():
+    from opentelemetry.sdk import environment_variables
+
+    left = {v.name for v in PROCESS_VARIABLES if v.reader == "the OpenTelemetry SDK"}
+
+    assert left == {"OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG"}
+    assert all(getattr(environment_variables, name, None) == name for name in left)
 
 
 def test_the_shipped_configmap_sets_only_declared_variables():
