@@ -20,7 +20,7 @@ def init_app(
     *,
     log_level: str,
     log_format: str = "json",
-    access_log_sample: float = 1.0,
+    access_log_sample: float = 0.1,
     access_log_slow_ms: float = 100.0,
     metrics_port: int | None,
     otel_endpoint: str | None,

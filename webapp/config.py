@@ -183,7 +183,7 @@ class Settings(DeclaredSettings):
     web_concurrency: int = Field(2, gt=0, description="gunicorn worker processes")
     log_level: LogLevel = Field("INFO", description="least severe level logged (any case)")
     access_log_sample: float = Field(
-        1.0,
+        0.1,
         ge=0.0,
         le=1.0,
         description="share of successful (status < 400), fast requests that get an access "

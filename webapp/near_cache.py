@@ -17,11 +17,11 @@ mean a revoked session served as live (never fail open):
 - a lookup that races an invalidation is not kept (the generation counter), and no entry lives
   longer than `ttl` seconds, which bounds staleness should a writer be cut off from Redis alone.
 
-Draining through redis-py costs three system calls and much Python per request, under the lock
-(so the other threads queue behind it). Most of the time there is nothing to drain: a lookup
-first polls the subscription's socket, lock-free, and only a socket with something to read, a
-PING due, or another thread in the middle of a drain (which may hold read-but-unapplied
-messages) sends it down the locked path.
+Every lookup drains the subscription under the lock through redis-py's public API
+(`get_message(timeout=0)`): about 8 µs, 12 µs with four threads sharing the lock. Polling the
+subscription's socket first, lock-free, saved 5 µs of a request's ≈ 1,300 and reached into
+redis-py's private connection; an HTTP benchmark could not tell the two apart
+(docs/benchmarks.md, "Framework internals: which are kept").
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import select
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -69,8 +68,6 @@ class NearCache:
         self.timeout = timeout
         self._clock = clock
         self._lock = threading.Lock()
-        self._local = threading.local()  # per thread: a poll object can't be shared by threads
-        self._fd: int | None = None  # the subscription's socket, when it can be polled
         self._entries: dict[str, tuple[float, bytes]] = {}
         self._generation = 0
         self._pubsub: Any = None
@@ -87,15 +84,6 @@ class NearCache:
         """(values, None) when every key is held and trusted. Otherwise (None, token): read Redis
         and hand the token to `keep`; a None token means nothing may be kept now."""
         now = self._clock()
-        if self._quiet(now):
-            entries, values = self._entries, []
-            for key in keys:
-                entry = entries.get(key)
-                if entry is None or entry[0] <= now:
-                    break
-                values.append(entry[1])
-            else:
-                return values, None
         with self._lock:
             trusted = self._drain(now)
             if not trusted:
@@ -137,21 +125,6 @@ class NearCache:
         with self._lock:
             return self._drain(self._clock())
 
-    def _quiet(self, now: float) -> bool:
-        """True when a drain would change nothing: trusted, no PING due, nothing to read. The
-        socket is polled before the lock is looked at: a drain holds the lock from before it
-        reads until every message it read is applied."""
-        fd = self._fd
-        if fd is None or self._pid != os.getpid() or now - self._acked_at > TRUST_WINDOW:
-            return False
-        if self._ping_sent_at is None and now - self._acked_at >= PING_INTERVAL:
-            return False
-        local = self._local
-        if getattr(local, "fd", None) != fd:
-            local.poller, local.fd = select.poll(), fd
-            local.poller.register(fd, select.POLLIN)
-        return not local.poller.poll(0) and not self._lock.locked()
-
     # --- called with the lock held -----------------------------------------------------------
 
     def _forget(self, keys: Sequence[str] | None = None) -> None:
@@ -184,11 +157,6 @@ class NearCache:
                 self._ping_sent_at = now
             elif self._ping_sent_at is not None and now - self._ping_sent_at > TRUST_WINDOW:
                 raise redis.TimeoutError("no answer to PING on the invalidation channel")
-            if self._fd is None:
-                # Only now: redis-py reads whole chunks, and what it holds unparsed (until a
-                # drain has emptied it) a poll of the socket cannot see.
-                sock = getattr(self._pubsub.connection, "_sock", None)
-                self._fd = sock.fileno() if sock is not None else None
         except (redis.RedisError, OSError, ValueError) as exc:
             log.warning("invalidation channel lost, local cache off: %s", exc.__class__.__name__)
             self._reset(now)
@@ -196,7 +164,7 @@ class NearCache:
         return now - self._acked_at <= TRUST_WINDOW
 
     def _reset(self, now: float) -> None:
-        pubsub, self._pubsub, self._client, self._fd = self._pubsub, None, None, None
+        pubsub, self._pubsub, self._client = self._pubsub, None, None
         self._forget()
         self._ping_sent_at = None
         self._retry_at = now + RETRY_SECONDS
@@ -206,7 +174,7 @@ class NearCache:
 
     def _subscribe_later(self, now: float) -> None:
         if self._pid != os.getpid():  # new, or a forked child: the parent's socket is not ours
-            self._pubsub, self._client, self._fd, self._pid = None, None, None, os.getpid()
+            self._pubsub, self._client, self._pid = None, None, os.getpid()
             self._forget()
             self._connecting, self._retry_at = False, 0.0
         if self._connecting or now < self._retry_at:

@@ -30,8 +30,8 @@ def production_settings(
     """Production's logging, CORS and tracing; the access-log sampling at the shipped defaults
     unless the runner's options say otherwise."""
     return {
-        # As k8s/base/configmap.yaml ships it: every request writes its JSON access line (all of
-        # them at the shipped sampling), into the server's log file, never a terminal.
+        # As k8s/base/configmap.yaml ships it: access lines at the shipped sampling (every 4xx,
+        # 5xx and slow request, a share of the rest), into the server's log file, never a terminal.
         "LOG_LEVEL": "INFO",
         "ACCESS_LOG_SAMPLE": (
             f"{access_log_sample:g}"

@@ -62,7 +62,7 @@ TARGETS = [
 # What the report's header must say the Gatehouse servers ran with: production's settings.
 PRODUCTION = (
     "LOG_LEVEL=INFO",
-    "ACCESS_LOG_SAMPLE=1,",
+    "ACCESS_LOG_SAMPLE=0.1,",
     "CORS_ORIGINS=https://app.example.com",
     "OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:",
     "OTEL_TRACES_SAMPLER=parentbased_traceidratio",
@@ -204,3 +204,39 @@ def test_wrk_sends_the_headers_it_is_given() -> None:
         server.server_close()
     assert report["requests"] > 0
     assert set(seen) == {"https://app.example.com"}
+
+
+def test_the_in_process_breakdown_measures_every_variant(redis_url: str) -> None:
+    """`python -m bench.http.inprocess`: one row per variant, each a number of microseconds."""
+    from bench.http.inprocess import HEADING, VARIANTS
+
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or "0"
+    db_name = f"{DB_NAME_PREFIX}_bench_inprocess_{worker}"
+    bench_redis_url = with_redis_db(redis_url, BENCH_REDIS_DB)
+    env = {
+        **os.environ,
+        "BENCH_DATABASE_URL": BASE_DATABASE_URL,
+        "BENCH_DB_NAME": db_name,
+        "BENCH_REDIS_URL": bench_redis_url,
+    }
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.http.inprocess", "--rounds", "2", "--requests", "3"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
+            check=False,
+        )
+        database_left = database_exists(db_name)
+    finally:
+        drop_database(db_name)
+        redis.Redis.from_url(bench_redis_url).flushdb()
+    text = f"{done.stdout}\n{done.stderr}"
+    assert done.returncode == 0, text
+    rows = table_after(done.stdout, HEADING)
+    assert [row["variant"] for row in rows] == list(VARIANTS), text
+    for row in rows:
+        assert leading_number(row["µs CPU per request, best round"]) > 0, row
+    assert not database_left, "the runner left its database behind"

@@ -43,6 +43,9 @@ def base_settings(database_url: str, redis_url: str) -> Settings:
         # A loaded CI machine can delay a healthy Redis past production's fail-fast timeout.
         redis_timeout=3.0,
         public_base_url="https://gatehouse.test",
+        # Every request's access line, so that tests can look for the line of a successful one
+        # (production samples those: ACCESS_LOG_SAMPLE).
+        access_log_sample=1.0,
     )
 
 
