@@ -118,9 +118,11 @@ def database_exists(name: str) -> bool:
     return found is not None
 
 
-def test_bench_measures_every_scenario_and_reports_the_targets(redis_url: str) -> None:
+def bench_env(redis_url: str, name: str) -> tuple[dict[str, str], str, str]:
+    """The environment of a runner on a database of this xdist worker's own and the benchmark's
+    Redis database: (environment, database name, Redis URL)."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or "0"
-    db_name = f"{DB_NAME_PREFIX}_bench_{worker}"
+    db_name = f"{DB_NAME_PREFIX}_{name}_{worker}"
     bench_redis_url = with_redis_db(redis_url, BENCH_REDIS_DB)
     env = {
         **os.environ,
@@ -128,6 +130,11 @@ def test_bench_measures_every_scenario_and_reports_the_targets(redis_url: str) -
         "BENCH_DB_NAME": db_name,
         "BENCH_REDIS_URL": bench_redis_url,
     }
+    return env, db_name, bench_redis_url
+
+
+def test_bench_measures_every_scenario_and_reports_the_targets(redis_url: str) -> None:
+    env, db_name, bench_redis_url = bench_env(redis_url, "bench")
     try:
         done = run_bench(env)
         database_left = database_exists(db_name)
@@ -210,15 +217,7 @@ def test_the_in_process_breakdown_measures_every_variant(redis_url: str) -> None
     """`python -m bench.http.inprocess`: one row per variant, each a number of microseconds."""
     from bench.http.inprocess import HEADING, VARIANTS
 
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or "0"
-    db_name = f"{DB_NAME_PREFIX}_bench_inprocess_{worker}"
-    bench_redis_url = with_redis_db(redis_url, BENCH_REDIS_DB)
-    env = {
-        **os.environ,
-        "BENCH_DATABASE_URL": BASE_DATABASE_URL,
-        "BENCH_DB_NAME": db_name,
-        "BENCH_REDIS_URL": bench_redis_url,
-    }
+    env, db_name, bench_redis_url = bench_env(redis_url, "bench_inprocess")
     try:
         done = subprocess.run(
             [sys.executable, "-m", "bench.http.inprocess", "--rounds", "2", "--requests", "3"],
