@@ -35,9 +35,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "production settings (all on)": {},
     "tracing off": {"otel_exporter_otlp_endpoint": None},
     "an access line for every request (ACCESS_LOG_SAMPLE=1)": {"access_log_sample": 1.0},
-    "no access line for successful fast requests (ACCESS_LOG_SAMPLE=0)": {
-        "access_log_sample": 0.0
-    },
+    "no access line for successful fast requests (ACCESS_LOG_SAMPLE=0)": {"access_log_sample": 0.0},
     "CORS off": {"cors_origins": ()},
 }
 
