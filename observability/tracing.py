@@ -52,8 +52,13 @@ def init_app(app: Flask, endpoint: str | None, exporter: SpanExporter | None = N
     from opentelemetry.instrumentation.redis import RedisInstrumentor  # tracing on only: 11 ms
 
     tracer_provider = provider(exporter, endpoint)
+    # No SQL commenter: nothing here reads the request context it attaches, and attaching it is
+    # a context switch on every request (≈ 50-70 µs of a `/users/me` in an in-process A/B).
     FlaskInstrumentor().instrument_app(
-        app, tracer_provider=tracer_provider, excluded_urls="health,metrics"
+        app,
+        tracer_provider=tracer_provider,
+        excluded_urls="health,metrics",
+        enable_commenter=False,
     )
     sqlalchemy = app.extensions.get("sqlalchemy")  # Flask-SQLAlchemy's engines, if any
     if sqlalchemy is not None:

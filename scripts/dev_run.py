@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     env.setdefault("DATABASE_URL", f"sqlite:///{instance / 'gatehouse.db'}")
     env.setdefault("JWT_KEYS_FILE", str(instance / "jwt-keys.json"))
     env.setdefault("BIND", "127.0.0.1:8000")
+    # A developer reads every request in the terminal (production samples successful ones).
+    env.setdefault("ACCESS_LOG_SAMPLE", "1")
     mail_sink_port = None
     if not env.get("SMTP_URL"):
         mail_sink_port = _free_port()

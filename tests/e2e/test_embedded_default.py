@@ -200,6 +200,12 @@ def test_every_registration_prints_its_link_at_once_and_the_account_then_works(
     assert status == 200, me
     assert me["email"] == recipients[0]
     assert me["email_verified"] is True
+    # make run shows every request, the successful ones too (production samples those).
+    me_line = re.compile(r"gatehouse\.access .*route=/api/v1/users/me .*status=200")
+    wait_until(
+        lambda: me_line.search(embedded.text()),
+        message=lambda: f"no access line for GET /users/me; log:\n{embedded.text()[-3000:]}",
+    )
 
     assert _errors(embedded.text()) == []
 
