@@ -1,20 +1,25 @@
-"""The gunicorn worker class of the API: gthread that accepts a connection only with a free thread.
+"""The gunicorn worker class of the API: gthread that spreads a burst of connections over the
+workers.
 
 Every gthread worker polls the one shared listening socket and accepts whatever it can, up to
 `worker_connections` (1,000). When a burst of keep-alive clients connects at once (a load
 balancer's pool, a load test), the worker that wakes first takes nearly all of them and keeps
 them: on this machine one of two workers often held 29-31 of 32 connections, so one core did the
-work of two and latency doubled. Here a worker stops accepting while all its threads are busy,
-so the other workers take the rest; connections it already holds are served as before (kept
-alive or pending, they do not count as busy). `SO_REUSEPORT` would spread connections too, but a
-worker stopped with SIGTERM would then reset the connections queued on its own socket.
+work of two and latency doubled. Here a worker accepts up to `HELD_PER_THREAD` connections per
+thread whatever its load, and beyond that only while one of its threads is free, so a burst is
+spread over the workers (32 clients on 2 workers of 4 threads: 16/16) and no client waits in the
+listen backlog behind the kept-alive ones while the fleet is saturated; connections it already
+holds are served as before (kept alive or pending, they do not count as busy). `SO_REUSEPORT`
+would spread connections too, but a worker stopped with SIGTERM would then reset the connections
+queued on its own socket.
 
-Connections may wait in the listen backlog while every thread is busy. When the worker stops
-(SIGTERM), it first accepts everything already queued there and serves it within the graceful
-timeout, as the stock worker would have: a client that connected before the signal gets its
-answer (tests/e2e/test_graceful_shutdown.py). While every thread of every worker is blocked (on
-an unreachable database, say), probes and scrapes wait in the backlog rather than in a worker's
-queue: the same wait, since the stock worker accepts them but has no thread to serve them.
+Beyond `HELD_PER_THREAD` connections per thread, connections may wait in the listen backlog while
+every thread is busy. When the worker stops (SIGTERM), it first accepts everything already queued
+there and serves it within the graceful timeout, as the stock worker would have: a client that
+connected before the signal gets its answer (tests/e2e/test_graceful_shutdown.py). While every
+thread of every worker is blocked (on an unreachable database, say), probes and scrapes wait in the
+backlog rather than in a worker's queue: the same wait, since the stock worker accepts them but has
+no thread to serve them.
 
 It leans on gthread's internals (`keepalived_conns`, `pending_conns`, `nr_conns`, `accept`,
 `set_accept_enabled`) of the pinned gunicorn; tests/e2e/test_gunicorn_worker.py fails if a
@@ -35,6 +40,10 @@ from gunicorn import util
 from gunicorn.workers.gthread import ThreadWorker
 
 PROBLEM_MIMETYPE = "application/problem+json"
+# Up to this many connections per thread a worker accepts even with every thread busy, so that a
+# burst of clients never waits in the listen backlog behind the kept-alive connections of a
+# saturated fleet (it did: p99 of seconds, timeouts); beyond it, only a free thread accepts more.
+HELD_PER_THREAD = 4
 _DETAILS = {
     400: "The request line or a header is malformed.",
     403: "The request is forbidden.",
@@ -82,7 +91,8 @@ class FairThreadWorker(ThreadWorker):
     @property
     def worker_connections(self) -> int:
         idle = len(self.keepalived_conns) + len(self.pending_conns)
-        return int(min(self._max_connections, idle + self.cfg.threads))
+        floor = self.cfg.threads * HELD_PER_THREAD
+        return int(min(self._max_connections, max(idle + self.cfg.threads, floor)))
 
     @worker_connections.setter
     def worker_connections(self, value: int) -> None:

@@ -1,6 +1,6 @@
-"""The API's gunicorn worker (webapp.gunicorn_worker.FairThreadWorker) accepts a connection only
-while one of its threads is free, so a burst of keep-alive clients is spread over the workers
-instead of landing on whichever woke first."""
+"""The API's gunicorn worker (webapp.gunicorn_worker.FairThreadWorker) holds at most
+`HELD_PER_THREAD` connections per thread while its threads are busy, so a burst of keep-alive
+clients is spread over the workers instead of landing on whichever woke first."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ import subprocess
 
 from tests.support.gunicorn import children, read_response
 from tests.support.waiting import wait_until
+from webapp.gunicorn_worker import HELD_PER_THREAD
 
-THREADS = 4  # GUNICORN_THREADS of the `gunicorn` fixture
-CLIENTS = 16
+THREADS = 4  # GUNICORN_THREADS of the `gunicorn` fixture (2 workers)
+HELD = THREADS * HELD_PER_THREAD  # what a worker with every thread busy still accepts
+CLIENTS = 2 * HELD + 8
 
 
 def held_per_worker(master: int, port: int) -> list[int]:
@@ -42,9 +44,9 @@ def test_a_burst_of_connections_is_spread_over_the_workers(
     clients = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(CLIENTS)]
     try:
         # No request sent yet: each accepted connection keeps a thread waiting for its first
-        # bytes, so each worker takes as many as it has threads and leaves the rest queued.
+        # bytes or waits for one, so each worker takes HELD and leaves the rest in the backlog.
         wait_until(
-            lambda: held_per_worker(proc.pid, port) == [THREADS, THREADS],
+            lambda: held_per_worker(proc.pid, port) == [HELD, HELD],
             timeout=10,
             message="connections not spread over the workers",
         )
