@@ -22,7 +22,7 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import Any
+from typing import Any, TextIO
 
 from bench.http.production import WEB_CLIENT_ORIGIN, production_settings
 from bench.http.runner import DEFAULT_ADMIN_DATABASE_URL, DEFAULT_REDIS_URL
@@ -41,10 +41,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 
 def measure(rounds: int, requests: int, target: Target) -> dict[str, list[float]]:
+    with open(target.workdir / "access.log", "w") as log:
+        return _measure(rounds, requests, target, log)
+
+
+def _measure(rounds: int, requests: int, target: Target, log: TextIO) -> dict[str, list[float]]:
     from webapp.config import Settings
     from webapp.factory import create_app
 
-    log = open(target.workdir / "access.log", "w")  # noqa: SIM115 - closed with the workdir
     clients = {}
     for name, changes in VARIANTS.items():
         clients[name] = create_app(Settings.from_env().with_overrides(**changes)).test_client()
