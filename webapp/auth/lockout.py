@@ -171,13 +171,24 @@ def _delete(*keys: str) -> None:
         local.delete(key)
 
 
-def ensure_not_locked(email: str, origin: Origin, *, known_device: bool = False) -> None:
+@dataclass(frozen=True)
+class LoginGate:
+    """What the lockout check read besides the locks: whether this IP has failures counted for
+    the email, which a successful sign-in clears (with none, there is nothing to clear)."""
+
+    failures_counted: bool
+
+
+def ensure_not_locked(email: str, origin: Origin, *, known_device: bool = False) -> LoginGate:
     """429 with a true Retry-After while the (email, IP) pair or the IP is locked out
     (`account-locked`), or the email is throttled across all IPs (`login-throttled`) — unless
-    this IP and client signed in to the account before (`known_device`)."""
+    this IP and client signed in to the account before (`known_device`). The pair's failure
+    count is read in the same round trip."""
     keys = _keys(email, origin)
-    names = [keys.pair_lock, keys.account_lock] + ([keys.ip_lock] if keys.ip_lock else [])
-    pair, account, *ip = _deadlines(names)
+    names = [keys.pair_failures, keys.pair_lock, keys.account_lock]
+    if keys.ip_lock:
+        names.append(keys.ip_lock)
+    failures, pair, account, *ip = _deadlines(names)
     now = time.time()
     locked = max([d - now for d in (pair, *ip) if d is not None], default=0.0)
     throttled = account - now if account is not None and not known_device else 0.0
@@ -188,6 +199,7 @@ def ensure_not_locked(email: str, origin: Origin, *, known_device: bool = False)
         error = LoginThrottled(retry_after=math.ceil(throttled))
     if error is not None:
         raise error
+    return LoginGate(failures_counted=failures is not None)
 
 
 def _lockout_event(db: DbSession, origin: Origin, user: User | None, scope: str) -> None:
@@ -251,10 +263,14 @@ def record_failure(
     db.commit()
 
 
-def register_success(email: str, origin: Origin) -> None:
+def register_success(email: str, origin: Origin, gate: LoginGate | None = None) -> None:
     """The right credentials from this IP: its failure count for the email starts again. The
     email's count across IPs does not: one correct sign-in must not buy a guesser elsewhere a
-    fresh budget."""
+    fresh budget. With the `gate` this attempt passed and no failures counted then, nothing is
+    written: a failure counted since (a concurrent attempt) stays until its window ends, the
+    stricter side."""
+    if gate is not None and not gate.failures_counted:
+        return
     _delete(_keys(email, origin).pair_failures)
 
 

@@ -99,6 +99,11 @@ LOGIN_RESPONSES = {
 }
 
 
+# Instances made once: building a marshmallow schema deep-copies its fields (~150 µs a login).
+_TOKEN_PAIR_OUT = TokenPairOut()
+_MFA_CHALLENGE_OUT = MfaChallengeOut()
+
+
 @blp.route("/login")
 class Login(MethodView):
     @public
@@ -111,8 +116,8 @@ class Login(MethodView):
         with TOTP active, an `mfa_token` for `POST /auth/login/mfa`."""
         result = service.login(db.session, request_origin(), **body)
         if isinstance(result, service.MfaChallenge):
-            return dict(MfaChallengeOut().dump(result))
-        return dict(TokenPairOut().dump(result))
+            return dict(_MFA_CHALLENGE_OUT.dump(result))
+        return dict(_TOKEN_PAIR_OUT.dump(result))
 
 
 @blp.route("/login/mfa")
