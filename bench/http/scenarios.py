@@ -25,7 +25,17 @@ from bench.http.production import (
     UNREFUSED_BUDGET,
     WEB_CLIENT_ORIGIN,
 )
-from bench.http.results import BARE, LABELS, LOGIN, ME, ME_LIMITED, ME_ORIGIN, Result, Run
+from bench.http.results import (
+    BARE,
+    BARE_LOGIN,
+    LABELS,
+    LOGIN,
+    ME,
+    ME_LIMITED,
+    ME_ORIGIN,
+    Result,
+    Run,
+)
 from bench.http.server import Server, http_request, serving
 from bench.http.wrk import run_wrk
 from tests.support.throwaway import SetupError, ThrowawayTarget, step
@@ -141,12 +151,18 @@ def measure(
     return best
 
 
-def login(base: str, password: str) -> str:
+def login_body(password: str) -> str:
+    return json.dumps({"email": BENCH_EMAIL, "password": password})
+
+
+def login(base: str, password: str, *, path: str = "/api/v1/auth/login") -> str:
+    """Sign the benchmark user in; the answer must carry an access token (the last answer of a
+    login scenario must still be a success, or its figure measured failures)."""
     status, _, data = http_request(
-        base, "POST", "/api/v1/auth/login", body={"email": BENCH_EMAIL, "password": password}
+        base, "POST", path, body={"email": BENCH_EMAIL, "password": password}
     )
     if status != 200 or not isinstance(data, dict) or "access_token" not in data:
-        raise SetupError(f"POST /api/v1/auth/login answered {status}: {str(data)[:200]}")
+        raise SetupError(f"POST {path} answered {status}: {str(data)[:200]}")
     return str(data["access_token"])
 
 
@@ -224,6 +240,18 @@ def run_combo(
         run.results[BARE] = measure(
             wrk, bare, LABELS[BARE], "/bare", connections=args.connections, **common
         )
+        if with_login:
+            run.results[BARE_LOGIN] = measure(
+                wrk,
+                bare,
+                LABELS[BARE_LOGIN],
+                "/bare/login",
+                connections=args.login_clients,
+                method="POST",
+                body=login_body(target.password),
+                **common,
+            )
+            login(bare.base, target.password, path="/bare/login")
     step(f"gunicorn {workers} workers x {threads} threads: Gatehouse (wsgi:app), rate limits off")
     app = Server(
         "gatehouse",
@@ -314,7 +342,6 @@ def measure_login(
         f"raw hash rate: {run.hashes.rate:,.1f} hashes/s "
         f"({run.hashes.ms_per_hash:.1f} ms each, {run.hashes.cpu_ms_per_hash:.1f} ms CPU)"
     )
-    body = json.dumps({"email": BENCH_EMAIL, "password": target.password})
     run.results[LOGIN] = measure(
         wrk,
         app,
@@ -322,7 +349,7 @@ def measure_login(
         "/api/v1/auth/login",
         connections=args.login_clients,
         method="POST",
-        body=body,
+        body=login_body(target.password),
         **common,
     )
     # The last answer must still be a success, or the figure measured failures.
