@@ -297,6 +297,8 @@ def test_datasource_provisioning() -> None:
     assert source["access"] == "proxy"
     assert source["url"].startswith("http")
     assert source["isDefault"] is True
+    # The on-call dashboard's alert list reads Prometheus' rules through the data source.
+    assert source["jsonData"]["manageAlerts"] is True
 
 
 def test_dashboard_provisioning_loads_the_dashboards_folder() -> None:
