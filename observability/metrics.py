@@ -17,6 +17,7 @@ import functools
 import glob
 import os
 import platform
+import time
 from collections.abc import Iterable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -27,6 +28,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    Histogram,
     generate_latest,
     multiprocess,
 )
@@ -89,6 +91,26 @@ DB_POOL_IN_USE = Gauge(
 DB_POOL_CAPACITY = Gauge(
     "gatehouse_db_pool_capacity",
     "Pool size plus max overflow (connections a process may open)",
+    multiprocess_mode="livesum",
+)
+# Getting a connection: from a free pooled one (its pre-ping round trip) through opening a new one
+# to waiting for one to come back, up to DB_POOL_TIMEOUT (5 s), where the checkout fails.
+DB_POOL_CHECKOUT = Histogram(
+    "gatehouse_db_pool_checkout_seconds",
+    "Time to get a connection from the pool (waiting for a free one, or opening one), failed "
+    "checkouts included",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+# The API's gunicorn threads (webapp.gunicorn_worker): how many serve a request right now, of how
+# many. The requests of the metrics listener (the scrape itself) are not counted.
+GUNICORN_THREADS = Gauge(
+    "gatehouse_gunicorn_threads",
+    "Request threads of the live gunicorn workers",
+    multiprocess_mode="livesum",
+)
+GUNICORN_THREADS_BUSY = Gauge(
+    "gatehouse_gunicorn_threads_busy",
+    "gunicorn threads serving an API request (not a scrape) right now",
     multiprocess_mode="livesum",
 )
 UNEXPECTED_ERRORS = Counter(
@@ -180,10 +202,24 @@ class MultiProcessCollector(multiprocess.MultiProcessCollector):
 
 
 def track_pool(engine: Engine) -> None:
-    """Count the connections `engine`'s pool can hold and how many are checked out."""
+    """Count the connections `engine`'s pool can hold, how many are checked out, and how long
+    getting one takes."""
     pool: Any = engine.pool
     size = getattr(pool, "size", lambda: 0)() + max(0, getattr(pool, "_max_overflow", 0))
     DB_POOL_CAPACITY.inc(size)
+    # SQLAlchemy has no event before a checkout (`checkout` fires once it got one), so the
+    # engine's own `raw_connection`, which every Connection calls for its connection, is timed.
+    # On the engine, not its pool: `dispose()` replaces the pool.
+    raw_connection = engine.raw_connection
+
+    def timed_raw_connection() -> Any:
+        started = time.perf_counter()
+        try:
+            return raw_connection()
+        finally:
+            DB_POOL_CHECKOUT.observe(time.perf_counter() - started)
+
+    engine.raw_connection = timed_raw_connection  # type: ignore[method-assign]
 
     @event.listens_for(engine, "checkout")
     def _checkout(*_: Any) -> None:

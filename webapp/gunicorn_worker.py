@@ -25,6 +25,10 @@ It leans on gthread's internals (`keepalived_conns`, `pending_conns`, `nr_conns`
 `set_accept_enabled`) of the pinned gunicorn; tests/e2e/test_gunicorn_worker.py fails if a
 new version changes them.
 
+It reports its saturation: `gatehouse_gunicorn_threads` (its threads) and
+`gatehouse_gunicorn_threads_busy` (those serving an API request now; a request on the metrics
+listener, the scrape itself, is not counted, or every scrape would see one busy thread).
+
 What gunicorn refuses itself, before the application sees a request (a request line past
 `limit_request_line`, a header past `limit_request_field_size`, a malformed request line), it
 answers with an HTML page of its own; this worker answers those in problem+json like every other
@@ -34,7 +38,9 @@ error of the API (`write_problem`), with a fixed detail that never echoes the re
 from __future__ import annotations
 
 import json
+import os
 import socket
+from typing import Any
 
 from gunicorn import util
 from gunicorn.workers.gthread import ThreadWorker
@@ -81,12 +87,33 @@ def write_problem(sock: socket.socket, status_int: int, reason: str, mesg: str) 
     util.write_nonblock(sock, head.encode("latin-1") + body)
 
 
+def _metrics_port() -> int | None:
+    port = os.environ.get("METRICS_PORT", "").strip()
+    return int(port) if port.isdigit() else None
+
+
 class FairThreadWorker(ThreadWorker):
     def init_process(self) -> None:
         # `Worker.handle_error` writes through `util.write_error`, its only call site; this
         # process runs nothing but this worker, so the module attribute is replaced here.
         util.write_error = write_problem
+        # Imported in the worker, not the master: the metrics' files are per process.
+        from observability.metrics import GUNICORN_THREADS, GUNICORN_THREADS_BUSY
+
+        self._busy = GUNICORN_THREADS_BUSY
+        self._scrape_port = _metrics_port()
+        GUNICORN_THREADS.inc(self.cfg.threads)
         super().init_process()
+
+    def handle_request(self, req: Any, conn: Any) -> Any:
+        server = conn.server
+        if isinstance(server, tuple) and server[1] == self._scrape_port:
+            return super().handle_request(req, conn)
+        self._busy.inc()
+        try:
+            return super().handle_request(req, conn)
+        finally:
+            self._busy.dec()
 
     @property
     def worker_connections(self) -> int:

@@ -29,6 +29,7 @@ import math
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -50,12 +51,22 @@ from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.accounts import STRONG_PASSWORD
-from tests.support.dashboards import DASHBOARDS, expressions, load, substitute, variables
+from tests.support.dashboards import (
+    DASHBOARDS,
+    DASHBOARDS_DIR,
+    expressions,
+    load,
+    panels,
+    substitute,
+    variables,
+)
 from tests.support.database import DB_NAME_PREFIX, drop_database, fresh_database, worker_index
 from tests.support.database import signing_keys_json as signing_keys
+from tests.support.kube_metrics import KUBERNETES_SERIES, KubeExporters, gatehouse_containers
 from tests.support.rules import (
     ALERTMANAGER_CONFIG,
     RULE_FILES,
+    alert_names,
     metric_names,
     output,
     require_tool,
@@ -66,6 +77,8 @@ from tests.support.waiting import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 API_JOB, WORKER_JOB = "gatehouse-api", "gatehouse-worker"
+# The `pod` target label a ServiceMonitor gives each target, and the pods of the cluster series.
+API_POD, WORKER_POD = "gatehouse-api-7c9d5b8f6d-x2x4q", "gatehouse-worker-6f7b9c8d5-k7m2p"
 NAMESPACE = "obs-e2e"
 POOL_SIZE, MAX_OVERFLOW = 4, 2  # per process: capacity 6, 12 for two gunicorn workers
 JWKS = "/.well-known/jwks.json"
@@ -312,6 +325,7 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     controller.start()
     smtp.url = f"smtp://127.0.0.1:{smtp_port}"
     webhook = start_webhook()
+    kube = KubeExporters(NAMESPACE, gatehouse_containers(API_POD, WORKER_POD))
     try:
         api_port, api_metrics_port, worker_port, prom_port, am_port = (
             free_port() for _ in range(5)
@@ -394,11 +408,18 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
                 {
                     "job_name": job,
                     "static_configs": [
-                        {"targets": [f"127.0.0.1:{port}"], "labels": {"namespace": NAMESPACE}}
+                        {
+                            "targets": [f"127.0.0.1:{port}"],
+                            "labels": {"namespace": NAMESPACE, "pod": pod},
+                        }
                     ],
                 }
-                for job, port in ((API_JOB, api_metrics_port), (WORKER_JOB, worker_port))
-            ],
+                for job, port, pod in (
+                    (API_JOB, api_metrics_port, API_POD),
+                    (WORKER_JOB, worker_port, WORKER_POD),
+                )
+            ]
+            + kube.scrape_configs(),
         }
         (work / "prometheus.yml").write_text(yaml.safe_dump(prometheus_config))
         (work / "alertmanager.yml").write_text(yaml.safe_dump(alertmanager_config(webhook)))
@@ -479,6 +500,7 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             process.stop()
         controller.stop()
         webhook.server.shutdown()
+        kube.stop()
         drop_database(database_name)
         redis.Redis.from_url(redis_url).flushdb()
 
@@ -770,17 +792,21 @@ def test_real_expositions_pass_promtool_check_metrics(
 
 
 def regex_escape(value: str) -> str:
-    """Escape a label value for a PromQL regex as Grafana does (RE2 rejects `\\-`)."""
-    return re.sub(r"([\\^$.|?*+()\[\]{}])", r"\\\1", value)
+    """Escape a label value for a PromQL regex as Grafana does: a backslash for the regex,
+    doubled inside the double-quoted string (`127\\\\.0\\\\.0\\\\.1`); RE2 rejects `\\-`."""
+    return re.sub(r"([\\^$.|?*+()\[\]{}])", r"\\\\\1", value)
 
 
 def _grafana_variables(stack: Stack, dashboard: dict[str, Any]) -> dict[str, str]:
-    """What Grafana sends for $namespace and $job with "All" selected: the variables' own
-    label_values() queries run against Prometheus, the job regex applied."""
-    found = variables(dashboard)
+    """What Grafana sends for its variables with "All" selected: each query variable's own
+    label_values() query run against Prometheus in order (a later one reads the earlier ones),
+    its regex applied; constants as they are."""
     values = dict(GRAFANA_BUILTINS)
-    for name in ("namespace", "job"):
-        variable = found[name]
+    for name, variable in variables(dashboard).items():
+        if variable["type"] == "constant":
+            values[name] = variable["query"]
+        if variable["type"] != "query":
+            continue
         query = (
             variable["query"]["query"] if isinstance(variable["query"], dict) else variable["query"]
         )
@@ -795,6 +821,8 @@ def _grafana_variables(stack: Stack, dashboard: dict[str, Any]) -> dict[str, str
         values[name] = "|".join(regex_escape(v) for v in discovered)
     assert values["namespace"] == NAMESPACE
     assert set(values["job"].split("|")) == {API_JOB, WORKER_JOB}
+    if "pod" in values:  # the scrape jobs of cAdvisor and kube-state-metrics add no pod
+        assert set(values["pod"].split("|")) == {API_POD, WORKER_POD}
     return values
 
 
@@ -817,9 +845,10 @@ def test_every_dashboard_query_returns_data(stack: Stack, traffic: dict[str, Any
 
     report = []
     for where, expr, sent in empty:
+        names = metric_names(expr) | {n for n in KUBERNETES_SERIES if n in expr}
         absent = sorted(
             name
-            for name in metric_names(expr)
+            for name in names
             if not name.startswith("gatehouse:")
             and not stack.query(f'count({{__name__="{name}"}})', at_range=False)
         )
@@ -828,6 +857,145 @@ def test_every_dashboard_query_returns_data(stack: Stack, traffic: dict[str, Any
     # The worker's counters were among them, scraped from the worker's own target.
     for name in ("gatehouse_emails_total", "gatehouse_jobs_total"):
         assert stack.query(f'{name}{{job="{WORKER_JOB}", namespace="{NAMESPACE}"}}'), name
+
+
+def _by_pod(stack: Stack, expr: str) -> dict[str, float]:
+    """The latest value of each series of `expr`, by pod (and container, where it has one)."""
+    found = {}
+    for series in stack.query(expr, at_range=False):
+        labels = series["metric"]
+        key = "/".join(filter(None, (labels.get("pod", ""), labels.get("container"))))
+        assert key not in found, f"two series for {key}: {expr}"
+        found[key] = round(float(series["value"][1]), 3)
+    return found
+
+
+def test_on_call_use_panels_read_the_cluster_exporters_series_of_the_gatehouse_pods_only(
+    stack: Stack,
+) -> None:
+    """The container panels against the kube-prometheus stand-in: the Gatehouse containers of
+    the two pods, each counted once (not with its pod-level cgroup, container=""), not the pause
+    container or another pod of the namespace, at the rates the stand-in serves."""
+    dashboard = load(DASHBOARDS_DIR / "gatehouse-on-call.json")
+    values = _grafana_variables(stack, dashboard)
+    exprs = {title: substitute(expr, values) for title, ref, expr in expressions(dashboard)}
+    api, worker = gatehouse_containers(API_POD, WORKER_POD)
+    a, w = f"{API_POD}/{api.container}", f"{WORKER_POD}/{worker.container}"
+    expected = {
+        "CPU used of limit": {
+            a: api.cpu_rate / api.cpu_limit,
+            w: worker.cpu_rate / worker.cpu_limit,
+        },
+        "CPU throttling": {a: api.throttled, w: worker.throttled},
+        "Memory working set of limit": {
+            a: api.working_set / api.memory_limit,
+            w: worker.working_set / worker.memory_limit,
+        },
+        "Container restarts in the last hour": {a: 0.0, w: 0.0},
+    }
+    for title, wanted in expected.items():
+
+        def close(title: str = title, wanted: dict[str, float] = wanted) -> bool:
+            found = _by_pod(stack, exprs[title])
+            return found.keys() == wanted.keys() and all(
+                math.isclose(found[pod], value, abs_tol=0.02) for pod, value in wanted.items()
+            )
+
+        wait_for(close, f"{title}: {wanted}", SETTLE, stack.processes)
+
+
+def test_on_call_gunicorn_saturation_counts_requests_in_flight_not_the_scrape(
+    stack: Stack, traffic: dict[str, Any]
+) -> None:
+    dashboard = load(DASHBOARDS_DIR / "gatehouse-on-call.json")
+    values = _grafana_variables(stack, dashboard)
+    exprs = {title: substitute(expr, values) for title, ref, expr in expressions(dashboard)}
+    threads = 2 * 4  # WEB_CONCURRENCY x gunicorn.conf.py's GUNICORN_THREADS default
+    body = requests.get(stack.api_metrics, timeout=REQUEST).text
+    assert _metric(body, "gatehouse_gunicorn_threads") == threads
+    assert _metric(body, "gatehouse_gunicorn_threads_busy") == 0  # this scrape is not counted
+    busy = exprs["gunicorn threads busy"]
+    wait_for(lambda: _by_pod(stack, busy) == {API_POD: 0.0}, "no busy thread", SETTLE)
+
+    # A login whose body has not all arrived: the view waits for it on one thread.
+    host, port = urlsplit(stack.api).netloc.split(":")
+    payload = json.dumps({"email": "held@example.com", "password": "x" * 12}).encode()
+    head = (
+        f"POST /api/v1/auth/login HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        "Content-Type: application/json\r\nX-Forwarded-For: 198.51.100.251\r\n"
+        f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    with socket.create_connection((host, int(port)), timeout=REQUEST) as held:
+        held.sendall(head + payload[:10])
+        wait_for(
+            lambda: _by_pod(stack, busy) == {API_POD: round(1 / threads, 3)},
+            "one busy thread in Prometheus",
+            SETTLE,
+            stack.processes,
+        )
+        body = requests.get(stack.api_metrics, timeout=REQUEST).text
+        assert _metric(body, "gatehouse_gunicorn_threads_busy") == 1
+        held.sendall(payload[10:])
+        assert held.recv(64).startswith(b"HTTP/1.1 401"), "the login was answered"
+    wait_for(lambda: _by_pod(stack, busy) == {API_POD: 0.0}, "the thread freed", SETTLE)
+
+    # Every request took a pooled connection: the checkout wait is measured, per pod.
+    wait = [
+        e for t, e in ((t, e) for t, _, e in expressions(dashboard)) if t == "DB pool checkout wait"
+    ]
+    for expr in wait:
+        assert API_POD in _by_pod(stack, substitute(expr, values)), expr
+    assert _metric(body, "gatehouse_db_pool_checkout_seconds_count") > 0
+
+
+def test_on_call_alerts_link_every_firing_alert_to_its_runbook(stack: Stack) -> None:
+    """The alert list reads Prometheus' rules API (data-source-managed rules); the table reads
+    ALERTS. Both see the refresh-token reuse of the traffic, and every link is the rule's own
+    runbook_url."""
+    dashboard = load(DASHBOARDS_DIR / "gatehouse-on-call.json")
+    values = _grafana_variables(stack, dashboard)
+    response = requests.get(
+        f"{stack.prometheus}/api/v1/rules", params={"type": "alert"}, timeout=REQUEST
+    )
+    rules = [r for group in response.json()["data"]["groups"] for r in group["rules"]]
+    assert {r["name"] for r in rules} == alert_names()
+    for rule in rules:
+        assert rule["annotations"]["runbook_url"] == f"{values['runbook_base']}/{rule['name']}.md"
+        assert (ROOT / "docs" / "runbooks" / f"{rule['name']}.md").is_file()
+    by_type = {p["type"]: p for p in panels(dashboard)}
+    content = substitute(by_type["text"]["options"]["content"], values)
+    for rule in rules:
+        assert f"({rule['annotations']['runbook_url']})" in content, rule["name"]
+
+    # The alert list's filters, applied to the alert instances of the rules API.
+    options = by_type["alertlist"]["options"]
+    label_filter = substitute(options["alertInstanceLabelFilter"], values)
+    selector = f'ALERTS{{alertname=~".*{options["alertName"]}.*", {label_filter.strip("{}")}}}'
+    listed = {
+        a["labels"]["alertname"]
+        for rule in rules
+        for a in rule.get("alerts", [])
+        if options["alertName"] in rule["name"]
+        and a["labels"].get("namespace") == NAMESPACE
+        and a["state"] in ("firing", "pending")
+    }
+    assert "GatehouseRefreshTokenReuseDetected" in listed
+    assert {r["metric"]["alertname"] for r in stack.query(selector, at_range=False)} >= listed
+
+    # The table's rows and the link each row's alert name opens.
+    table = by_type["table"]
+    [target] = table["targets"]
+    rows = stack.query(substitute(target["expr"], values), at_range=False)
+    firing = {r["metric"]["alertname"] for r in rows}
+    assert "GatehouseRefreshTokenReuseDetected" in firing
+    [override] = [
+        o for o in table["fieldConfig"]["overrides"] if o["matcher"]["options"] == "alertname"
+    ]
+    [link] = next(p for p in override["properties"] if p["id"] == "links")["value"]
+    runbooks = {r["name"]: r["annotations"]["runbook_url"] for r in rules}
+    for name in firing:
+        url = substitute(link["url"], values).replace("${__value.raw}", name)
+        assert url == runbooks[name]
 
 
 def test_alertmanager_routes_by_severity_inhibits_twins_and_drops_info(stack: Stack) -> None:

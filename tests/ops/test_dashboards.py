@@ -6,6 +6,7 @@ service is proved by tests/e2e/test_observability_stack.py (both use tests/suppo
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from tests.support.dashboards import (
     DATASOURCE_REF,
     EXPECTED_UIDS,
     PROVISIONING,
+    QUERYLESS_PANELS,
     all_expressions,
     expressions,
     load,
@@ -28,9 +30,12 @@ from tests.support.dashboards import (
     variable_query,
     variables,
 )
+from tests.support.kube_metrics import KUBERNETES_SERIES, deployment_limits
 from tests.support.rules import (
     PROMETHEUS_SERIES,
     ROOT,
+    alert_names,
+    alert_rules,
     exposed_series_names,
     load_rule_groups,
     metric_names,
@@ -43,7 +48,7 @@ from tests.support.rules import (
 # --- the files -----------------------------------------------------------------------------------
 
 
-def test_the_four_dashboards_exist_with_unique_uids() -> None:
+def test_the_dashboards_exist_with_unique_uids() -> None:
     uids = [load(path)["uid"] for path in DASHBOARDS]
     assert sorted(uids) == sorted(EXPECTED_UIDS)
     titles = [load(path)["title"] for path in DASHBOARDS]
@@ -82,7 +87,7 @@ def test_every_panel_has_a_query_a_unit_and_thresholds(path: Path) -> None:
         p["id"] for row in dashboard["panels"] for p in row.get("panels", [])
     ]
     assert len(ids) == len(set(ids)), "panel ids must be unique"
-    found = list(panels(dashboard))
+    found = [p for p in panels(dashboard) if p["type"] not in QUERYLESS_PANELS]
     assert found
     for panel in found:
         where = f"{path.name}: {panel.get('title')!r}"
@@ -108,16 +113,41 @@ def test_every_panel_has_a_query_a_unit_and_thresholds(path: Path) -> None:
 def test_every_selector_honours_the_job_and_namespace_variables(path: Path) -> None:
     for title, ref, expr in expressions(load(path)):
         found = selectors(expr)
-        assert found, (title, ref, "reads no Gatehouse series")
+        # Or the cluster's series or the alerts (their own test below).
+        others = selectors(expr, "|".join([*KUBERNETES_SERIES, "ALERTS"]))
+        assert found or others, (title, ref, "reads no Gatehouse series")
         for metric, matchers in found:
             assert 'job=~"$job"' in matchers, (title, ref, metric)
+            assert 'namespace=~"$namespace"' in matchers, (title, ref, metric)
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
+def test_cluster_series_are_read_for_the_gatehouse_containers_only(path: Path) -> None:
+    """cAdvisor's and kube-state-metrics' series carry no Gatehouse job: they are narrowed by
+    namespace, pod and the Deployments' container names (not "" or "POD", the pod's own cgroup
+    and its pause container, which would count a pod twice)."""
+    containers = sorted(
+        deployment_limits(name)[0] for name in ("api-deployment", "worker-deployment")
+    )
+    for title, ref, expr in expressions(load(path)):
+        for metric, matchers in selectors(expr, "|".join(KUBERNETES_SERIES)):
+            assert 'namespace=~"$namespace"' in matchers, (title, ref, metric)
+            assert 'pod=~"$pod"' in matchers, (title, ref, metric)
+            assert f'container=~"{"|".join(containers)}"' in matchers, (title, ref, metric)
+        for metric, matchers in selectors(expr, "ALERTS"):
             assert 'namespace=~"$namespace"' in matchers, (title, ref, metric)
 
 
 def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
     """promtool parses every query (as a recording rule), with the variables substituted."""
     promtool = require_tool("promtool")
-    values = {"job": "gatehouse-api|gatehouse-worker", "namespace": ".*", **BUILTIN_VARIABLES}
+    values = {
+        "job": "gatehouse-api|gatehouse-worker",
+        "namespace": ".*",
+        "pod": ".*",
+        "instance": ".*",
+        **BUILTIN_VARIABLES,
+    }
     rules = [
         {"record": f"dashboard:query:{index}", "expr": substitute(expr, values)}
         for index, (_, _, _, expr) in enumerate(all_expressions())
@@ -134,6 +164,9 @@ def test_dashboards_read_only_series_that_exist() -> None:
     for name, title, ref, expr in all_expressions():
         unknown = metric_names(expr) - known
         assert not unknown, (name, title, ref, unknown)
+        # The cluster's series: only those the e2e's stand-in exporters serve.
+        cluster = set(re.findall(r"\b(?:container|kube)_[a-z_]+", expr)) - set(KUBERNETES_SERIES)
+        assert not cluster, (name, title, ref, cluster)
 
 
 def test_dashboards_show_red_per_route_and_the_slo_numbers() -> None:
@@ -169,6 +202,90 @@ def test_dashboards_show_red_per_route_and_the_slo_numbers() -> None:
     ]
 
 
+# --- the on-call dashboard ----------------------------------------------------------------------
+
+ON_CALL = DASHBOARDS_DIR / "gatehouse-on-call.json"
+
+
+def test_on_call_has_pod_and_instance_variables_that_every_gatehouse_query_honours() -> None:
+    dashboard = load(ON_CALL)
+    found = variables(dashboard)
+    for name, reads in (("pod", ("$namespace", "$job")), ("instance", ("$pod",))):
+        variable = found[name]
+        assert (variable["type"], variable["datasource"]) == ("query", DATASOURCE_REF)
+        assert variable["includeAll"]
+        assert variable["multi"]
+        # docker compose has no pod label: "All" must still match series without one.
+        assert variable["allValue"] == ".*"
+        query = variable_query(variable)
+        assert query.startswith("label_values(up{")
+        assert query.endswith(f", {name})")
+        assert all(other in query for other in reads), query
+    for title, ref, expr in expressions(dashboard):
+        for metric, matchers in selectors(expr):
+            assert 'pod=~"$pod"' in matchers, (title, ref, metric)
+            assert 'instance=~"$instance"' in matchers, (title, ref, metric)
+
+
+def test_on_call_shows_the_use_of_containers_and_of_the_application() -> None:
+    dashboard = load(ON_CALL)
+    text = "\n".join(expr for _, _, expr in expressions(dashboard))
+    assert set(KUBERNETES_SERIES) <= set(re.findall(r"\b(?:container|kube)_[a-z_]+", text))
+    for name in (
+        "gatehouse_gunicorn_threads_busy",
+        "gatehouse_gunicorn_threads",
+        "gatehouse_db_pool_checkout_seconds_bucket",
+        "gatehouse_db_pool_connections_in_use",
+    ):
+        assert name in text
+    titles = {p["title"] for p in panels(dashboard)}
+    assert {
+        "CPU used of limit",
+        "CPU throttling",
+        "Memory working set of limit",
+        "Container restarts in the last hour",
+        "gunicorn threads busy",
+        "DB pool checkout wait",
+    } <= titles
+    # Per pod, never one line for the whole fleet: one saturated pod must show.
+    for panel in panels(dashboard):
+        for target in panel.get("targets", []):
+            if "sum by" in target["expr"]:
+                assert "pod" in target["expr"].split("sum by (")[1].split(")")[0], panel["title"]
+
+
+def test_on_call_lists_alerts_and_links_every_alert_to_its_runbook() -> None:
+    dashboard = load(ON_CALL)
+    by_type: dict[str, list[dict[str, object]]] = {}
+    for panel in panels(dashboard):
+        by_type.setdefault(panel["type"], []).append(panel)
+    [alertlist] = by_type["alertlist"]
+    options = alertlist["options"]
+    assert isinstance(options, dict)
+    assert options["alertName"] == "Gatehouse"
+    assert options["alertInstanceLabelFilter"] == '{namespace=~"$namespace"}'
+    assert options["stateFilter"]["firing"]
+    assert options["stateFilter"]["pending"]
+
+    # The link base: the dashboard constant, the base of every rule's runbook_url.
+    base = variables(dashboard)["runbook_base"]
+    assert (base["type"], base["hide"]) == ("constant", 2)
+    for rule in alert_rules():
+        assert rule["annotations"]["runbook_url"] == f"{base['query']}/{rule['alert']}.md"
+    [runbooks] = by_type["text"]
+    options = runbooks["options"]
+    assert isinstance(options, dict)
+    linked = re.findall(r"\]\(\$\{runbook_base\}/(\w+)\.md\)", options["content"])
+    assert sorted(linked) == sorted(alert_names())
+    for name in linked:
+        assert (ROOT / "docs" / "runbooks" / f"{name}.md").is_file(), name
+    [table] = by_type["table"]
+    table_text = json.dumps(table)
+    assert '"url": "${runbook_base}/${__value.raw}.md"' in table_text
+    assert 'ALERTS{alertstate=\\"firing\\"' in table_text
+    assert any(link.get("url") == "${runbook_base}" for link in dashboard["links"])
+
+
 # --- provisioning --------------------------------------------------------------------------------
 
 
@@ -180,6 +297,8 @@ def test_datasource_provisioning() -> None:
     assert source["access"] == "proxy"
     assert source["url"].startswith("http")
     assert source["isDefault"] is True
+    # The on-call dashboard's alert list reads Prometheus' rules through the data source.
+    assert source["jsonData"]["manageAlerts"] is True
 
 
 def test_dashboard_provisioning_loads_the_dashboards_folder() -> None:

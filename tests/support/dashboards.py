@@ -20,7 +20,10 @@ EXPECTED_UIDS = {
     "gatehouse-jobs",
     "gatehouse-security",
     "gatehouse-dependencies",
+    "gatehouse-oncall",
 }
+# Panels that send no PromQL: Grafana's alert list (it reads the alerting rules) and text.
+QUERYLESS_PANELS = {"alertlist", "text"}
 # Grafana's built-in variables as they are replaced before a query reaches Prometheus.
 BUILTIN_VARIABLES = {"__rate_interval": "1m", "__interval": "15s", "__range": "6h"}
 
@@ -72,12 +75,12 @@ def all_expressions() -> list[tuple[str, str, str, str]]:
     ]
 
 
-def selectors(expr: str) -> list[tuple[str, str]]:
-    """(metric, matchers) of every series selector in `expr`."""
+def selectors(expr: str, names: str | None = None) -> list[tuple[str, str]]:
+    """(metric, matchers) of every series selector in `expr` reading Gatehouse's series, or the
+    series whose names match the regex `names`."""
     found = []
-    for match in re.finditer(
-        r"\b(gatehouse[_:][A-Za-z0-9_:]*|flask_[A-Za-z0-9_]*|up|scrape_duration_seconds)\b", expr
-    ):
+    pattern = names or r"gatehouse[_:][A-Za-z0-9_:]*|flask_[A-Za-z0-9_]*|up|scrape_duration_seconds"
+    for match in re.finditer(rf"\b({pattern})\b", expr):
         rest = expr[match.end() :]
         inner = re.match(r"\{([^}]*)\}", rest)
         found.append((match.group(1), inner.group(1) if inner else ""))
