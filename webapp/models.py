@@ -7,6 +7,7 @@ from webapp.audit.models import AuditEvent
 from webapp.auth.models import AuthSession, OneTimeToken, RefreshToken
 from webapp.http.idempotency import IdempotencyRecord
 from webapp.mfa.models import RecoveryCode, TotpFactor
+from webapp.ops.models import BackupRun
 from webapp.outbox.models import OutboxMessage
 from webapp.users.models import User
 
@@ -16,6 +17,7 @@ __all__ = [
     "ApiKey",
     "AuditEvent",
     "AuthSession",
+    "BackupRun",
     "IdempotencyRecord",
     "OneTimeToken",
     "OutboxMessage",

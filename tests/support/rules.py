@@ -94,6 +94,8 @@ def exposed_series_names() -> set[str]:
         "gatehouse_outbox_messages",
         "gatehouse_outbox_oldest_unsent_age_seconds",
         "gatehouse_database_up",
+        "gatehouse_backup_last_success_timestamp_seconds",
+        "gatehouse_backup_last_size_bytes",
     }
     assert metrics.LOGINS is not None  # the module's metrics are registered on import
     for family in [*REGISTRY.collect(), *http.collect()]:

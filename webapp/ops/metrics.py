@@ -1,10 +1,10 @@
 """The API's `/metrics`: every process's samples plus the state all of them share.
 
 State that every API process and worker shares (queue depth, dead letters, the outbox backlog,
-whether Redis and the database answer) is read at scrape time by `StateCollector`, so it is right
-however many processes run. Where `/metrics` is answered at all is `observability.exposure`'s
-rule: on the metrics listener, or on the API's own port outside production while `METRICS_PORT`
-is unset.
+the newest recorded database backup, whether Redis and the database answer) is read at scrape
+time by `StateCollector`, so it is right however many processes run. Where `/metrics` is
+answered at all is `observability.exposure`'s rule: on the metrics listener, or on the API's own
+port outside production while `METRICS_PORT` is unset.
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ from observability.metrics import QUEUES, exposition
 from webapp.config import settings_of
 from webapp.db import aware
 from webapp.extensions import db, limiter, redis_store
+from webapp.ops.models import BackupRun
 from webapp.outbox.models import DEAD, ENQUEUED, PENDING, OutboxMessage
 
 
 class StateCollector(Collector):
-    """Shared state read at scrape time: queues, dead letters and the outbox."""
+    """Shared state read at scrape time: queues, dead letters, the outbox and backups."""
 
     def __init__(self, app: Flask) -> None:
         self.app = app
@@ -35,6 +36,7 @@ class StateCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         yield from self._queues()
         yield from self._outbox()
+        yield from self._backups()
 
     def _queues(self) -> Iterator[GaugeMetricFamily]:
         depth = GaugeMetricFamily(
@@ -90,6 +92,33 @@ class StateCollector(Collector):
             yield up
             return
         yield from (messages, oldest, up)
+
+    def _backups(self) -> Iterator[GaugeMetricFamily]:
+        """The newest row scripts/backup.sh recorded. No row, or no answer: no samples, so the
+        alert's absence rule sees "no backup known" (GatehouseBackupStale)."""
+        try:
+            with self.app.app_context():
+                newest = db.session.execute(
+                    select(BackupRun.finished_at, BackupRun.size_bytes)
+                    .order_by(BackupRun.finished_at.desc())
+                    .limit(1)
+                ).first()
+                db.session.remove()
+        except Exception:  # noqa: BLE001 - gatehouse_database_up already reports the outage
+            return
+        if newest is None:
+            return
+        finished_at, size = newest
+        timestamp = GaugeMetricFamily(
+            "gatehouse_backup_last_success_timestamp_seconds",
+            "Unix time the newest successful database backup (scripts/backup.sh) was recorded",
+        )
+        timestamp.add_metric([], aware(finished_at).timestamp())
+        size_bytes = GaugeMetricFamily(
+            "gatehouse_backup_last_size_bytes", "Size of the newest successful backup's archive"
+        )
+        size_bytes.add_metric([], size)
+        yield from (timestamp, size_bytes)
 
 
 def init_app(app: Flask) -> None:
