@@ -2,6 +2,7 @@
 
     python -m scripts.deploy k8s/overlays/prod           # apply, with kubectl's current context
     python -m scripts.deploy k8s/overlays/prod --print   # what would be applied, in that order
+    python -m scripts.deploy k8s/overlays/prod --skip-migrate   # a rollback (below)
 
 A Job's pod template is immutable: the base's `gatehouse-migrate` cannot be applied again with
 another image. This script names it per release, `gatehouse-migrate-<12 hex digits of the SHA-256
@@ -17,6 +18,10 @@ itself...); wait until the Job completes (up to its `activeDeadlineSeconds`) and
 apply the Deployments. Their rollout starts on a migrated schema; pods of the previous release
 stay ready meanwhile (`/ready` accepts a schema ahead of them: migrations are expand/contract).
 The Secret `gatehouse-secrets` is created beforehand, once (docs/deploy.md).
+
+Rolling back to an older release: its pods are ready on the newer schema, but its migrate Job
+would fail (`db upgrade` does not know the newer revision). `--skip-migrate` applies everything
+but the Job.
 """
 
 from __future__ import annotations
@@ -123,15 +128,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--print", action="store_true", help="print what would be applied, apply nothing"
     )
+    parser.add_argument(
+        "--skip-migrate",
+        action="store_true",
+        help="leave the migrate Job out (a rollback to a release older than the schema)",
+    )
     args = parser.parse_args(argv)
     steps = plan(render(args.overlay))
+    first = [o for o in steps.first if not (args.skip_migrate and o is steps.job)]
     if args.print:
-        sys.stdout.write(yaml.safe_dump_all([*steps.first, *steps.then], sort_keys=False))
+        sys.stdout.write(yaml.safe_dump_all([*first, *steps.then], sort_keys=False))
         return 0
-    print(kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(steps.first)), end="")
-    job = steps.job["metadata"]
-    print(f"deploy: waiting for job {job['namespace']}/{job['name']} (migrations)")
-    wait_for(steps.job)
+    print(kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(first)), end="")
+    if not args.skip_migrate:
+        job = steps.job["metadata"]
+        print(f"deploy: waiting for job {job['namespace']}/{job['name']} (migrations)")
+        wait_for(steps.job)
     print(kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(steps.then)), end="")
     return 0
 
