@@ -11,8 +11,9 @@
 # (`docker stop -t 30`, compose `stop_grace_period`, Kubernetes terminationGracePeriodSeconds): gunicorn
 # drains in-flight requests for up to GUNICORN_GRACEFUL_TIMEOUT (25 s) after SIGTERM.
 
-# Both stages use the same base, pinned by version (bump both together).
-FROM python:3.11.14-slim-trixie AS build
+# Both stages use the same base, pinned by version and digest (the tag says which Python, the digest
+# what is pulled); Renovate (.github/renovate.json) updates both lines together.
+FROM python:3.11.14-slim-trixie@sha256:193fdd0bbcb3d2ae612bd6cc3548d2f7c78d65b549fcaa8af75624c47474444d AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 WORKDIR /src
@@ -25,7 +26,7 @@ RUN mkdir webapp && touch webapp/__init__.py \
     && pip wheel --wheel-dir /wheels . \
     && rm -f /wheels/gatehouse-*.whl
 
-FROM python:3.11.14-slim-trixie AS runtime
+FROM python:3.11.14-slim-trixie@sha256:193fdd0bbcb3d2ae612bd6cc3548d2f7c78d65b549fcaa8af75624c47474444d AS runtime
 LABEL org.opencontainers.image.title="gatehouse" \
       org.opencontainers.image.description="Gatehouse user and access management service" \
       org.opencontainers.image.licenses="MIT" \

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from flask import Flask, current_app
 from pydantic import Field, field_validator
 
+from jobs.health import DEFAULT_FILE as DEFAULT_LIVENESS_FILE
 from webapp.config import DeclaredSettings
 
 # Where `init_app` keeps an application's jobs settings (beside webapp's `GATEHOUSE`).
@@ -83,6 +84,12 @@ class JobsSettings(DeclaredSettings):
         default=512,
         gt=0,
         description="resident memory after which a job process is replaced (after its job)",
+    )
+    jobs_liveness_file: str = Field(
+        default=DEFAULT_LIVENESS_FILE,
+        min_length=1,
+        description="file in which a worker's job loop records until when it counts as alive; "
+        "`python -m jobs.health` (the liveness probe) reads it",
     )
 
     @field_validator("smtp_url")

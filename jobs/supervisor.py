@@ -18,6 +18,9 @@ would give is kept here, per job process instead of per job (docs/adr/0002):
   work-horse, and `jobs.recovery.release_killed` makes its messages due with their claims freed.
 - **The job process dies with its supervisor** (`die_with_parent`): a SIGKILLed supervisor
   leaves no job process sending with nobody beating for it.
+- **The pod's liveness follows the job loop.** The job process marks each turn of RQ's loop on
+  the watch; the supervisor's loop turns that into the liveness file `python -m jobs.health`
+  checks (`jobs.health`).
 
 Signals: the first SIGTERM or SIGINT is passed on to the job process as SIGTERM (RQ's warm
 shutdown: the job in hand finishes), and the supervisor exits with it; a second one kills the
@@ -41,6 +44,7 @@ import redis
 from rq import SimpleWorker
 
 from jobs import queues, runtime
+from jobs.health import LOOP_ALLOWANCE, SUPERVISOR_ALLOWANCE, LivenessFile
 from jobs.recovery import STALE_AFTER, die_with_parent, release_killed, started_jobs
 from observability.worker import process_exited
 
@@ -54,22 +58,38 @@ _RESTART_BACKOFF = (0.0, 1.0, 2.0, 5.0, 10.0, 30.0)  # after job processes that 
 
 
 class JobWatch:
-    """Two numbers the job process writes and the supervisor reads, in memory both share:
-    when the job in hand must be over (0: none), and when the process last beat (monotonic
-    seconds, the same clock in both processes)."""
+    """Three numbers the job process writes and the supervisor reads, in memory both share:
+    when the job in hand must be over (0: none), when the process last beat (its beat thread),
+    and when its job loop last turned (0: not yet); monotonic seconds, the same clock in both
+    processes."""
 
-    _FORMAT = "dd"
+    _FORMAT = "ddd"
 
     def __init__(self) -> None:
         self._memory = mmap.mmap(-1, struct.calcsize(self._FORMAT))
         self.reset()
 
     def reset(self) -> None:
-        struct.pack_into(self._FORMAT, self._memory, 0, 0.0, time.monotonic())
+        """For a new job process. The loop's last turn stays: a job process that cannot start
+        again and again must not look alive."""
+        struct.pack_into("dd", self._memory, 0, 0.0, time.monotonic())
 
     def _read(self) -> tuple[float, float]:
-        deadline, beat = struct.unpack_from(self._FORMAT, self._memory, 0)
+        deadline, beat, _ = struct.unpack_from(self._FORMAT, self._memory, 0)
         return deadline, beat
+
+    def loop_turned(self) -> None:
+        struct.pack_into("d", self._memory, 16, time.monotonic())
+
+    def alive_until(self) -> float | None:
+        """Until when (monotonic) the job loop counts as alive; None before its first turn."""
+        deadline, _, turned = struct.unpack_from(self._FORMAT, self._memory, 0)
+        if not turned:
+            return None
+        until: float = turned + LOOP_ALLOWANCE
+        if deadline:
+            until = max(until, deadline + OVERRUN_GRACE)
+        return until
 
     def job_started(self, timeout: float) -> None:
         struct.pack_into("d", self._memory, 0, time.monotonic() + timeout)
@@ -97,10 +117,17 @@ JobMain = Callable[[JobWatch, str], int]
 class Supervisor:
     """Forks `job_main(watch, name)` in a child and keeps one running until told to stop."""
 
-    def __init__(self, job_main: JobMain, connection: redis.Redis, base_name: str) -> None:
+    def __init__(
+        self,
+        job_main: JobMain,
+        connection: redis.Redis,
+        base_name: str,
+        liveness: LivenessFile | None = None,
+    ) -> None:
         self.job_main = job_main
         self.connection = connection
         self.base_name = base_name
+        self.liveness = liveness
         self.watch = JobWatch()
         self.generation = 0
         self.pid: int | None = None
@@ -154,7 +181,17 @@ class Supervisor:
             if reason is not None and not self._signals:
                 log.error("job worker: killing its job process: %s", reason)
                 self._send(signal.SIGKILL)
+            self._report_liveness()
             time.sleep(_POLL)
+
+    def _report_liveness(self) -> None:
+        """The job loop's "alive until", capped so that a stuck supervisor shows too."""
+        job_loop = self.watch.alive_until()
+        if self.liveness is None or job_loop is None:
+            return
+        now = time.monotonic()
+        until = min(job_loop, now + SUPERVISOR_ALLOWANCE)
+        self.liveness.alive_until(time.time() + (until - now))
 
     def _start(self) -> None:
         wait = _RESTART_BACKOFF[min(self._failed_starts, len(_RESTART_BACKOFF) - 1)]

@@ -15,6 +15,9 @@ still `enqueued` in the database, `jobs.recovery` (or its lease) brings it back 
 and its delivery claim keeps the email from going out twice. Give the worker's Kubernetes pod a
 termination grace period longer than the job timeout.
 
+Liveness: each turn of RQ's loop (a job done, or at most `jobs.health.IDLE_TICK` seconds of
+waiting for one) is marked, and becomes the file `python -m jobs.health` checks (`jobs.health`).
+
 The request id of the request that wrote a message travels in the job's meta and is bound to
 the logging context around the job, so the worker's lines about that job carry it.
 """
@@ -40,10 +43,11 @@ from rq.utils import now
 
 from jobs import emails, queues, runtime, tasks
 from jobs.dispatcher import DispatcherThread, dispatch
+from jobs.health import IDLE_TICK, LOOP_ALLOWANCE, LivenessFile
 from jobs.mailer import tls_context
 from jobs.recovery import JOB_MONITORING_INTERVAL
 from jobs.settings import JobsSettings, jobs_settings_of
-from jobs.supervisor import BEAT_INTERVAL, JobWatch, Supervisor
+from jobs.supervisor import BEAT_INTERVAL, OVERRUN_GRACE, JobWatch, Supervisor
 from observability.context import bound
 from observability.worker import serve_metrics
 from webapp.config import Settings, settings_of
@@ -73,17 +77,34 @@ def resident_megabytes() -> float:
 
 class GatehouseWorker(_JobContext, SimpleWorker):
     """The job process's worker: jobs in this process, one after another. Under a supervisor
-    it marks each job's deadline on the supervisor's `JobWatch`, and stops (to be replaced)
-    after the job during which its memory passed `max_memory_mb`."""
+    it marks each job's deadline and each turn of its loop on the supervisor's `JobWatch`
+    (without one, on its own `liveness` file), and stops (to be replaced) after the job during
+    which its memory passed `max_memory_mb`."""
 
     watch: JobWatch | None = None
+    liveness: LivenessFile | None = None
     max_memory_mb: float | None = None
 
+    @property
+    def dequeue_timeout(self) -> int:
+        """How long one wait for a job lasts (RQ's default is minutes): the loop turns, and
+        shows it is alive, at least this often."""
+        return IDLE_TICK
+
     def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
-        """RQ beats three times per job, three Redis round trips each: a third of a short
-        job's Redis work. Here a beat within a second of the last one is skipped (the beat
-        thread keeps the worker alive during a job) and the rest go in one round trip. Beats
-        RQ sends within its own pipelines (with a job's timeout) are left as they are."""
+        """RQ's loop calls this on each turn (before and after a job, around each wait): the
+        turn is marked for liveness before any Redis work, so a Redis outage, which RQ's loop
+        rides out by retrying, does not look like a dead loop. Then `beat_registry`."""
+        if pipeline is None:
+            self._loop_turned()
+        self.beat_registry(timeout, pipeline)
+
+    def beat_registry(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        """RQ's heartbeat on its worker hash. RQ beats three times per job, three Redis round
+        trips each: a third of a short job's Redis work. Here a beat within a second of the last
+        one is skipped (the beat thread keeps the worker alive during a job) and the rest go in
+        one round trip. Beats RQ sends within its own pipelines (with a job's timeout) are left
+        as they are."""
         if pipeline is not None:
             super().heartbeat(timeout, pipeline)
             return
@@ -93,9 +114,18 @@ class GatehouseWorker(_JobContext, SimpleWorker):
             super().heartbeat(timeout, pipe)
             pipe.execute()
 
-    def execute_job(self, job: Job, queue: Queue) -> Any:
+    def _loop_turned(self) -> None:
         if self.watch is not None:
-            self.watch.job_started(float(job.timeout or Queue.DEFAULT_TIMEOUT))
+            self.watch.loop_turned()
+        elif self.liveness is not None:
+            self.liveness.alive_for(LOOP_ALLOWANCE)
+
+    def execute_job(self, job: Job, queue: Queue) -> Any:
+        timeout = float(job.timeout or Queue.DEFAULT_TIMEOUT)
+        if self.watch is not None:
+            self.watch.job_started(timeout)
+        elif self.liveness is not None:
+            self.liveness.alive_for(max(timeout + OVERRUN_GRACE, LOOP_ALLOWANCE), force=True)
         try:
             return super().execute_job(job, queue)
         finally:
@@ -134,7 +164,7 @@ class _Beat(threading.Thread):
                 next_heartbeat = JOB_MONITORING_INTERVAL
                 # Redis away: RQ's own loop reports it; the next beat tries again.
                 with contextlib.suppress(redis.RedisError):
-                    self.worker.heartbeat()
+                    self.worker.beat_registry()
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -208,9 +238,11 @@ def run(
         "job worker starting",
         extra={"queues": list(queue_names), "dispatcher": with_dispatcher, "burst": burst},
     )
+    liveness = None if burst else LivenessFile(jobs_settings.jobs_liveness_file)
     try:
         if burst or in_process:
             worker = build_worker(settings, queue_names=queue_names, name=name)
+            worker.liveness = liveness
             return worker.work(burst=burst, logging_level=settings.log_level)
 
         def job_main(watch: JobWatch, process_name: str) -> int:
@@ -228,7 +260,9 @@ def run(
                 tasks.mailer_for(settings, jobs_settings).close()
             return 0
 
-        supervisor = Supervisor(job_main, dispatcher_connection, name or uuid.uuid4().hex)
+        supervisor = Supervisor(
+            job_main, dispatcher_connection, name or uuid.uuid4().hex, liveness=liveness
+        )
         return supervisor.run() == 0
     finally:
         if thread is not None:
