@@ -435,6 +435,17 @@ def test_alerts_are_grouped_and_a_warning_is_inhibited_by_its_critical_twin() ->
     ]
     assert len(twin) == 1
     assert {"alertname", "namespace", "job"} <= set(twin[0]["equal"])
+    outage = [
+        rule
+        for rule in config["inhibit_rules"]
+        if rule.get("source_matchers") == ['alertname="GatehouseAPIUnavailable"']
+    ]
+    assert len(outage) == 1
+    (target,) = outage[0]["target_matchers"]
+    inhibited = set(target.removeprefix('alertname=~"').removesuffix('"').split("|"))
+    assert inhibited == {"GatehouseEdgeAvailabilityBudgetBurn", "GatehouseTrafficDropped"}
+    assert inhibited <= alert_names()
+    assert outage[0]["equal"] == ["namespace"]
     receivers = {route["receiver"] for route in _walk_routes(config["route"])}
     assert receivers == {r["name"] for r in config["receivers"]}
 
