@@ -6,8 +6,9 @@
 Sources and what they become:
 
 - `alertmanager/rules/*.yml` (Prometheus rule files: recording and alerting groups) -> one
-  prometheus-operator `PrometheusRule` each, its `spec.groups` the file's `groups` unchanged, in
-  `k8s/components/monitoring/generated/`;
+  prometheus-operator `PrometheusRule` each, its `spec.groups` the file's `groups` unchanged but
+  for the alerts' relative `runbook_url` (`docs/runbooks/<alert>.md`), which becomes a link under
+  RUNBOOK_BASE_URL, in `k8s/components/monitoring/generated/`;
 - `grafana/dashboards/*.json` -> one ConfigMap each, labelled `grafana_dashboard: "1"` for the
   Grafana dashboard sidecar, holding the file's text byte for byte, in the same folder;
 - `scripts/backup.sh`, `scripts/restore.sh` -> the ConfigMap `gatehouse-backup-scripts` that the
@@ -20,6 +21,7 @@ the generated folders that no source produces any more are removed.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import re
 import sys
@@ -34,6 +36,10 @@ DASHBOARDS_GLOB = "grafana/dashboards/*.json"
 BACKUP_SCRIPTS = ("scripts/backup.sh", "scripts/restore.sh")
 MONITORING_DIR = "k8s/components/monitoring/generated"
 BASE_DIR = "k8s/base/generated"
+# Where the repository's files are browsed: the one setting behind every alert's runbook link.
+# The rule files name runbooks relative to the repository root, so that they stay checkable
+# (the file exists) and a fork changes this line only.
+RUNBOOK_BASE_URL = "https://github.com/gatehouse/gatehouse/blob/main/"
 COMMON_LABELS = {"app.kubernetes.io/name": "gatehouse", "app.kubernetes.io/part-of": "gatehouse"}
 
 
@@ -68,6 +74,19 @@ def k8s_name(stem: str) -> str:
     return name
 
 
+def with_runbook_links(groups: list[Any], base_url: str = RUNBOOK_BASE_URL) -> list[Any]:
+    """`groups` with every relative `runbook_url` annotation prefixed by `base_url` (absolute
+    URLs are left alone)."""
+    result = copy.deepcopy(groups)
+    for group in result:
+        for rule in group.get("rules") or []:
+            annotations = rule.get("annotations") or {}
+            url = annotations.get("runbook_url")
+            if isinstance(url, str) and "://" not in url:
+                annotations["runbook_url"] = base_url + url.removeprefix("/")
+    return result
+
+
 def prometheus_rule(path: Path, root: Path) -> tuple[str, str]:
     source = path.relative_to(root).as_posix()
     content = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -82,7 +101,7 @@ def prometheus_rule(path: Path, root: Path) -> tuple[str, str]:
             "labels": {**COMMON_LABELS, "app.kubernetes.io/component": "monitoring"},
             "annotations": {"gatehouse.dev/source": source},
         },
-        "spec": {"groups": content["groups"]},
+        "spec": {"groups": with_runbook_links(content["groups"])},
     }
     return f"prometheusrule-{k8s_name(path.stem)}.yaml", dump(document, source)
 

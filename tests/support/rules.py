@@ -20,11 +20,22 @@ RULE_TESTS = sorted((ROOT / "alertmanager" / "tests").glob("*.yml"))
 ALERTMANAGER_CONFIG = ROOT / "alertmanager" / "alertmanager.yml"
 RUNBOOKS = ROOT / "docs" / "runbooks"
 SEVERITIES = ("critical", "warning", "info")
+# The always-firing alert that proves the pipeline alive, and its severity (routed to the dead
+# man's switch, never to people).
+WATCHDOG = "Watchdog"
+WATCHDOG_SEVERITY = "none"
 INSTALL_HINT = (
     "run `make ops-deps` (Debian/Ubuntu: apt-get install prometheus prometheus-alertmanager)"
 )
 # Metric names Prometheus itself produces for every target.
 PROMETHEUS_SERIES = {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
+# Series of the Kubernetes monitoring stack that rules/edge.yml reads (measured in front of
+# Flask): ingress-nginx's controller metrics and kube-state-metrics.
+EDGE_SERIES = {
+    "nginx_ingress_controller_requests",
+    "kube_deployment_spec_replicas",
+    "kube_deployment_status_replicas_available",
+}
 
 
 def require_tool(*names: str) -> str:
@@ -70,9 +81,12 @@ def alert_names() -> set[str]:
 
 def metric_names(expr: str) -> set[str]:
     """Series names an expression reads: gatehouse_* and flask_* (prometheus-flask-exporter)
-    metrics, gatehouse:* recording rules, up ..."""
+    metrics, gatehouse:* recording rules, nginx_* / kube_* / probe_* series of the monitoring
+    stack, up ..."""
     without_strings = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
-    names = set(re.findall(r"\b(?:gatehouse[_:]|flask_)[A-Za-z0-9_:]*", without_strings))
+    names = set(
+        re.findall(r"\b(?:gatehouse[_:]|flask_|nginx_|kube_|probe_)[A-Za-z0-9_:]*", without_strings)
+    )
     names |= {n for n in PROMETHEUS_SERIES if re.search(rf"\b{n}\b(?=\s*[{{\[)])", without_strings)}
     return names
 
