@@ -50,6 +50,7 @@ import yaml
 from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.parser import text_string_to_metric_families
 
+from scripts.build_k8s_generated import with_runbook_links
 from tests.support.accounts import STRONG_PASSWORD
 from tests.support.dashboards import (
     DASHBOARDS,
@@ -218,7 +219,8 @@ def start_webhook() -> Webhook:
 
 
 def shortened_rules(target: Path) -> list[Path]:
-    """alertmanager/rules/*.yml, every `for:` shortened to 1s and the group intervals removed."""
+    """alertmanager/rules/*.yml, every `for:` shortened to 1s and the group intervals removed,
+    with the runbook links made absolute as the generated PrometheusRules carry them."""
     target.mkdir()
     copies = []
     for path in RULE_FILES:
@@ -229,7 +231,8 @@ def shortened_rules(target: Path) -> list[Path]:
         for group, copied in zip(original["groups"], copy_rules["groups"], strict=True):
             assert [r["expr"] for r in group["rules"]] == [r["expr"] for r in copied["rules"]]
         copy = target / path.name
-        copy.write_text(shortened)
+        copy_rules["groups"] = with_runbook_links(copy_rules["groups"])
+        copy.write_text(yaml.safe_dump(copy_rules, sort_keys=False))
         copies.append(copy)
     return copies
 
