@@ -122,15 +122,11 @@ class Checker:
             self.urls(line, tokens, inside=None)
 
     def promql(self, query: str) -> None:
+        services = {n for ns in self.shipped.objects for n in self.shipped.names(ns, "Service")}
         for label, value in re.findall(r'\b(namespace|job)=~?"([^"]*)"', query):
             for one in value.split("|"):
-                known = self.shipped.objects if label == "namespace" else self.services
-                if one not in known:
+                if one not in (self.shipped.objects if label == "namespace" else services):
                     self.problems.append(f"{query}: no {label} {one!r} in the renders")
-
-    @property
-    def services(self) -> set[str]:
-        return {n for ns in self.shipped.objects for n in self.shipped.names(ns, "Service")}
 
     def kubectl(self, line: str, args: list[str]) -> None:
         flags, positional, rest = parse_kubectl(args)
