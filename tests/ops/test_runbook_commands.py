@@ -103,6 +103,7 @@ BAD = [
         "500",
     ),
     ("flask --app wsgi jobs replay --everything", "--everything"),
+    ("kubectl -n gatehouse-prod logs job/$(kubectl -n prod get jobs -o name)", "'prod'"),
     ("flask jobs worker", "without --app wsgi"),
     ("curl -s https://gatehouse.example.com/ready | jq .", "not exposed through the Ingress"),
     ("curl -s https://gatehouse.staging.example.com/health", "does not route /health"),

@@ -20,6 +20,7 @@ SHELL_LANGUAGES = {"sh", "bash", "shell", "console"}
 FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
 INLINE = re.compile(r"`((?:kubectl|flask|curl) [^`]+)`")
 PLACEHOLDER = re.compile(r"<[a-z][a-z0-9_.-]*>")
+SUBSTITUTION = re.compile(r"\$\(([^()]*)\)")
 URL = re.compile(r"https?://[^\s'\"`)]+")
 OPERATORS = set("|&;()<>")
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
@@ -91,7 +92,10 @@ class Checker:
     problems: list[str] = field(default_factory=list)
 
     def command(self, line: str) -> None:
-        for tokens in segments(line):
+        # `$(...)`: the inner command is checked on its own, its output is a name like `<pod>`.
+        for inner in SUBSTITUTION.findall(line):
+            self.command(inner)
+        for tokens in segments(SUBSTITUTION.sub("PLACEHOLDER", line)):
             if tokens[0] == "kubectl":  # its URLs are those of the command it execs
                 self.kubectl(line, tokens[1:])
                 continue
