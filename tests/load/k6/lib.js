@@ -8,6 +8,7 @@
 import http from 'k6/http';
 import { check } from 'k6';
 import exec from 'k6/execution';
+import { Rate } from 'k6/metrics';
 
 export const BASE_URL = (__ENV.BASE_URL || 'http://127.0.0.1:8000').replace(/\/+$/, '');
 const API = `${BASE_URL}/api/v1`;
@@ -35,6 +36,16 @@ export const ENDPOINTS = {
 
 const JSON_HEADERS = { 'Content-Type': 'application/json' };
 
+// The availability SLI as the service's own SLO counts it: answers that are 5xx, plus requests
+// that got no answer at all (status 0: connection refused or reset, timeout), which a client sees
+// as the same outage. 4xx answers are the API working (http_req_failed covers unexpected ones).
+const serverErrors = new Rate('server_errors');
+
+function served(res, endpoint) {
+  serverErrors.add(res.status === 0 || res.status >= 500, { endpoint, slo: ENDPOINTS[endpoint] });
+  return res;
+}
+
 function params(endpoint, extraHeaders, expected) {
   const p = {
     headers: Object.assign({}, JSON_HEADERS, extraHeaders || {}),
@@ -58,17 +69,25 @@ function jsonField(res, field) {
 }
 
 // --- thresholds ----------------------------------------------------------------------------------
-// THRESHOLDS=slo (default; CI's k6 stage, `make load`): the SLOs of docs/observability.md and the
-// CI gate of docs/deploy.md — overall p95 < 100 ms and p99 < 250 ms, errors < 0.1 %, password
-// hashing 99 % < 500 ms — plus correctness.
-// THRESHOLDS=errors: correctness only (no failed request or check, every endpoint exercised), for
-// functional smoke runs on a shared machine where latency is not what is measured (make test).
+// THRESHOLDS=slo (default; CI's k6 stage, `make load`): the SLOs of docs/observability.md are the
+// gate, so a release that would burn the error budget fails the stage:
+//   latency      99 % of standard requests within 100 ms, 99 % of password-hashing ones within 500 ms
+//                (http_req_duration{slo:standard} p(99)<100, {slo:hashing} p(99)<500);
+//   availability 99.9 % of requests answered without a 5xx (server_errors rate<=0.001);
+// plus correctness: failed requests (unexpected statuses, 4xx included) < 0.1 %, every check
+// passing, every endpoint exercised.
+// THRESHOLDS=errors: correctness and availability only, for functional smoke runs on a shared
+// machine where latency is not what is measured (make test).
+// The SLO targets, as in alertmanager/rules (gatehouse:sli_latency, gatehouse:sli_hashing_latency,
+// gatehouse:sli_availability); tests/ops/test_load_thresholds.py keeps them equal.
+export const SLO = { standardP99Ms: 100, hashingP99Ms: 500, maxServerErrorRate: 0.001 };
 const THRESHOLD_SET = __ENV.THRESHOLDS || 'slo';
 
 function correctness(maxErrorRate) {
   const t = {
     http_req_failed: [`rate<${maxErrorRate}`],
     checks: [`rate>${1 - maxErrorRate}`],
+    server_errors: [`rate<=${Math.min(maxErrorRate, SLO.maxServerErrorRate)}`],
   };
   for (const endpoint of Object.keys(ENDPOINTS)) {
     t[`http_req_failed{endpoint:${endpoint}}`] = [`rate<${maxErrorRate}`];
@@ -77,25 +96,24 @@ function correctness(maxErrorRate) {
   return t;
 }
 
-function latency(t, overall, hashingP99, standardP99) {
-  t.http_req_duration = overall;
+// k6's request timeout (60 s): the bound of the sub-metrics that are reported, not judged.
+const REQUEST_TIMEOUT_MS = 60000;
+
+// The SLO classes are judged; each endpoint's latency is only reported (declaring its sub-metric
+// keeps its percentiles in the summary and the table): the SLO is over the class, so one endpoint
+// slower than the class's bound does not by itself burn the budget.
+function latency(t, hashingP99, standardP99) {
   t['http_req_duration{slo:hashing}'] = [`p(99)<${hashingP99}`];
   t['http_req_duration{slo:standard}'] = [`p(99)<${standardP99}`];
-  for (const [endpoint, slo] of Object.entries(ENDPOINTS)) {
-    t[`http_req_duration{endpoint:${endpoint}}`] = [
-      `p(99)<${slo === 'hashing' ? hashingP99 : standardP99}`,
-    ];
+  for (const endpoint of Object.keys(ENDPOINTS)) {
+    t[`http_req_duration{endpoint:${endpoint}}`] = [`max<${REQUEST_TIMEOUT_MS}`];
   }
   return t;
 }
 
-// k6's request timeout (60 s): in the `errors` set latency is only bounded by it, but declaring the
-// per-endpoint and per-SLO-group sub-metrics keeps their percentiles in the summary and the table.
-const REQUEST_TIMEOUT_MS = 60000;
-
 function selected(t, withLatency) {
   if (THRESHOLD_SET === 'errors') {
-    return latency(t, [`max<${REQUEST_TIMEOUT_MS}`], REQUEST_TIMEOUT_MS, REQUEST_TIMEOUT_MS);
+    return latency(t, REQUEST_TIMEOUT_MS, REQUEST_TIMEOUT_MS);
   }
   if (THRESHOLD_SET !== 'slo') throw new Error(`THRESHOLDS must be slo or errors, not ${THRESHOLD_SET}`);
   return withLatency(t);
@@ -103,12 +121,13 @@ function selected(t, withLatency) {
 
 // smoke, load, soak: the SLOs.
 export function sloThresholds() {
-  return selected(correctness(0.001), (t) => latency(t, ['p(95)<100', 'p(99)<250'], 500, 250));
+  return selected(correctness(0.001), (t) => latency(t, SLO.hashingP99Ms, SLO.standardP99Ms));
 }
 
-// stress, spike: past the sizing the service may slow down, but must not fail.
+// stress, spike: past the sizing the service may slow down, but must not fail (availability stays
+// the SLO's).
 export function degradedThresholds() {
-  return selected(correctness(0.01), (t) => latency(t, ['p(99)<2000'], 3000, 2000));
+  return selected(correctness(0.01), (t) => latency(t, 3000, 2000));
 }
 
 export const SUMMARY_TREND_STATS = ['avg', 'min', 'med', 'max', 'p(90)', 'p(95)', 'p(99)'];
@@ -153,10 +172,9 @@ const session = { email: null, access: null, refresh: null, at: 0 };
 const adminSession = { access: null, refresh: null, at: 0 };
 
 function login(email, password, into) {
-  const res = http.post(
-    `${API}/auth/login`,
-    JSON.stringify({ email, password }),
-    params('login'),
+  const res = served(
+    http.post(`${API}/auth/login`, JSON.stringify({ email, password }), params('login')),
+    'login',
   );
   const ok = check(res, {
     'login: 200': (r) => r.status === 200,
@@ -171,10 +189,9 @@ function login(email, password, into) {
 }
 
 function refresh(into) {
-  const res = http.post(
-    `${API}/auth/refresh`,
-    JSON.stringify({ refresh_token: into.refresh }),
-    params('refresh'),
+  const res = served(
+    http.post(`${API}/auth/refresh`, JSON.stringify({ refresh_token: into.refresh }), params('refresh')),
+    'refresh',
   );
   const ok = check(res, {
     'refresh: 200': (r) => r.status === 200,
@@ -217,7 +234,7 @@ function adminToken() {
 export function readProfile(data) {
   const token = memberSession(data);
   if (!token) return;
-  const res = http.get(`${API}/users/me`, params('me', bearer(token)));
+  const res = served(http.get(`${API}/users/me`, params('me', bearer(token))), 'me');
   check(res, {
     'me: 200': (r) => r.status === 200,
     'me: own account': (r) => jsonField(r, 'email') === session.email,
@@ -229,7 +246,7 @@ export function rotateSession(data) {
   const token = memberSession(data);
   if (!token) return;
   if (refresh(session)) {
-    const res = http.get(`${API}/users/me`, params('me', bearer(session.access)));
+    const res = served(http.get(`${API}/users/me`, params('me', bearer(session.access))), 'me');
     check(res, { 'me: 200': (r) => r.status === 200 });
   }
 }
@@ -239,7 +256,7 @@ export function signIn(data) {
   const email = userEmail(Math.floor(Math.random() * data.users));
   const fresh = { access: null, refresh: null, at: 0 };
   if (login(email, USER_PASSWORD, fresh)) {
-    const res = http.get(`${API}/users/me`, params('me', bearer(fresh.access)));
+    const res = served(http.get(`${API}/users/me`, params('me', bearer(fresh.access))), 'me');
     check(res, { 'me: 200': (r) => r.status === 200 });
   }
 }
@@ -249,7 +266,10 @@ export function browseUsers() {
   const token = adminToken();
   if (!token) return;
   const filter = Math.random() < 0.3 ? '&email=load-user-1' : '';
-  const res = http.get(`${API}/users/?limit=20&sort=-created_at${filter}`, params('admin_list', bearer(token)));
+  const res = served(
+    http.get(`${API}/users/?limit=20&sort=-created_at${filter}`, params('admin_list', bearer(token))),
+    'admin_list',
+  );
   check(res, {
     'admin_list: 200': (r) => r.status === 200,
     'admin_list: items': (r) => Array.isArray(jsonField(r, 'items')),
@@ -259,10 +279,13 @@ export function browseUsers() {
 // A new visitor registering (password policy + Argon2id hash + outbox row for the email).
 export function register() {
   const id = `${RUN_ID}-${exec.vu.idInTest}-${exec.vu.iterationInScenario}`;
-  const res = http.post(
-    `${API}/auth/register`,
-    JSON.stringify({ email: `load-reg-${id}@example.com`, name: 'Load Visitor', password: USER_PASSWORD }),
-    params('register'),
+  const res = served(
+    http.post(
+      `${API}/auth/register`,
+      JSON.stringify({ email: `load-reg-${id}@example.com`, name: 'Load Visitor', password: USER_PASSWORD }),
+      params('register'),
+    ),
+    'register',
   );
   check(res, { 'register: 201': (r) => r.status === 201 });
 }
