@@ -166,5 +166,5 @@ def test_scrape_jobs_reach_the_services_and_match_kubernetes(
     sources += sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
     named = set()
     for path in sources:
-        named |= set(re.findall(r'job\\?="([^"\\]+)\\?"', path.read_text()))
+        named |= set(re.findall(r'\bjob\\?="([^"\\]+)\\?"', path.read_text()))
     assert named <= set(jobs) & (services | {"prometheus", "alertmanager"}), named
