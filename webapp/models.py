@@ -7,6 +7,7 @@ from webapp.audit.models import AuditEvent
 from webapp.auth.models import AuthSession, OneTimeToken, RefreshToken
 from webapp.http.idempotency import IdempotencyRecord
 from webapp.mfa.models import RecoveryCode, TotpFactor
+from webapp.oauth.models import OAuthAuthorizationCode, OAuthClient
 from webapp.outbox.models import OutboxMessage
 from webapp.users.models import User
 
@@ -17,6 +18,8 @@ __all__ = [
     "AuditEvent",
     "AuthSession",
     "IdempotencyRecord",
+    "OAuthAuthorizationCode",
+    "OAuthClient",
     "OneTimeToken",
     "OutboxMessage",
     "RecoveryCode",
