@@ -29,6 +29,13 @@ def test_discovery_names_the_issuer_and_the_existing_jwks(client):
 def test_discovery_lists_no_endpoint_or_flow_that_does_not_exist_yet(client):
     document = client.get(DISCOVERY).json
 
+    assert document["token_endpoint"] == "https://gatehouse.test/oauth/token"
+    assert document["grant_types_supported"] == ["client_credentials"]
+    assert document["token_endpoint_auth_methods_supported"] == [
+        "client_secret_basic",
+        "client_secret_post",
+    ]
+
     for absent in (
         "authorization_endpoint",
         "userinfo_endpoint",

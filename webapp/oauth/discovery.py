@@ -8,6 +8,7 @@ from typing import Any
 from webapp.config import Settings
 
 JWKS_PATH = "/.well-known/jwks.json"
+TOKEN_PATH = "/oauth/token"  # noqa: S105 - a path, not a secret
 
 
 def document(settings: Settings) -> dict[str, Any]:
@@ -15,4 +16,7 @@ def document(settings: Settings) -> dict[str, Any]:
     return {
         "issuer": issuer,
         "jwks_uri": f"{issuer}{JWKS_PATH}",
+        "token_endpoint": f"{issuer}{TOKEN_PATH}",
+        "grant_types_supported": ["client_credentials"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
     }

@@ -1,5 +1,5 @@
-"""/api/v1/oauth/clients (administrators) and the provider's discovery document. Thin views —
-parse, call the service, serialize.
+"""/api/v1/oauth/clients (administrators), the provider's discovery document and its token
+endpoint. Thin views — parse, call the service (or Authlib's server), serialize.
 
 Client management needs `oauth-clients:manage` (administrators; never an API key: a client secret
 is a credential that would outlive the key). Creating a client and rotating its secret also need
@@ -33,6 +33,7 @@ from webapp.oauth.schemas import (
     OAuthClientSecretOut,
     OAuthClientUpdateIn,
 )
+from webapp.oauth.server import authorization_server
 
 MANAGE = "oauth-clients:manage"
 
@@ -135,4 +136,12 @@ class OAuthClientSecretRotation(MethodView):
 def openid_configuration() -> Response:
     response = jsonify(discovery.document(current_settings()))
     response.headers["Cache-Control"] = f"public, max-age={current_settings().jwks_max_age}"
+    return response
+
+
+@provider_bp.post("/oauth/token")
+def token() -> Response:
+    """RFC 6749 §3.2: `grant_type=client_credentials` (form-encoded), the client authenticated
+    by its registered method; answers and errors in OAuth's JSON format, never cached."""
+    response: Response = authorization_server.create_token_response()
     return response
