@@ -280,3 +280,34 @@ def test_an_unknown_client_is_404(client, admin):
     assert_problem(client.patch(missing, json={}, headers=admin.headers), 404, "not-found")
     assert_problem(client.delete(missing, headers=admin.headers), 404, "not-found")
     assert_problem(client.post(f"{missing}/rotate-secret", headers=admin.headers), 404, "not-found")
+
+
+def test_a_retried_registration_with_an_idempotency_key_creates_one_client(app, client, admin):
+    headers = {**admin.headers, "Idempotency-Key": "register-wiki-1"}
+
+    first = client.post(CLIENTS, json=WEB_APP, headers=headers)
+    again = client.post(CLIENTS, json=WEB_APP, headers=headers)
+
+    assert first.status_code == again.status_code == 201
+    assert again.json["client_id"] == first.json["client_id"]
+    assert again.json["client_secret"] == first.json["client_secret"]
+    assert len(client.get(CLIENTS, headers=admin.headers).json["items"]) == 1
+    assert len(audit_events(app, "oauth_client.created")) == 1
+
+
+def test_the_list_pages_and_sorts_by_name(client, admin):
+    for name in ("Charlie", "Alpha", "Bravo"):
+        register(client, admin, **{**MACHINE, "client_name": name})
+
+    first = client.get(f"{CLIENTS}?sort=client_name&limit=2", headers=admin.headers)
+    rest = client.get(
+        f"{CLIENTS}?sort=client_name&limit=2&cursor={first.json['next_cursor']}",
+        headers=admin.headers,
+    )
+
+    assert [c["client_name"] for c in first.json["items"]] == ["Alpha", "Bravo"]
+    assert 'rel="next"' in first.headers["Link"]
+    assert [c["client_name"] for c in rest.json["items"]] == ["Charlie"]
+    assert_problem(
+        client.get(f"{CLIENTS}?sort=client_secret", headers=admin.headers), 422, "validation-failed"
+    )
