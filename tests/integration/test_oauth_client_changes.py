@@ -233,3 +233,15 @@ def test_delete_removes_the_client_and_its_codes_and_is_audited(app, client, adm
     assert left == 0
     (event,) = audit_events(app, "oauth_client.deleted")
     assert event.details["client_id"] == created["client_id"]
+
+
+def test_the_audit_names_only_what_really_changed(app, client, admin):
+    web = register(client, admin, **WEB_APP)
+
+    response = client.patch(
+        f"{CLIENTS}{web['id']}", json={"grant_types": ["authorization_code"]}, headers=admin.headers
+    )
+
+    assert response.json["response_types"] == ["code"]
+    (event,) = audit_events(app, "oauth_client.updated")
+    assert event.details["changed"] == ["grant_types"]

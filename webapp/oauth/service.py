@@ -139,9 +139,9 @@ def update_client(
     client = _load(db, client_pk, for_update=True)
     require_match(if_match, etag_of(client))
     current = {field: getattr(client, field) for field in METADATA_FIELDS}
-    if "grant_types" in changes and "response_types" not in changes:
-        current["response_types"] = None  # follows the new grant types
     merged = {**current, **changes}
+    if "grant_types" in changes and "response_types" not in changes:
+        merged["response_types"] = None  # follows the new grant types
     if (merged["token_endpoint_auth_method"] == PUBLIC) != client.is_public:
         raise ValidationFailed(
             "A client cannot change between public and confidential; register a new client.",
