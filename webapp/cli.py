@@ -1,4 +1,5 @@
-"""`flask --app wsgi ...` commands for administrators: users, signing keys, outbox (dev)."""
+"""`flask --app wsgi ...` commands for administrators: users, signing keys, outbox (dev), OAuth
+clients (`webapp.oauth.cli`)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from webapp.context import SYSTEM
 from webapp.db import utcnow
 from webapp.errors import DomainError
 from webapp.extensions import db
+from webapp.oauth.cli import oauth_cli
 from webapp.outbox import service as outbox
 from webapp.outbox.models import SENT
 from webapp.outbox.sealing import open_payload, scrubbed
@@ -149,5 +151,5 @@ def print_outbox(follow: bool, interval: float) -> None:
 
 
 def init_app(app: Flask) -> None:
-    for group in (users_cli, keys_cli, outbox_cli):
+    for group in (users_cli, keys_cli, outbox_cli, oauth_cli):
         app.cli.add_command(group)

@@ -392,9 +392,9 @@ class Settings(DeclaredSettings):
     )
     api_key_pepper: str | None = Field(
         None,
-        description="HMAC key for stored API key hashes; 32+ random characters in production "
-        "when set. Set it to rotate `SECRET_KEY` without invalidating API keys; changing it "
-        "invalidates every API key",
+        description="HMAC key for stored API key and OAuth client secret hashes; 32+ random "
+        "characters in production when set. Set it to rotate `SECRET_KEY` without invalidating "
+        "them; changing it invalidates every API key and OAuth client secret",
         json_schema_extra={"shown_default": "unset (derived from `SECRET_KEY`)"},
     )
     api_key_rotation_grace: int = Field(
@@ -410,6 +410,21 @@ class Settings(DeclaredSettings):
     )
     api_key_max_per_user: int = Field(50, gt=0, description="active API keys one user may hold")
 
+    # -- OAuth 2.1 / OpenID Connect provider ---------------------------------------------------
+    oidc_issuer: str | None = Field(
+        None,
+        description="the provider's issuer URL (`iss`; discovery at "
+        "`<OIDC_ISSUER>/.well-known/openid-configuration`): where Gatehouse itself is reached, "
+        "no query or fragment. `https://` required in production",
+        json_schema_extra={"shown_default": "unset (`PUBLIC_BASE_URL`)"},
+    )
+    oauth_client_secret_rotation_grace: int = Field(
+        24 * 3600,
+        ge=0,
+        description="seconds an OAuth client's old secret keeps working after "
+        "`POST /oauth/clients/{id}/rotate-secret` (`0`: stops at once)",
+    )
+
     # -- Field validators: what one value alone must satisfy -----------------------------------
     @field_validator("log_level", mode="before")
     @classmethod
@@ -419,6 +434,18 @@ class Settings(DeclaredSettings):
     @field_validator("public_base_url")
     @classmethod
     def _no_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @field_validator("oidc_issuer")
+    @classmethod
+    def _oidc_issuer_shape(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an absolute http(s) URL")
+        if parts.query or parts.fragment or "#" in value:
+            raise ValueError("must have no query and no fragment")
         return value.rstrip("/")
 
     @field_validator("database_url")
@@ -497,6 +524,8 @@ class Settings(DeclaredSettings):
                     "CORS_ORIGINS must list exact https:// origins in production "
                     "(no '*', no patterns, no paths)"
                 )
+        if urlsplit(self.effective_oidc_issuer).scheme != "https":
+            raise ConfigError("OIDC_ISSUER must be an https:// URL in production")
         if self.refresh_reuse_grace > MAX_PRODUCTION_REUSE_GRACE:
             # A stolen refresh token replayed inside the grace window is not detected as reuse.
             raise ConfigError(
@@ -532,6 +561,11 @@ class Settings(DeclaredSettings):
         return hmac.new(
             self.secret_key.encode(), b"gatehouse api key pepper", hashlib.sha256
         ).digest()
+
+    @property
+    def effective_oidc_issuer(self) -> str:
+        """OIDC_ISSUER, or PUBLIC_BASE_URL when unset."""
+        return self.oidc_issuer or self.public_base_url
 
     @property
     def sqlalchemy_url(self) -> str:

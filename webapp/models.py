@@ -7,6 +7,7 @@ from webapp.audit.models import AuditEvent
 from webapp.auth.models import AuthSession, OneTimeToken, RefreshToken
 from webapp.http.idempotency import IdempotencyRecord
 from webapp.mfa.models import RecoveryCode, TotpFactor
+from webapp.oauth.models import OAuthAuthorizationCode, OAuthClient
 from webapp.ops.models import BackupRun
 from webapp.outbox.models import OutboxMessage
 from webapp.users.models import User
@@ -19,6 +20,8 @@ __all__ = [
     "AuthSession",
     "BackupRun",
     "IdempotencyRecord",
+    "OAuthAuthorizationCode",
+    "OAuthClient",
     "OneTimeToken",
     "OutboxMessage",
     "RecoveryCode",

@@ -71,6 +71,12 @@ CRITICAL: dict[tuple[str, str], dict[str, str]] = {
     ("GET", "/api/v1/audit-events/"): {ANONYMOUS: UNAUTHORIZED, USER: FORBIDDEN, ADMIN: OK},
     ("POST", "/api/v1/auth/login/mfa"): {ANONYMOUS: OK},
     ("POST", "/api/v1/api-keys/"): {ANONYMOUS: UNAUTHORIZED, USER: OK, ADMIN: OK},
+    ("POST", "/api/v1/oauth/clients/"): {ANONYMOUS: UNAUTHORIZED, USER: FORBIDDEN, ADMIN: OK},
+    ("POST", "/api/v1/oauth/clients/<uuid:client_pk>/rotate-secret"): {
+        ANONYMOUS: UNAUTHORIZED,
+        USER: FORBIDDEN,
+        ADMIN: OK,
+    },
     ("DELETE", "/api/v1/users/<uuid:user_id>/mfa"): {
         ANONYMOUS: UNAUTHORIZED,
         "user@own": FORBIDDEN,

@@ -13,6 +13,7 @@ need proof), 6.4.x (API key lifecycle). Runs against the real PostgreSQL and Red
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -115,6 +116,9 @@ SENSITIVE = [
     ("DELETE", MFA + "/totp"),
     ("POST", MFA + "/recovery-codes"),
     ("POST", "/api/v1/users/me/email"),
+    # An administrator minting an OAuth client secret (tests/integration/test_oauth_clients.py).
+    ("POST", "/api/v1/oauth/clients/"),
+    ("POST", "/api/v1/oauth/clients/<uuid:client_pk>/rotate-secret"),
 ]
 
 
@@ -168,7 +172,7 @@ def test_the_openapi_document_says_which_operations_need_a_recent_authentication
         for method, operation in item.items()
         if isinstance(operation, dict) and operation.get("x-requires-recent-auth")
     }
-    assert marked == {(m, p.replace("<uuid:key_id>", "{key_id}")) for m, p in SENSITIVE}
+    assert marked == {(m, re.sub(r"<uuid:(\w+)>", r"{\1}", p)) for m, p in SENSITIVE}
     create = document["paths"][KEYS]["post"]
     assert "reauthentication-required" in create["description"]
 

@@ -45,6 +45,10 @@ ACTIONS = (
     "mfa.reset",
     "mfa.recovery_code_used",
     "mfa.recovery_codes_regenerated",
+    "oauth_client.created",
+    "oauth_client.updated",
+    "oauth_client.secret_rotated",
+    "oauth_client.deleted",
 )
 
 
