@@ -13,7 +13,8 @@ once per request, with the caller's `traceparent` if it sent one:
   message says "not sampled" to the job, and the log lines still carry a trace id.
 
 The instrumentation's own `before_request` and `teardown_request` hooks run for sampled requests
-only (`gate_hooks`).
+only (`gate_hooks`), and its `before_request` hook runs first: the request's span covers the
+other hooks too (the rate limit's Redis calls, a request the edge checks refuse).
 
 Outside requests and jobs — the worker's outbox poll, RQ's housekeeping, a CLI command, a rate
 limit checked before the request span starts — a SQL or Redis call has no parent: such a
@@ -155,11 +156,12 @@ class TracingEdge:
             context.detach(token)
 
 
-def gate_hooks(funcs: list[Callable[..., Any]], before: list[Callable[..., Any]]) -> None:
+def gate_hooks(funcs: list[Callable[..., Any]], before: list[Callable[..., Any]]) -> list[int]:
     """Make the hooks of `funcs` that are not in `before` (the instrumentation's) run only for
-    requests the edge sampled; in place, so that the hooks keep their order."""
+    requests the edge sampled; in place, so that the hooks keep their order. Their positions."""
     from flask import request
 
+    gated_at = []
     for index, func in enumerate(funcs):
         if func in before:
             continue
@@ -171,3 +173,5 @@ def gate_hooks(funcs: list[Callable[..., Any]], before: list[Callable[..., Any]]
             return None
 
         funcs[index] = gated
+        gated_at.append(index)
+    return gated_at

@@ -144,7 +144,7 @@ def test_a_caller_s_unsampled_traceparent_is_followed(
 
 
 def test_a_sampled_request_is_traced_whole_at_the_configured_ratio(
-    traced: tuple[Flask, Any], sampler_inner: Callable[[Any], None], member: Any
+    traced: tuple[Flask, Any], sampler_inner: Callable[[Any], None]
 ) -> None:
     """The edge's decision is the request's: its SERVER span is not sampled a second time (which
     would keep a quarter of the requests at a ratio of one half), and no SQL or Redis call of any
@@ -152,19 +152,48 @@ def test_a_sampled_request_is_traced_whole_at_the_configured_ratio(
     app, exporter = traced
     client = app.test_client()
     sampler_inner(ParentBasedTraceIdRatio(0.5))
-    for _ in range(200):
-        assert client.get("/api/v1/users/me", headers=member.headers).status_code == 200
+    for _ in range(200):  # /ready: SQL and Redis on every request
+        assert client.get("/ready").status_code == 200
     spans = exporter.get_finished_spans()
     servers = [s for s in spans if s.kind == SpanKind.SERVER]
     assert 70 <= len(servers) <= 130, len(servers)  # 100 ± 4.2 standard deviations
-    assert all(s.attributes["http.route"] == "/api/v1/users/me" for s in servers)
-    traced_ids = {s.context.trace_id for s in servers}
+    assert all(s.attributes["http.route"] == "/ready" for s in servers)
     clients = [s for s in spans if s.kind == SpanKind.CLIENT]
-    assert clients, "no SQL or Redis span in any sampled request"
-    assert all(s.parent is not None and s.context.trace_id in traced_ids for s in clients)
+    for server in servers:  # each sampled request has its SQL and its Redis PING
+        children = [s for s in clients if s.parent and s.parent.span_id == server.context.span_id]
+        assert {s.attributes.get("db.system") for s in children} == {"postgresql", "redis"}
+    traced_ids = {s.context.trace_id for s in servers}
+    assert all(s.parent is not None for s in clients)
+    assert all(s.context.trace_id in traced_ids for s in clients)
 
 
-def test_probes_and_parentless_calls_are_not_traced(
+def test_a_sampled_request_s_span_covers_the_hooks_before_it(
+    make_traced: Callable[..., tuple[Flask, Any]],
+    sampler_inner: Callable[[Any], None],
+    member: Any,
+) -> None:
+    """The default rate limit is checked in a `before_request` hook registered before the
+    instrumentation's: its Redis calls are inside the request's span, not dropped as
+    parentless."""
+    from webapp.http.ratelimit import limiter
+
+    limiter._storage_dead = False  # a previous test's app may have left it "dead"
+    app, exporter = make_traced(ratelimit_enabled=True, ratelimit_default="1000 per minute")
+    sampler_inner(DEFAULT_ON)
+    assert app.test_client().get("/api/v1/users/me", headers=member.headers).status_code == 200
+    spans = exporter.get_finished_spans()
+    [server] = [s for s in spans if s.kind == SpanKind.SERVER]
+    limiter_calls = [
+        s
+        for s in spans
+        if s.attributes.get("db.system") == "redis" and s.name in ("EVALSHA", "INCRBY", "EXPIRE")
+    ]
+    assert limiter_calls, [s.name for s in spans]
+    assert all(s.parent is not None for s in limiter_calls)
+    assert all(s.parent.span_id == server.context.span_id for s in limiter_calls)
+
+
+def test_the_liveness_probe_and_parentless_calls_are_not_traced(
     traced: tuple[Flask, Any], sampler_inner: Callable[[Any], None]
 ) -> None:
     app, exporter = traced
