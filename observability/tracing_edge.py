@@ -1,24 +1,24 @@
 """Where a request's sampling is decided: once, at the WSGI edge, before Flask sees it.
 
-OpenTelemetry's Flask instrumentation builds the request's attributes and starts a span for every
-request, a non-recording one for each request the sampler drops: at a 10 % ratio, nine requests in
-ten paid for a span nobody receives (a quarter of a `GET /users/me`). Here the sampler is asked
-once per request, with the caller's `traceparent` if it sent one:
+Left to itself, OpenTelemetry's Flask instrumentation builds the request's attributes and starts
+a span for every request, a non-recording one for each request the sampler drops: at a 10 % ratio,
+nine requests in ten would pay for spans nobody receives (a quarter of a `GET /users/me`). Here
+the sampler is asked once per request, with the caller's `traceparent` if it sent one:
 
 - sampled: the request goes through the instrumented app, whose SERVER span is then given the
   same decision (`GatehouseSampler`), with all the instrumentation's attributes;
 - not sampled: the request goes to the bare app, under a non-recording span with a valid span
-  context whose sampled flag is off (the caller's, or fresh ids), so that the SQLAlchemy and Redis
-  spans under it follow it (parent-based: dropped), the trace context written into an outbox
-  message says "not sampled" to the job, and the log lines still carry a trace id.
+  context whose sampled flag is off (the caller's, or fresh ids), so that the trace context
+  written into an outbox message says "not sampled" to the job and the log lines still carry a
+  trace id; the SQLAlchemy and Redis instrumentations are suppressed for it (no span at all).
 
 The instrumentation's own `before_request` and `teardown_request` hooks run for sampled requests
 only (`gate_hooks`), and its `before_request` hook runs first: the request's span covers the
 other hooks too (the rate limit's Redis calls, a request the edge checks refuse).
 
-Outside requests and jobs — the worker's outbox poll, RQ's housekeeping, a CLI command, a rate
-limit checked before the request span starts — a SQL or Redis call has no parent: such a
-parentless CLIENT span is housekeeping, and `GatehouseSampler` drops it whatever the ratio.
+Outside requests and jobs — the worker's outbox poll, RQ's housekeeping, a CLI command — a SQL
+or Redis call has no parent: such a parentless CLIENT span is housekeeping, and
+`GatehouseSampler` drops it whatever the ratio.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from functools import wraps
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context, propagate, trace
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.instrumentation.wsgi import wsgi_getter
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import (
@@ -151,7 +152,9 @@ class TracingEdge:
             parent = SpanContext(trace_id, _ids.generate_span_id(), False, trace_flags=flags)
         token = context.attach(trace.set_span_in_context(NonRecordingSpan(parent), carried))
         try:
-            return self.bare(environ, start_response)
+            # Nor do the SQLAlchemy and Redis instrumentations make (non-recording) spans for it.
+            with suppress_instrumentation():
+                return self.bare(environ, start_response)
         finally:
             context.detach(token)
 

@@ -11,7 +11,13 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import Flask
-from opentelemetry.sdk.trace.sampling import DEFAULT_OFF, DEFAULT_ON, ParentBasedTraceIdRatio
+from opentelemetry.sdk.trace.sampling import (
+    DEFAULT_OFF,
+    DEFAULT_ON,
+    ParentBasedTraceIdRatio,
+    Sampler,
+    SamplingResult,
+)
 from opentelemetry.trace import SpanKind
 
 from observability.tracing_edge import SAMPLED_KEY
@@ -23,6 +29,21 @@ from webapp.outbox.models import OutboxMessage
 INSTRUMENTATION_SPAN_KEY = "opentelemetry-flask.span_key"
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN = "00f067aa0ba902b7"
+
+
+class CountingSampler(Sampler):
+    """A sampler that counts how often it is asked."""
+
+    def __init__(self, inner: Sampler) -> None:
+        self.inner = inner
+        self.asked = 0
+
+    def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
+        self.asked += 1
+        return self.inner.should_sample(*args, **kwargs)
+
+    def get_description(self) -> str:
+        return f"Counting{{{self.inner.get_description()}}}"
 
 
 def _environs(app: Flask) -> list[dict[str, Any]]:
@@ -77,12 +98,15 @@ def test_an_unsampled_request_skips_the_instrumentation_and_its_job_is_not_sampl
     json_lines: Callable[[], list[dict[str, Any]]],
 ) -> None:
     app, exporter = traced
-    sampler_inner(DEFAULT_OFF)  # new traces dropped, callers' decisions followed
+    counting = CountingSampler(DEFAULT_OFF)  # new traces dropped, callers' decisions followed
+    sampler_inner(counting)
     environs = _environs(app)
     response, email = _register(app.test_client())
     [environ] = environs
     assert SAMPLED_KEY not in environ
     assert INSTRUMENTATION_SPAN_KEY not in environ, "the instrumentation started a span"
+    # Asked once, by the edge: no span at all was begun for the request's SQL and Redis calls.
+    assert counting.asked == 1
 
     # The context the job gets says "not sampled", with the trace id the log lines carry.
     traceparent = _outbox_trace(app, email)["traceparent"]
