@@ -28,8 +28,6 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 from opentelemetry.semconv.metrics import MetricInstruments
 
-from observability.tracing_edge import GatehouseSampler, TracingEdge, configured_sampler, gate_hooks
-
 SERVICE_NAME = "gatehouse"
 tracer = trace.get_tracer("gatehouse")
 # Probes and scrapes: never traced (their SQL and Redis calls neither).
@@ -43,6 +41,9 @@ def provider(exporter: SpanExporter | None = None, endpoint: str | None = None) 
     """The process's tracer provider, created once (OpenTelemetry allows one global provider)."""
     global _provider
     if _provider is None:
+        # Tracing on only: it loads OpenTelemetry's WSGI instrumentation.
+        from observability.tracing_edge import GatehouseSampler, configured_sampler
+
         _provider = TracerProvider(
             sampler=GatehouseSampler(configured_sampler()),
             resource=Resource.create({"service.name": SERVICE_NAME}),
@@ -90,6 +91,8 @@ def init_app(app: Flask, endpoint: str | None, exporter: SpanExporter | None = N
     from opentelemetry.instrumentation.flask import FlaskInstrumentor  # tracing on only: 40 ms
     from opentelemetry.instrumentation.redis import RedisInstrumentor  # tracing on only: 11 ms
     from opentelemetry.util.http import parse_excluded_urls
+
+    from observability.tracing_edge import TracingEdge, gate_hooks  # tracing on only
 
     tracer_provider = provider(exporter, endpoint)
     bare = app.wsgi_app

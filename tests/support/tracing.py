@@ -65,9 +65,10 @@ def sampler_inner() -> Iterator[Callable[[Any], None]]:
     """Sets the sampler the process's provider wraps (what `OTEL_TRACES_SAMPLER` names in
     production) for the test; the one it had is put back after."""
     from observability import tracing
+    from observability.tracing_edge import GatehouseSampler
 
     sampler = tracing.provider().sampler
-    assert isinstance(sampler, tracing.GatehouseSampler)
+    assert isinstance(sampler, GatehouseSampler)
     original = sampler.inner
 
     def use(inner: Any) -> None:
