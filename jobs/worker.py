@@ -48,6 +48,7 @@ from jobs.mailer import tls_context
 from jobs.recovery import JOB_MONITORING_INTERVAL
 from jobs.settings import JobsSettings, jobs_settings_of
 from jobs.supervisor import BEAT_INTERVAL, OVERRUN_GRACE, JobWatch, Supervisor
+from observability import tracing
 from observability.context import bound
 from observability.worker import serve_metrics
 from webapp.config import Settings, settings_of
@@ -258,6 +259,8 @@ def run(
                 beat.stop()
                 # A polite QUIT on the kept connection.
                 tasks.mailer_for(settings, jobs_settings).close()
+                # The job process ends with os._exit: its queued spans go now or never.
+                tracing.flush()
             return 0
 
         supervisor = Supervisor(

@@ -12,4 +12,6 @@ pytest_plugins = [
     "tests.support.redis_server",
     "tests.support.gunicorn",
     "tests.support.workers",
+    "tests.support.logs",
+    "tests.support.tracing",
 ]

@@ -8,11 +8,10 @@ Alertmanager, is in tests/e2e/test_observability_stack.py.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -23,40 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import observability.logging as log_setup
 from tests.support.accounts import STRONG_PASSWORD, Account
-from tests.support.jobs import FAST_JOBS
 
 UUID_RE = r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
-
-
-@pytest.fixture
-def root_logging() -> Iterator[logging.Logger]:
-    """Restores the root logger's handlers and level after a test rebinds them (make_app
-    reconfigures logging onto the test's captured stdout)."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield root
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
-@pytest.fixture
-def json_lines(root_logging: logging.Logger) -> Iterator[Callable[[], list[dict[str, Any]]]]:
-    """The JSON lines the production handler (same formatter and filters) writes, as dicts.
-
-    At INFO, the level of LOG_LEVEL's default: the session app's in-process `upgrade()` runs
-    Alembic's fileConfig, which leaves the root logger at WARN in the test process.
-    """
-    buffer = io.StringIO()
-    handler = log_setup.json_handler(buffer)
-    handler.set_name("test-json-lines")  # configure() replaces only the app's own handler
-    root_logging.addHandler(handler)
-    root_logging.setLevel(logging.INFO)
-
-    def read() -> list[dict[str, Any]]:
-        return [json.loads(line) for line in buffer.getvalue().splitlines() if line.strip()]
-
-    yield read
-    root_logging.removeHandler(handler)
 
 
 def _token_from(link: str) -> str:
@@ -270,28 +237,6 @@ def test_no_password_token_or_authorization_header_reaches_any_log(
 
 
 # --- traces --------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def traced(
-    app: Flask, make_app: Callable[..., Flask], smtp_sink: Any, root_logging: logging.Logger
-) -> Iterator[tuple[Flask, Any]]:
-    """A make_app() app instrumented with an in-memory exporter; instrumentation removed after."""
-    from opentelemetry.instrumentation.flask import FlaskInstrumentor
-    from opentelemetry.instrumentation.redis import RedisInstrumentor
-    from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-    from observability import tracing
-
-    traced_app = make_app(smtp_url=smtp_sink.url, **FAST_JOBS)
-    exporter = InMemorySpanExporter()
-    assert tracing.init_app(traced_app, None, exporter=exporter) is True
-    yield traced_app, exporter
-    FlaskInstrumentor.uninstrument_app(traced_app)
-    EngineTracer.remove_all_event_listeners()
-    RedisInstrumentor().uninstrument()
-    exporter.shutdown()
 
 
 def test_tracing_is_off_without_an_endpoint(app: Flask, make_app: Callable[..., Flask]) -> None:

@@ -74,6 +74,16 @@ def gunicorn(
     app: Flask, database_url: str, redis_url: str, tmp_path: Path
 ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """The production command with two workers, on the migrated test database."""
+    with serve(database_url, redis_url, tmp_path) as served:
+        yield served
+
+
+@contextlib.contextmanager
+def serve(
+    database_url: str, redis_url: str, tmp_path: Path, **settings: str
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """`gunicorn -c gunicorn.conf.py wsgi:app` in production mode, with `settings` (environment
+    variables) on top; its output in `tmp_path / "gunicorn.log"`, SIGKILLed after."""
     port = free_port()
     (tmp_path / "metrics").mkdir()
     drop = ("GUNICORN_", "JWT_KEYS", "API_KEY_", "SMTP_")
@@ -94,6 +104,7 @@ def gunicorn(
         GUNICORN_THREADS="4",
         PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"),
     )
+    env.update(settings)
     log = (tmp_path / "gunicorn.log").open("wb")
     gunicorn_bin = str(Path(sys.executable).parent / "gunicorn")
     proc = subprocess.Popen(
