@@ -5,6 +5,12 @@ Served exactly like the API (`gunicorn -c gunicorn.conf.py bench.http.bare_app:a
 difference between `GET /bare` and `GET /api/v1/users/me` is what Gatehouse itself adds:
 middleware, token verification, the session/user lookup and serialization.
 
+`observed_app()` (served as `bench.http.bare_app:observed_app()`) is the same `GET /bare` with the
+observability production runs and the targets require switched on exactly as Gatehouse wires
+it (`observability.init_app`: JSON access lines at the configured sampling, prometheus-flask-
+exporter's HTTP metrics, tracing with the configured sampler and endpoint) and nothing else: the
+floor under `/users/me` once those are paid for.
+
 `POST /bare/login` does only the work no login can skip, with the libraries Gatehouse is built
 on and its production engine options: read the JSON body, one SELECT of the password hash by
 email, the Argon2 verification, one INSERT of a session row, the COMMIT, and an access token
@@ -29,6 +35,7 @@ from argon2.exceptions import VerificationError
 from flask import Flask, Response, jsonify, request
 from sqlalchemy import Engine, create_engine, text
 
+import observability
 from webapp.config import sqlalchemy_url
 from webapp.security.keys import KeyRing
 from webapp.users.models import email_key
@@ -101,3 +108,19 @@ def bare_login() -> tuple[Response, int] | Response:
         headers={"kid": signing.kid},
     )
     return jsonify(access_token=token, token_type="Bearer", expires_in=900)
+
+
+def observed_app() -> Flask:
+    """`GET /bare` with production's observability; built on call, so that serving `app` loads
+    no logging, metrics or tracing setup."""
+    observed = Flask("observed")
+    observed.add_url_rule("/bare", view_func=bare)
+    observability.init_app(
+        observed,
+        log_level=os.environ.get("LOG_LEVEL", "INFO"),
+        access_log_sample=float(os.environ.get("ACCESS_LOG_SAMPLE", "0.1")),
+        access_log_slow_ms=float(os.environ.get("ACCESS_LOG_SLOW_MS", "100")),
+        metrics_port=None,
+        otel_endpoint=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
+    )
+    return observed

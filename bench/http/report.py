@@ -11,6 +11,7 @@ from bench.http.cpu import CPU_COLUMNS
 from bench.http.results import (
     BARE,
     BARE_LOGIN,
+    BARE_OBSERVED,
     LOGIN,
     ME_LIMITED,
     ME_ORIGIN,
@@ -122,6 +123,16 @@ def target_rows(run: Run, hashes: HashRate | None) -> list[tuple[str, str, str, 
                     f"{limited.p99_ms:.2f} ms",
                     NO_TARGET,
                     "",
+                )
+            )
+        observed = run.results.get(BARE_OBSERVED)
+        if observed:
+            checks.append(
+                ratio_row(
+                    "the floor: bare with production observability ÷ bare (req/s)",
+                    observed,
+                    bare,
+                    judged=False,
                 )
             )
         checks.append(

@@ -17,6 +17,7 @@ ME = "me"  # /users/me as an API client calls it: no Origin
 ME_ORIGIN = "me_origin"  # as the web client calls it: Origin, CORS headers; the targets' row
 ME_LIMITED = "me_limited"  # the same with rate limits on, as deployed
 LOGIN = "login"
+BARE_OBSERVED = "bare_observed"  # /bare with production's access log, metrics and tracing
 BARE_LOGIN = "bare_login"  # the floor under login: only the work no login can skip
 LABELS = {
     BARE: "GET /bare (bare Flask)",
@@ -24,6 +25,7 @@ LABELS = {
     ME_ORIGIN: "GET /api/v1/users/me, Origin",
     ME_LIMITED: "GET /api/v1/users/me, Origin, rate limits on",
     LOGIN: "POST /api/v1/auth/login",
+    BARE_OBSERVED: "GET /bare, production observability (access log, metrics, tracing)",
     BARE_LOGIN: "POST /bare/login (select, verify, insert, commit, sign)",
 }
 

@@ -28,6 +28,7 @@ from bench.http.production import (
 from bench.http.results import (
     BARE,
     BARE_LOGIN,
+    BARE_OBSERVED,
     LABELS,
     LOGIN,
     ME,
@@ -252,6 +253,26 @@ def run_combo(
                 **common,
             )
             login(bare.base, target.password, path="/bare/login")
+    if with_login:
+        step(f"gunicorn {workers} workers x {threads} threads: bare app, production observability")
+        observed = Server(
+            "bare-observed",
+            "bench.http.bare_app:observed_app()",
+            target.server_env(rate_limits=False),
+            workers,
+            threads,
+            "/bare",
+            target.workdir,
+        )
+        with serving(observed):
+            run.results[BARE_OBSERVED] = measure(
+                wrk,
+                observed,
+                LABELS[BARE_OBSERVED],
+                "/bare",
+                connections=args.connections,
+                **common,
+            )
     step(f"gunicorn {workers} workers x {threads} threads: Gatehouse (wsgi:app), rate limits off")
     app = Server(
         "gatehouse",

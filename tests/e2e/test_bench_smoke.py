@@ -43,6 +43,7 @@ SHORTEST = [
 ]  # fmt: skip
 SCENARIOS = (
     "GET /bare (bare Flask)",
+    "GET /bare, production observability (access log, metrics, tracing)",
     "POST /bare/login (select, verify, insert, commit, sign)",
     "GET /api/v1/users/me",
     "GET /api/v1/users/me, Origin",
@@ -56,6 +57,7 @@ TARGETS = [
     ("the same, rate limits on (as deployed)", "—"),
     ("users/me p99 at 2 connections, Origin, rate limits off", "≤ 20 ms"),
     ("the same, rate limits on (as deployed)", "—"),
+    ("the floor: bare with production observability ÷ bare (req/s)", "—"),
     ("the floor: bare Flask's p99 at 2 connections", "—"),
     ("login work beyond the hash: server CPU per login - per raw hash", "≤ 2 ms"),
     ("the floor: bare login (select, verify, insert, commit, sign) beyond the hash", "—"),
