@@ -11,11 +11,13 @@ from webapp.auth.routes import blp as auth_blp
 from webapp.mfa.routes import blp as mfa_blp
 from webapp.ops.routes import bp as ops_bp
 from webapp.users.routes import blp as users_blp
+from webapp.webhooks.routes import blp as webhooks_blp
 
 
 def register_blueprints(app: Flask, api: Api, *, admin_jobs: Blueprint) -> None:
     """`admin_jobs` is the jobs package's /api/v1/admin/jobs, which the composition root hands
     in (webapp imports nothing of `jobs`); it keeps its place after audit in the API's docs."""
-    for blueprint in (auth_blp, users_blp, audit_blp, admin_jobs, mfa_blp, api_keys_blp):
+    blueprints = (auth_blp, users_blp, audit_blp, admin_jobs, mfa_blp, api_keys_blp, webhooks_blp)
+    for blueprint in blueprints:
         api.register_blueprint(blueprint)
     app.register_blueprint(ops_bp)

@@ -4,6 +4,7 @@ exists exactly when the action it describes was committed."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -45,7 +46,21 @@ ACTIONS = (
     "mfa.reset",
     "mfa.recovery_code_used",
     "mfa.recovery_codes_regenerated",
+    "webhook.created",
+    "webhook.updated",
+    "webhook.deleted",
 )
+
+
+# Called with every recorded event, inside the same transaction (webapp.events derives the domain
+# events from them): whatever reacts to an audited change commits or rolls back with it.
+Listener = Callable[[DbSession, Origin, AuditEvent], None]
+LISTENERS: list[Listener] = []
+
+
+def add_listener(listener: Listener) -> None:
+    if listener not in LISTENERS:
+        LISTENERS.append(listener)
 
 
 def record(
@@ -71,6 +86,8 @@ def record(
         details={k: v for k, v in details.items() if v is not None},
     )
     db.add(event)
+    for listener in LISTENERS:
+        listener(db, origin, event)
     return event
 
 

@@ -35,6 +35,7 @@ _ADMIN_GRANTS = _USER_GRANTS | frozenset(
         "audit:read:any",
         "jobs:manage:any",
         "users:mfa-reset:any",
+        "webhooks:manage:any",
     }
 )
 GRANTS: dict[str, frozenset[str]] = {ADMIN: _ADMIN_GRANTS, USER: _USER_GRANTS}

@@ -1,0 +1,266 @@
+"""Webhook delivery end to end: an audited change → a domain event → one outbox message per
+subscribed endpoint → the dispatcher → an RQ job → a signed POST to a real local HTTP receiver,
+verified with the `standardwebhooks` library; the delivery log; retries; the SSRF guard."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import standardwebhooks
+from sqlalchemy import select, update
+
+from webapp.db import utcnow
+from webapp.events.models import DomainEvent
+from webapp.extensions import db
+from webapp.outbox.models import DEAD, PENDING, SENT, OutboxMessage
+from webapp.webhooks import client as webhook_client
+from webapp.webhooks.delivery import RETRY_SCHEDULE
+
+HOOKS = "/api/v1/webhooks/"
+
+
+@dataclass
+class Receiver:
+    """A real HTTP server on 127.0.0.1: records each request, answers from `replies`."""
+
+    url: str = ""
+    requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    replies: list[tuple[int, bytes, dict[str, str]]] = field(default_factory=list)
+    delay: float = 0.0
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    state = Receiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("content-length", 0)))
+            state.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
+            time.sleep(state.delay)
+            status, reply, headers = state.replies.pop(0) if state.replies else (200, b"ok", {})
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("content-length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def hooks_app(make_app):
+    application = make_app(webhook_allow_private=True)
+    yield application
+    with application.app_context():
+        db.session.remove()
+        for engine in db.engines.values():
+            engine.dispose()
+
+
+def subscribe(application, admin, url, **fields) -> dict:
+    response = application.test_client().post(
+        HOOKS, json={"url": url, **fields}, headers=admin.headers
+    )
+    assert response.status_code == 201, response.json
+    return response.json
+
+
+def rename(application, admin, user_id, name: str) -> None:
+    response = application.test_client().patch(
+        f"/api/v1/users/{user_id}", json={"name": name}, headers=admin.headers
+    )
+    assert response.status_code == 200, response.json
+
+
+def webhook_rows(application) -> list[OutboxMessage]:
+    with application.app_context():
+        rows = list(
+            db.session.scalars(
+                select(OutboxMessage)
+                .where(OutboxMessage.template == "webhook")
+                .order_by(OutboxMessage.created_at)
+            )
+        )
+        db.session.expunge_all()
+        db.session.remove()
+        return rows
+
+
+def make_due(application) -> None:
+    with application.app_context():
+        db.session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.status == PENDING)
+            .values(available_at=utcnow() - timedelta(seconds=1))
+        )
+        db.session.commit()
+        db.session.remove()
+
+
+def test_a_change_is_delivered_signed_and_logged(hooks_app, admin, member, receiver, work_jobs):
+    hook = subscribe(hooks_app, admin, receiver.url, event_types=["user.updated"])
+
+    rename(hooks_app, admin, member.id, "Delivered")
+    work_jobs(hooks_app)
+
+    [(headers, body)] = receiver.requests
+    payload = standardwebhooks.Webhook(hook["secret"]).verify(body, headers)
+    assert payload["type"] == "user.updated"
+    assert payload["data"]["name"] == "Delivered"
+    assert headers["webhook-id"] == payload["id"]
+    assert headers["content-type"] == "application/json"
+    with hooks_app.app_context():
+        event = db.session.get(DomainEvent, payload["id"])
+        assert event.envelope == json.loads(body)
+        db.session.remove()
+    [row] = webhook_rows(hooks_app)
+    assert (row.status, row.attempts) == (SENT, 1)
+    log = hooks_app.test_client().get(f"{HOOKS}{hook['id']}/deliveries", headers=admin.headers)
+    assert log.status_code == 200
+    [attempt] = log.json["items"]
+    assert attempt["success"] is True
+    assert (attempt["status_code"], attempt["response_excerpt"]) == (200, "ok")
+    assert attempt["event_id"] == payload["id"]
+    assert attempt["latency_ms"] >= 0
+
+
+def test_one_delivery_per_subscribed_enabled_endpoint(
+    hooks_app, admin, member, receiver, work_jobs
+):
+    subscribe(hooks_app, admin, receiver.url)  # all types
+    subscribe(hooks_app, admin, receiver.url, event_types=["user.deleted"])
+    subscribe(hooks_app, admin, receiver.url, enabled=False)
+
+    rename(hooks_app, admin, member.id, "Once")
+    work_jobs(hooks_app)
+
+    assert [json.loads(body)["type"] for _, body in receiver.requests] == ["user.updated"]
+
+
+def test_a_failed_attempt_is_logged_and_retried_with_the_same_webhook_id(
+    hooks_app, admin, member, receiver, work_jobs
+):
+    hook = subscribe(hooks_app, admin, receiver.url)
+    receiver.replies = [(503, b"busy" * 1000, {})]
+
+    rename(hooks_app, admin, member.id, "Retried")
+    before = utcnow()
+    work_jobs(hooks_app, until_idle=False)
+
+    [row] = webhook_rows(hooks_app)
+    assert (row.status, row.attempts, row.last_error) == (PENDING, 1, "HTTP 503")
+    wait = (row.available_at - before).total_seconds()
+    assert RETRY_SCHEDULE[0] - 1 < wait < RETRY_SCHEDULE[0] + 5
+
+    make_due(hooks_app)
+    work_jobs(hooks_app)
+
+    first, second = receiver.requests
+    assert first[0]["webhook-id"] == second[0]["webhook-id"]
+    assert first[1] == second[1]
+    standardwebhooks.Webhook(hook["secret"]).verify(second[1], second[0])
+    log = hooks_app.test_client().get(f"{HOOKS}{hook['id']}/deliveries", headers=admin.headers)
+    failed = log.json["items"][-1]
+    assert (failed["success"], failed["status_code"], failed["attempt"]) == (False, 503, 1)
+    assert len(failed["response_excerpt"]) == 1024
+    assert [row.status for row in webhook_rows(hooks_app)] == [SENT]
+
+
+def test_the_last_try_makes_a_dead_letter(hooks_app, admin, member, receiver, work_jobs):
+    subscribe(hooks_app, admin, receiver.url)
+    receiver.replies = [(500, b"", {})] * (len(RETRY_SCHEDULE) + 1)
+    rename(hooks_app, admin, member.id, "Dead")
+
+    for _ in range(len(RETRY_SCHEDULE) + 1):
+        make_due(hooks_app)
+        work_jobs(hooks_app, until_idle=False)
+
+    [row] = webhook_rows(hooks_app)
+    assert (row.status, row.attempts) == (DEAD, len(RETRY_SCHEDULE) + 1)
+    assert len(receiver.requests) == len(RETRY_SCHEDULE) + 1
+
+
+def test_redirects_are_not_followed(hooks_app, admin, member, receiver, work_jobs):
+    subscribe(hooks_app, admin, receiver.url)
+    receiver.replies = [(302, b"", {"Location": "http://169.254.169.254/latest/meta-data/"})]
+
+    rename(hooks_app, admin, member.id, "Redirected")
+    work_jobs(hooks_app, until_idle=False)
+
+    assert len(receiver.requests) == 1
+    [row] = webhook_rows(hooks_app)
+    assert (row.status, row.last_error) == (PENDING, "HTTP 302")
+
+
+def test_a_private_target_is_refused_at_delivery_when_not_allowed(
+    hooks_app, app, admin, member, receiver, work_jobs
+):
+    # Saved while private targets were allowed; delivered by an app with the guard on.
+    hook = subscribe(hooks_app, admin, receiver.url)
+
+    rename(app, admin, member.id, "Guarded")
+    work_jobs(app, until_idle=False)
+
+    assert receiver.requests == []
+    [row] = webhook_rows(app)
+    assert row.status == PENDING
+    assert row.last_error.startswith("refused: host resolves to a loopback address")
+    log = app.test_client().get(f"{HOOKS}{hook['id']}/deliveries", headers=admin.headers)
+    [attempt] = log.json["items"]
+    assert (attempt["success"], attempt["status_code"]) == (False, None)
+
+
+def test_a_rolled_back_change_queues_no_delivery(hooks_app, admin, receiver):
+    subscribe(hooks_app, admin, receiver.url)
+    response = hooks_app.test_client().patch(
+        f"/api/v1/users/{admin.id}", json={"active": False}, headers=admin.headers
+    )
+
+    assert response.status_code == 409  # the last administrator stays
+    assert webhook_rows(hooks_app) == []
+
+
+def test_a_deleted_endpoint_skips_its_waiting_deliveries(
+    hooks_app, admin, member, receiver, work_jobs
+):
+    hook = subscribe(hooks_app, admin, receiver.url)
+    rename(hooks_app, admin, member.id, "Orphan")
+    hooks_app.test_client().delete(f"{HOOKS}{hook['id']}", headers=admin.headers)
+
+    work_jobs(hooks_app)
+
+    assert receiver.requests == []
+    [row] = webhook_rows(hooks_app)
+    assert (row.status, row.last_error) == (SENT, "skipped: endpoint deleted")
+
+
+def test_the_client_reads_at_most_64_kib_and_keeps_to_its_total_timeout(receiver, monkeypatch):
+    receiver.replies = [(200, b"x" * (200 * 1024), {})]
+    response = webhook_client.post(receiver.url, b"{}", {}, allow_private=True)
+    assert response.status == 200
+    assert len(response.body) == webhook_client.MAX_RESPONSE_BYTES
+
+    monkeypatch.setattr(webhook_client, "TOTAL_TIMEOUT", 0.5)
+    receiver.delay = 2.0
+    started = time.monotonic()
+    with pytest.raises(webhook_client.SendFailed, match="timeout"):
+        webhook_client.post(receiver.url, b"{}", {}, allow_private=True)
+    assert time.monotonic() - started < 1.5
