@@ -248,3 +248,41 @@ def test_every_type_has_a_versioned_schema_in_the_docs():
     doc = (Path(__file__).resolve().parents[2] / "docs" / "webhooks.md").read_text()
     for event_type, version in TYPES.items():
         assert f"urn:gatehouse:events:{event_type}:v{version}" in doc
+
+
+def test_mfa_on_and_off_emit_mfa_enabled_and_mfa_disabled(client, member, app):
+    from tests.support.mfa import MFA, enable
+
+    secret, _ = enable(client, member)
+    assert [e["subject"] for e in events(app, "mfa.enabled")] == [str(member.id)]
+    assert events(app, "mfa.disabled") == []
+
+    response = client.delete(
+        f"{MFA}/totp", json={"password": member.password}, headers=member.headers
+    )
+    assert response.status_code == 204, response.json
+
+    [disabled] = events(app, "mfa.disabled")
+    assert disabled["data"]["user_id"] == str(member.id)
+    assert secret not in json.dumps(events(app))
+
+
+def test_api_key_creation_and_revocation_emit_events_without_the_key(client, admin, app):
+    response = client.post(
+        "/api/v1/api-keys/", json={"name": "ci", "scopes": ["users:read"]}, headers=admin.headers
+    )
+    assert response.status_code == 201, response.json
+    key_id = response.json["id"]
+    assert client.delete(f"/api/v1/api-keys/{key_id}", headers=admin.headers).status_code == 204
+
+    created, revoked = events(app, "api_key.created"), events(app, "api_key.revoked")
+    assert [e["subject"] for e in created + revoked] == [key_id, key_id]
+    assert created[0]["data"] == {
+        "user_id": str(admin.id),
+        "api_key_id": key_id,
+        "name": "ci",
+        "scopes": ["users:read"],
+        "actor_id": str(admin.id),
+    }
+    secret_part = response.json["key"].rsplit("_", 1)[1]
+    assert secret_part not in json.dumps(events(app))
