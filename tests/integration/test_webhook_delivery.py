@@ -295,3 +295,53 @@ def test_the_client_reads_at_most_64_kib_and_keeps_to_its_total_timeout(receiver
     with pytest.raises(webhook_client.SendFailed, match="timeout"):
         webhook_client.post(receiver.url, b"{}", {}, allow_private=True)
     assert time.monotonic() - started < 1.5
+
+
+def test_a_duplicate_job_finds_the_message_sent_and_posts_nothing(
+    hooks_app, admin, member, receiver, deliver
+):
+    from webapp.webhooks.delivery import Result
+    from webapp.webhooks.delivery import deliver as deliver_one
+
+    subscribe(hooks_app, admin, receiver.url)
+    rename(hooks_app, admin, member.id, "Once only")
+    deliver(hooks_app)
+    [row] = webhook_rows(hooks_app)
+
+    with hooks_app.app_context():
+        outcome = deliver_one(db.session, row.id, allow_private=True)
+        db.session.remove()
+
+    assert outcome.result is Result.DUPLICATE
+    assert len(receiver.requests) == 1
+
+
+def test_the_resolved_address_is_pinned_and_checked_once(receiver, monkeypatch):
+    """DNS rebinding: a name answering a public address to the check and a private one to the
+    connection. Here the one resolution is the only one: the connection goes to what it
+    returned, with the URL's host kept in `Host`."""
+    import socket
+
+    port = int(receiver.url.rsplit(":", 1)[1].split("/")[0])
+    real, asked = socket.getaddrinfo, []
+
+    def resolver(host, *args, **kwargs):
+        asked.append(host)
+        if host == "hooks.example.test":
+            return real("127.0.0.1", *args, **kwargs)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    url = f"http://hooks.example.test:{port}/hook"
+
+    with pytest.raises(webhook_client.ssrf.Refused, match="loopback"):
+        webhook_client.post(url, b"{}", {}, allow_private=False)
+    assert receiver.requests == []
+
+    asked.clear()
+    response = webhook_client.post(url, b"{}", {}, allow_private=True)
+    assert response.status == 200
+    # The name once; then the connection is made to the address literal it gave.
+    assert asked == ["hooks.example.test", "127.0.0.1"]
+    [(headers, _)] = receiver.requests
+    assert headers["host"] == f"hooks.example.test:{port}"
