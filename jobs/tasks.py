@@ -107,6 +107,7 @@ _WEBHOOK_STATES = {
     webhook_delivery.Result.SENT: "finished",
     webhook_delivery.Result.DUPLICATE: "finished",
     webhook_delivery.Result.SKIPPED: "finished",
+    webhook_delivery.Result.GONE: "finished",
     webhook_delivery.Result.RETRY: "retried",
     webhook_delivery.Result.DEAD: "dead",
 }

@@ -432,3 +432,35 @@ def test_https_to_the_pinned_address_checks_the_certificate_against_the_url_host
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_410_gone_disables_the_endpoint_and_skips_what_waits(
+    hooks_app, admin, member, receiver, deliver
+):
+    from webapp.audit.models import AuditEvent
+
+    hook = subscribe(hooks_app, admin, receiver.url)
+    receiver.replies = [(410, b"gone", {})]
+    rename(hooks_app, admin, member.id, "First")
+    rename(hooks_app, admin, member.id, "Second")
+
+    deliver(hooks_app)
+
+    assert len(receiver.requests) == 1
+    first, second = webhook_rows(hooks_app)
+    assert (first.status, first.attempts, first.last_error) == (
+        SENT,
+        1,
+        "HTTP 410: endpoint disabled",
+    )
+    assert (second.status, second.last_error) == (SENT, "skipped: endpoint disabled")
+    api = hooks_app.test_client()
+    assert api.get(f"{HOOKS}{hook['id']}", headers=admin.headers).json["enabled"] is False
+    with hooks_app.app_context():
+        [audited] = db.session.scalars(
+            select(AuditEvent).where(AuditEvent.action == "webhook.updated")
+        )
+        assert audited.details == {"fields": ["enabled"], "reason": "gone"}
+        db.session.remove()
+    rename(hooks_app, admin, member.id, "Third")
+    assert len(webhook_rows(hooks_app)) == 2  # nothing more queued for it

@@ -6,7 +6,7 @@ attempt, so a duplicate job in transit waits and then finds it `sent`; a worker 
 mid-attempt drops its connection and with it the lock, and the dispatcher's lease or recovery
 sends the message again. Every attempt (or refusal) writes a `webhook_attempts` row, committed
 with the row's next state: `sent` on a 2xx, else `pending` again after RETRY_SCHEDULE, or `dead`
-after its last try (a dead letter, replayed like an email's).
+after its last try (a dead letter, replayed like an email's). A 410 disables the endpoint.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from datetime import timedelta
 import orjson
 from sqlalchemy import select
 
+from webapp.audit import service as audit
+from webapp.context import Origin
 from webapp.db import DbSession, utcnow
 from webapp.events.models import DomainEvent
 from webapp.outbox.models import DEAD, PENDING, SENT, OutboxMessage
@@ -35,6 +37,8 @@ log = logging.getLogger(__name__)
 RETRY_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 36000)
 EXCERPT_BYTES = 1024  # of the response kept in the delivery log
 USER_AGENT = "Gatehouse-Webhooks/1"
+GONE = 410
+GONE_ORIGIN = Origin(user_agent="gatehouse-webhooks")
 
 
 class Result(enum.Enum):
@@ -43,6 +47,7 @@ class Result(enum.Enum):
     DEAD = "dead"
     DUPLICATE = "duplicate"  # already sent or dead (a duplicate job)
     SKIPPED = "skipped"  # its endpoint was deleted or disabled, or its event is gone
+    GONE = "gone"  # 410: the endpoint is disabled
 
 
 @dataclass(frozen=True)
@@ -111,7 +116,10 @@ def deliver(db: DbSession, message_id: uuid.UUID, *, allow_private: bool) -> Out
             response_excerpt=excerpt,
         )
     )
-    outcome = _advance(message, attempt_no, error)
+    if status == GONE:
+        outcome = _gone(db, message, endpoint, attempt_no)
+    else:
+        outcome = _advance(message, attempt_no, error)
     db.commit()
     log.info(
         "webhook delivery",
@@ -126,6 +134,26 @@ def deliver(db: DbSession, message_id: uuid.UUID, *, allow_private: bool) -> Out
         },
     )
     return outcome
+
+
+def _gone(
+    db: DbSession, message: OutboxMessage, endpoint: WebhookEndpoint, attempt_no: int
+) -> Outcome:
+    """410 Gone: the receiver says the endpoint is no more. It is disabled (audited, as the
+    system), this message is not retried and the others waiting for it are skipped."""
+    message.attempts, message.status, message.sent_at = attempt_no, SENT, utcnow()
+    message.last_error = "HTTP 410: endpoint disabled"
+    endpoint.enabled = False
+    audit.record(
+        db,
+        GONE_ORIGIN,
+        "webhook.updated",
+        target_type="webhook",
+        target_id=endpoint.id,
+        fields=["enabled"],
+        reason="gone",
+    )
+    return Outcome(Result.GONE, "HTTP 410")
 
 
 def _advance(message: OutboxMessage, attempt_no: int, error: str | None) -> Outcome:
