@@ -464,3 +464,28 @@ def test_410_gone_disables_the_endpoint_and_skips_what_waits(
         db.session.remove()
     rename(hooks_app, admin, member.id, "Third")
     assert len(webhook_rows(hooks_app)) == 2  # nothing more queued for it
+
+
+def test_a_test_event_goes_to_that_endpoint_alone_even_disabled(
+    hooks_app, admin, member, receiver, deliver
+):
+    api = hooks_app.test_client()
+    other = subscribe(hooks_app, admin, receiver.url)
+    hook = subscribe(hooks_app, admin, receiver.url, enabled=False, event_types=["user.deleted"])
+
+    assert api.post(f"{HOOKS}{hook['id']}/test", headers=member.headers).status_code == 403
+    response = api.post(f"{HOOKS}{hook['id']}/test", headers=admin.headers)
+    assert response.status_code == 202, response.json
+    deliver(hooks_app)
+
+    [(headers, body)] = receiver.requests
+    event = standardwebhooks.Webhook(hook["secret"]).verify(body, headers)
+    assert (event["type"], event["id"]) == ("webhook.test", response.json["event_id"])
+    assert event["dataschema"] == "urn:gatehouse:events:webhook.test:v1"
+    assert event["data"] == {"user_id": str(admin.id), "webhook_id": hook["id"]}
+    log = api.get(f"{HOOKS}{other['id']}/deliveries", headers=admin.headers).json["items"]
+    assert log == []
+    refused = api.post(
+        HOOKS, json={"url": receiver.url, "event_types": ["webhook.test"]}, headers=admin.headers
+    )
+    assert refused.status_code == 422

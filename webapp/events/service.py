@@ -34,7 +34,10 @@ TYPES: dict[str, int] = {
     "mfa.disabled": 1,
     "api_key.created": 1,
     "api_key.revoked": 1,
+    # Sent to one endpoint on request (POST /webhooks/{id}/test), never fanned out.
+    "webhook.test": 1,
 }
+SUBSCRIBABLE = tuple(sorted(t for t in TYPES if t != "webhook.test"))
 # Never in an event, whatever a caller passes: the names of secrets.
 _FORBIDDEN_KEYS = frozenset({"password", "password_hash", "secret", "token", "key", "key_hash"})
 
@@ -59,6 +62,7 @@ def emit(
     subject: uuid.UUID,
     user_id: uuid.UUID,
     data: dict[str, Any] | None = None,
+    fan_out: bool = True,
 ) -> DomainEvent:
     if event_type not in TYPES:
         raise ValueError(f"unknown event type {event_type!r}")
@@ -87,6 +91,6 @@ def emit(
         created_at=now,
     )
     db.add(event)
-    for subscriber in SUBSCRIBERS:
+    for subscriber in SUBSCRIBERS if fan_out else ():
         subscriber(db, event)
     return event

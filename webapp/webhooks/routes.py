@@ -26,6 +26,7 @@ from webapp.webhooks.schemas import (
     WebhookPageOut,
     WebhookPatchIn,
     WebhookSecretOut,
+    WebhookTestOut,
 )
 
 PERMISSION = "webhooks:manage"
@@ -108,6 +109,17 @@ class WebhookById(MethodView):
         service.delete_endpoint(
             db.session, request_origin(), endpoint_id, if_match=if_match_header()
         )
+
+
+@blp.route("/<uuid:endpoint_id>/test")
+class WebhookTest(MethodView):
+    @requires(PERMISSION)
+    @blp.response(202, WebhookTestOut)
+    def post(self, endpoint_id: uuid.UUID) -> dict[str, Any]:
+        """Queue a `webhook.test` event for this endpoint alone (disabled or not); its result
+        appears in the delivery log."""
+        event = service.send_test(db.session, request_origin(), endpoint_id)
+        return {"event_id": event.id}
 
 
 @blp.route("/<uuid:endpoint_id>/deliveries")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from webapp.events.service import TYPES
+from webapp.events.service import SUBSCRIBABLE
 from webapp.http.pagination import ListArgs, page_schema
 from webapp.schemas import StrictSchema
 
-EVENT_TYPES = sorted(TYPES)
+EVENT_TYPES = list(SUBSCRIBABLE)
 
 
 class _EventTypes(fields.List[str]):
@@ -60,6 +60,12 @@ class WebhookSecretOut(WebhookOut):
             "description": "The signing secret (`whsec_…`, Standard Webhooks). Shown only "
             "in this response: store it now."
         },
+    )
+
+
+class WebhookTestOut(Schema):
+    event_id = fields.UUID(
+        required=True, metadata={"description": "The `webhook.test` event queued (`webhook-id`)."}
     )
 
 

@@ -54,7 +54,7 @@ def _check_url(url: str) -> str:
 
 
 def _check_types(event_types: list[str]) -> list[str]:
-    unknown = sorted(set(event_types) - set(events.TYPES))
+    unknown = sorted(set(event_types) - set(events.SUBSCRIBABLE))
     if unknown:
         raise ValidationFailed(
             "Unknown event types.", errors={"event_types": [f"unknown: {t}" for t in unknown]}
@@ -228,22 +228,48 @@ def fan_out(db: DbSession, event: DomainEvent) -> None:
     """One outbox message per enabled endpoint that wants this event type."""
     with db.no_autoflush:
         endpoints = db.scalars(select(WebhookEndpoint).where(WebhookEndpoint.enabled.is_(True)))
-        trace = inject_context() or None
         for endpoint in endpoints:
-            if endpoint.event_types and event.type not in endpoint.event_types:
-                continue
-            db.add(
-                OutboxMessage(
-                    id=new_id(),
-                    idempotency_key=f"{TEMPLATE}:{event.id}:{endpoint.id}",
-                    template=TEMPLATE,
-                    recipient=str(endpoint.id),
-                    payload={"event_id": str(event.id), "endpoint_id": str(endpoint.id)},
-                    queue=QUEUE,
-                    status=PENDING,
-                    trace_context=trace,
-                )
-            )
+            if not endpoint.event_types or event.type in endpoint.event_types:
+                _queue(db, event, endpoint)
+
+
+def _queue(
+    db: DbSession, event: DomainEvent, endpoint: WebhookEndpoint, *, force: bool = False
+) -> OutboxMessage:
+    payload: dict[str, Any] = {"event_id": str(event.id), "endpoint_id": str(endpoint.id)}
+    if force:
+        payload["force"] = True  # delivered even to a disabled endpoint
+    message = OutboxMessage(
+        id=new_id(),
+        idempotency_key=f"{TEMPLATE}:{event.id}:{endpoint.id}",
+        template=TEMPLATE,
+        recipient=str(endpoint.id),
+        payload=payload,
+        queue=QUEUE,
+        status=PENDING,
+        trace_context=inject_context() or None,
+    )
+    db.add(message)
+    return message
+
+
+def send_test(db: DbSession, origin: Origin, endpoint_id: uuid.UUID) -> DomainEvent:
+    """A `webhook.test` event for this endpoint alone (enabled or not: checking a disabled
+    endpoint before re-enabling it is the point). Changes nothing, so it is not audited."""
+    endpoint = get_endpoint(db, endpoint_id)
+    if origin.actor_id is None:
+        raise ValueError("a test event needs an acting user")
+    event = events.emit(
+        db,
+        "webhook.test",
+        subject=endpoint.id,
+        user_id=origin.actor_id,
+        data={"webhook_id": str(endpoint.id)},
+        fan_out=False,
+    )
+    _queue(db, event, endpoint, force=True)
+    db.commit()
+    return event
 
 
 def install() -> None:
