@@ -16,7 +16,9 @@ each pass `jobs.recovery` ends the leases of messages whose jobs it knows are go
 restarted empty, a worker died mid-job), so those go out again within seconds, not minutes.
 
 Jobs: one per message (job id = message id) on `high` and `default`, and for retries; first
-tries on `low` go in batches of `JOBS_BATCH_SIZE`, read and enqueued chunk by chunk.
+tries on `low` go in batches of `JOBS_BATCH_SIZE`, read and enqueued chunk by chunk. Webhook
+deliveries (template `webhook`, webapp.webhooks) ride the same rows, leases and recovery: one
+`jobs.tasks.deliver_webhook` job per (event, endpoint) message.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from jobs.settings import JobsSettings, jobs_settings_of
 from webapp import extensions
 from webapp.db import DbSession, utcnow
 from webapp.outbox.models import ENQUEUED, PENDING, OutboxMessage
+from webapp.webhooks.service import TEMPLATE as WEBHOOK_TEMPLATE
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +110,10 @@ def _job_data(plan: _Plan, settings: JobsSettings) -> EnqueueData:
         "queue": plan.queue,
     }
     args: tuple[str] | tuple[list[str]]
-    if len(plan.rows) == 1:
+    if first.template == WEBHOOK_TEMPLATE:  # on `default`, never batched
+        func, args = "jobs.tasks.deliver_webhook", (str(first.id),)
+        description = f"webhook {first.recipient} {first.id}"
+    elif len(plan.rows) == 1:
         func, args = "jobs.tasks.deliver_email", (str(first.id),)
         description = f"email {first.template} {first.id}"
     else:

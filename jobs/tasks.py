@@ -27,6 +27,7 @@ from observability.metrics import JOBS
 from observability.tracing import job_span
 from webapp.config import Settings, current_settings
 from webapp.extensions import db
+from webapp.webhooks import delivery as webhook_delivery
 
 log = logging.getLogger(__name__)
 
@@ -100,3 +101,28 @@ def deliver_batch(message_ids: list[str]) -> dict[str, int]:
         JOBS.labels(queue=_queue_of(meta), state=state).inc()
         log.info("email batch done", extra={"messages": len(message_ids), **counts})
         return dict(counts)
+
+
+_WEBHOOK_STATES = {
+    webhook_delivery.Result.SENT: "finished",
+    webhook_delivery.Result.DUPLICATE: "finished",
+    webhook_delivery.Result.SKIPPED: "finished",
+    webhook_delivery.Result.GONE: "finished",
+    webhook_delivery.Result.RETRY: "retried",
+    webhook_delivery.Result.DEAD: "dead",
+}
+
+
+def deliver_webhook(message_id: str) -> str:
+    """POST one (event, endpoint) outbox message, signed; raises after its last try (a dead
+    letter in the failed-job registry, like an email's)."""
+    with _job_scope("webhook.deliver") as meta:
+        outcome = webhook_delivery.deliver(
+            db.session,
+            uuid.UUID(message_id),
+            allow_private=current_settings().webhook_allow_private,
+        )
+        JOBS.labels(queue=_queue_of(meta), state=_WEBHOOK_STATES[outcome.result]).inc()
+        if outcome.result is webhook_delivery.Result.DEAD:
+            raise DeliveryFailed(f"webhook {message_id} failed its last try: {outcome.detail}")
+        return str(outcome.result.value)

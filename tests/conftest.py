@@ -1,7 +1,7 @@
 """The fixtures every test can name, registered from tests/support (one module per concern):
 a migrated app and a PostgreSQL and Redis database per test process, truncated between tests
 (application, database), accounts, a real SMTP server, background jobs, a Redis server of a
-test's own, the production server and job worker processes."""
+test's own, the production server and job worker processes, a webhook receiver."""
 
 pytest_plugins = [
     "tests.support.database",
@@ -14,4 +14,5 @@ pytest_plugins = [
     "tests.support.workers",
     "tests.support.logs",
     "tests.support.tracing",
+    "tests.support.webhooks",
 ]

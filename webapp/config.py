@@ -425,6 +425,14 @@ class Settings(DeclaredSettings):
         "`POST /oauth/clients/{id}/rotate-secret` (`0`: stops at once)",
     )
 
+    # -- Webhooks --------------------------------------------------------------------------------
+    webhook_allow_private: bool = Field(
+        False,
+        description="let webhooks use `http://` URLs and reach private, loopback and link-local "
+        "addresses (development and tests only: it turns the SSRF guard off; refused in "
+        "production)",
+    )
+
     # -- Field validators: what one value alone must satisfy -----------------------------------
     @field_validator("log_level", mode="before")
     @classmethod
@@ -546,6 +554,9 @@ class Settings(DeclaredSettings):
                 raise ConfigError("API_KEY_PEPPER must be 32+ random characters in production")
             _refuse_weak_secret("API_KEY_PEPPER", self.api_key_pepper)
         _refuse_weak_keys(self.encryption_keys)
+        if self.webhook_allow_private:
+            # It turns the SSRF guard off: an administrator's URL could reach the metadata service.
+            raise ConfigError("WEBHOOK_ALLOW_PRIVATE must be false in production")
 
     # -- Derived values ------------------------------------------------------------------------
     @property

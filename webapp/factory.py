@@ -29,6 +29,7 @@ from webapp.ops import metrics as ops_metrics
 from webapp.routes import register_blueprints
 from webapp.security import encryption
 from webapp.security.keys import KeyRing, KeyRingError, write_new_keyfile
+from webapp.webhooks import service as webhooks
 
 API_TITLE = "Gatehouse"
 API_VERSION = "v1"
@@ -173,6 +174,7 @@ def create_app(
     ops_metrics.init_app(app)
     ratelimit.warn_if_off_in_production(app)  # once logging is set up
     register_blueprints(app, api, admin_jobs=admin_jobs_blp)
+    webhooks.install()  # audit records → domain events → webhook deliveries
     cli.init_app(app)
     jobs_config.init_app(app, jobs_settings)
     app.cli.add_command(jobs_cli)

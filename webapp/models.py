@@ -5,12 +5,14 @@ from pathlib import Path
 from webapp.apikeys.models import ApiKey
 from webapp.audit.models import AuditEvent
 from webapp.auth.models import AuthSession, OneTimeToken, RefreshToken
+from webapp.events.models import DomainEvent
 from webapp.http.idempotency import IdempotencyRecord
 from webapp.mfa.models import RecoveryCode, TotpFactor
 from webapp.oauth.models import OAuthAuthorizationCode, OAuthClient
 from webapp.ops.models import BackupRun
 from webapp.outbox.models import OutboxMessage
 from webapp.users.models import User
+from webapp.webhooks.models import WebhookAttempt, WebhookEndpoint
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -19,6 +21,7 @@ __all__ = [
     "AuditEvent",
     "AuthSession",
     "BackupRun",
+    "DomainEvent",
     "IdempotencyRecord",
     "OAuthAuthorizationCode",
     "OAuthClient",
@@ -28,4 +31,6 @@ __all__ = [
     "RefreshToken",
     "TotpFactor",
     "User",
+    "WebhookAttempt",
+    "WebhookEndpoint",
 ]

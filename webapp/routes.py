@@ -13,6 +13,7 @@ from webapp.oauth.routes import blp as oauth_clients_blp
 from webapp.oauth.routes import provider_bp as oauth_provider_bp
 from webapp.ops.routes import bp as ops_bp
 from webapp.users.routes import blp as users_blp
+from webapp.webhooks.routes import blp as webhooks_blp
 
 
 def register_blueprints(app: Flask, api: Api, *, admin_jobs: Blueprint) -> None:
@@ -26,6 +27,7 @@ def register_blueprints(app: Flask, api: Api, *, admin_jobs: Blueprint) -> None:
         mfa_blp,
         api_keys_blp,
         oauth_clients_blp,
+        webhooks_blp,
     ):
         api.register_blueprint(blueprint)
     app.register_blueprint(ops_bp)

@@ -7,6 +7,7 @@ from marshmallow import Schema, fields, validate
 from jobs.queues import QUEUES
 from webapp.http.pagination import ListArgs, page_schema
 from webapp.outbox.service import TEMPLATES
+from webapp.webhooks.service import TEMPLATE as WEBHOOK_TEMPLATE
 
 
 class FailedJobOut(Schema):
@@ -35,7 +36,7 @@ FailedJobPageOut = page_schema(FailedJobOut, "FailedJobPage")
 
 class FailedJobListArgs(ListArgs):
     queue = fields.String(validate=validate.OneOf(QUEUES))
-    template = fields.String(validate=validate.OneOf(sorted(TEMPLATES)))
+    template = fields.String(validate=validate.OneOf(sorted([*TEMPLATES, WEBHOOK_TEMPLATE])))
 
 
 class RequeuedOut(Schema):

@@ -214,3 +214,28 @@ def test_rotation_covers_the_sealed_secrets_of_queued_emails(
     work_jobs(make_app(encryption_keys=K2, smtp_url=smtp_sink.url))  # the old key is gone
     [email] = smtp_sink.wait_for(1)
     assert email.link.startswith("https://gatehouse.test/verify-email?token=")
+
+
+def test_rotation_covers_webhook_signing_secrets(make_app: Callable[..., Flask], admin) -> None:
+    from webapp.webhooks.models import WebhookEndpoint
+    from webapp.webhooks.service import secret_of
+
+    old_app = make_app(encryption_keys=K1)
+    created = old_app.test_client().post(
+        "/api/v1/webhooks/", json={"url": "https://hooks.example.com/x"}, headers=admin.headers
+    )
+    assert created.status_code == 201, created.json
+
+    result = (
+        make_app(encryption_keys=f"{K2},{K1}")
+        .test_cli_runner()
+        .invoke(args=["keys", "rotate-encryption"])
+    )
+    assert result.exit_code == 0, result.output
+    assert "webhook_endpoints.secret_encrypted: 1 re-encrypted" in result.output
+    new_only = make_app(encryption_keys=K2)
+    with new_only.app_context():
+        [endpoint] = db.session.scalars(select(WebhookEndpoint))
+        assert endpoint.secret_encrypted.startswith("v1.k2.")
+        assert secret_of(endpoint) == created.json["secret"]
+        db.session.remove()

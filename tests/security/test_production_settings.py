@@ -98,6 +98,7 @@ ATTACKS = [
     ("REFRESH_REUSE_GRACE", "86400"),
     ("REFRESH_REUSE_GRACE", "61"),
     ("RATELIMIT_ENABLED", "false"),
+    ("WEBHOOK_ALLOW_PRIVATE", "true"),  # the SSRF guard off
 ]
 
 

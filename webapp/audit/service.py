@@ -4,6 +4,7 @@ exists exactly when the action it describes was committed."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -49,7 +50,21 @@ ACTIONS = (
     "oauth_client.updated",
     "oauth_client.secret_rotated",
     "oauth_client.deleted",
+    "webhook.created",
+    "webhook.updated",
+    "webhook.deleted",
 )
+
+
+# Called with every recorded event, inside the same transaction (webapp.events derives the domain
+# events from them): whatever reacts to an audited change commits or rolls back with it.
+Listener = Callable[[DbSession, Origin, AuditEvent], None]
+LISTENERS: list[Listener] = []
+
+
+def add_listener(listener: Listener) -> None:
+    if listener not in LISTENERS:
+        LISTENERS.append(listener)
 
 
 def record(
@@ -75,6 +90,8 @@ def record(
         details={k: v for k, v in details.items() if v is not None},
     )
     db.add(event)
+    for listener in LISTENERS:
+        listener(db, origin, event)
     return event
 
 

@@ -36,6 +36,7 @@ _ADMIN_GRANTS = _USER_GRANTS | frozenset(
         "jobs:manage:any",
         "users:mfa-reset:any",
         "oauth-clients:manage:any",
+        "webhooks:manage:any",
     }
 )
 GRANTS: dict[str, frozenset[str]] = {ADMIN: _ADMIN_GRANTS, USER: _USER_GRANTS}

@@ -1,0 +1,1 @@
+"""Domain events: CloudEvents written in the transaction of the change they describe."""

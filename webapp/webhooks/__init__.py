@@ -1,0 +1,1 @@
+"""Webhooks: endpoints subscribed to the domain events, and their signed deliveries."""
