@@ -224,10 +224,14 @@ def list_attempts(
 # --- fan-out: inside the emitting transaction ---------------------------------------------------
 
 
+# Built once: every audited request runs it, and a statement object keeps its SQL cache key.
+_ENABLED_ENDPOINTS = select(WebhookEndpoint).where(WebhookEndpoint.enabled.is_(True))
+
+
 def fan_out(db: DbSession, event: DomainEvent) -> None:
     """One outbox message per enabled endpoint that wants this event type."""
     with db.no_autoflush:
-        endpoints = db.scalars(select(WebhookEndpoint).where(WebhookEndpoint.enabled.is_(True)))
+        endpoints = db.scalars(_ENABLED_ENDPOINTS)
         for endpoint in endpoints:
             if not endpoint.event_types or event.type in endpoint.event_types:
                 _queue(db, event, endpoint)
