@@ -44,14 +44,22 @@ Object = dict[str, Any]
 MIGRATE = "migrate"  # the Job's app.kubernetes.io/component
 
 
-def kustomize_command() -> list[str]:
+def find_kustomize() -> list[str] | None:
+    """`kubectl kustomize`, or a standalone `kustomize build`; None when neither is on PATH."""
     kubectl = shutil.which("kubectl")
     if kubectl:
         return [kubectl, "kustomize"]
     kustomize = shutil.which("kustomize")
     if kustomize:
         return [kustomize, "build"]
-    raise SystemExit("deploy: needs kubectl (or the kustomize binary) on PATH")
+    return None
+
+
+def kustomize_command() -> list[str]:
+    command = find_kustomize()
+    if command is None:
+        raise SystemExit("deploy: needs kubectl (or the kustomize binary) on PATH")
+    return command
 
 
 def render(overlay: Path) -> list[Object]:

@@ -8,7 +8,6 @@ tool fails the test with one line saying how to get it: these checks are never s
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -17,6 +16,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from scripts.deploy import find_kustomize
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS_BIN = ROOT / ".venv-tools" / "bin"
@@ -43,12 +44,9 @@ def tool(name: str) -> str:
 
 def kustomize_command() -> list[str]:
     """`kubectl kustomize`, or a standalone `kustomize build`; fails when neither exists."""
-    kubectl = shutil.which("kubectl")
-    if kubectl:
-        return [kubectl, "kustomize"]
-    kustomize = shutil.which("kustomize")
-    if kustomize:
-        return [kustomize, "build"]
+    command = find_kustomize()
+    if command is not None:
+        return command
     pytest.fail(
         "neither kubectl nor kustomize is installed: see README, Deploy "
         "(https://kubernetes.io/docs/tasks/tools/ or the kustomize release binaries)",
