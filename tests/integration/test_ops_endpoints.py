@@ -4,6 +4,7 @@ decision table of webapp.ops.readiness, which docs/deploy.md shows) and the JWKS
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -139,6 +140,14 @@ def test_ready_answers_ok_with_every_check_when_all_is_well(client):
     assert response.status_code == 200
     assert response.json["status"] == "ok"
     assert response.json["checks"] == {"database": "ok", "migrations": "ok", "redis": "ok"}
+
+
+def test_a_readiness_probe_logs_nothing_of_its_own(client, caplog):
+    """Probes come every few seconds from every pod: at INFO, production's level, only the
+    access line may record one."""
+    with caplog.at_level(logging.INFO):
+        assert client.get("/ready").status_code == 200
+    assert [r.name for r in caplog.records if not r.name.startswith("gatehouse.access")] == []
 
 
 def test_ready_is_503_one_revision_behind(other_app, schema_database):
