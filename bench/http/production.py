@@ -18,8 +18,8 @@ WEB_CLIENT_ORIGIN = "https://app.example.com"
 
 
 def shipped_default(field: str) -> str:
-    """The default of a setting as the code ships it (`webapp/config.py`; the ConfigMap does not
-    set the access-log settings), as the environment would spell it."""
+    """The default of a setting as the code ships it (`webapp/config/settings.py`; the ConfigMap
+    does not set the access-log settings), as the environment would spell it."""
     value = Settings.model_fields[field].default
     return f"{value:g}" if isinstance(value, float) else str(value)
 
