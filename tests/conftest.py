@@ -1,8 +1,7 @@
 """The fixtures every test can name, registered from tests/support (one module per concern):
 a migrated app and a PostgreSQL and Redis database per test process, truncated between tests
 (application, database), accounts, a real SMTP server, background jobs, a Redis server of a
-test's own, the production server and job worker processes, a webhook receiver, the observability
-stack (gunicorn, a job worker, Prometheus, Alertmanager) and its traffic, once per session."""
+test's own, the production server and job worker processes, a webhook receiver."""
 
 pytest_plugins = [
     "tests.support.database",
@@ -16,6 +15,4 @@ pytest_plugins = [
     "tests.support.logs",
     "tests.support.tracing",
     "tests.support.webhooks",
-    "tests.support.observability_stack",
-    "tests.support.observability_traffic",
 ]

@@ -3,7 +3,7 @@ after the auth flows, OpenTelemetry spans (Flask, SQLAlchemy, Redis, the job) li
 child, and /metrics with route templates and the scrape-time gauges.
 
 The multiprocess aggregation over gunicorn workers, and everything against a real Prometheus and
-Alertmanager, is in tests/e2e/test_observability_*.py.
+Alertmanager, is in tests/e2e/test_observability_stack.py.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """`gatehouse_db_pool_checkout_seconds` (observability.metrics.track_pool) against a real
 PostgreSQL pool of one connection: a checkout that waits for the connection to come back is
 measured at its wait, one that gives up at `pool_timeout` is measured too. The gunicorn thread
-gauges are measured in tests/e2e/test_observability_on_call.py, under gunicorn."""
+gauges are measured in tests/e2e/test_observability_stack.py, under gunicorn."""
 
 from __future__ import annotations
 

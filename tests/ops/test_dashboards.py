@@ -1,7 +1,7 @@
 """Grafana dashboards and provisioning: valid JSON, the datasource/job/namespace variables, a
 query, a unit and thresholds on every panel, PromQL that promtool parses, metric names that
 Gatehouse exposes. That every query returns data against a real Prometheus scraping the running
-service is proved by tests/e2e/test_observability_grafana.py (both use tests/support/dashboards.py).
+service is proved by tests/e2e/test_observability_stack.py (both use tests/support/dashboards.py).
 """
 
 from __future__ import annotations

@@ -455,7 +455,7 @@ def test_alerts_are_grouped_and_a_warning_is_inhibited_by_its_critical_twin() ->
 
 def test_promtool_check_metrics_accepts_the_real_exposition(client) -> None:
     """In-process /metrics (single process); the gunicorn multiprocess exposition is checked by
-    tests/e2e/test_observability_expositions.py."""
+    tests/e2e/test_observability_stack.py."""
     promtool = require_tool("promtool")
     client.get("/api/v1/users/me")
     client.post("/api/v1/auth/login", json={"email": "nobody@example.com", "password": "x" * 12})
