@@ -23,7 +23,6 @@ or Redis call has no parent: such a parentless CLIENT span is housekeeping, and
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Sequence
 from contextvars import ContextVar
 from functools import wraps
@@ -32,17 +31,12 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import context, propagate, trace
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.instrumentation.wsgi import wsgi_getter
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import (
-    ALWAYS_OFF,
-    ALWAYS_ON,
-    DEFAULT_OFF,
-    DEFAULT_ON,
     Decision,
-    ParentBasedTraceIdRatio,
     Sampler,
     SamplingResult,
-    TraceIdRatioBased,
 )
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 from opentelemetry.util.http import ExcludeList
@@ -63,22 +57,9 @@ _ids = RandomIdGenerator()
 
 
 def configured_sampler() -> Sampler:
-    """The sampler `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG` name, as the SDK reads them
-    (`parentbased_always_on` when unset or unknown; a ratio of 1.0 when the argument is not a
-    number)."""
-    name = os.environ.get("OTEL_TRACES_SAMPLER", "parentbased_always_on").strip().lower()
-    if name in ("traceidratio", "parentbased_traceidratio"):
-        try:
-            rate = float(os.environ.get("OTEL_TRACES_SAMPLER_ARG", ""))
-        except ValueError:
-            rate = 1.0
-        return TraceIdRatioBased(rate) if name == "traceidratio" else ParentBasedTraceIdRatio(rate)
-    fixed = {
-        "always_on": ALWAYS_ON,
-        "always_off": ALWAYS_OFF,
-        "parentbased_always_off": DEFAULT_OFF,
-    }
-    return fixed.get(name, DEFAULT_ON)
+    """The sampler `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG` name, read by the SDK
+    itself (a provider built only to ask it; it registers nothing to run at exit)."""
+    return TracerProvider(shutdown_on_exit=False).sampler
 
 
 class GatehouseSampler(Sampler):

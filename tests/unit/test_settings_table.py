@@ -82,14 +82,13 @@ def test_every_variable_the_code_reads_is_declared():
     assert read_by_a_library & set(read) == set(), "read by the code: drop its `reader`"
 
 
-def test_the_sampler_variables_are_the_opentelemetry_sdks():
+def test_the_variables_left_to_the_opentelemetry_sdk_are_the_sdks():
     from opentelemetry.sdk import environment_variables
 
-    sampler = {v.name for v in PROCESS_VARIABLES if v.name.startswith("OTEL_TRACES_SAMPLER")}
+    left = {v.name for v in PROCESS_VARIABLES if v.reader == "the OpenTelemetry SDK"}
 
-    # Read by the tracing edge with the SDK's names and meanings: an operator sets them once.
-    assert sampler == {"OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG"}
-    assert all(getattr(environment_variables, name, None) == name for name in sampler)
+    assert left == {"OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG"}
+    assert all(getattr(environment_variables, name, None) == name for name in left)
 
 
 def test_the_shipped_configmap_sets_only_declared_variables():

@@ -50,14 +50,15 @@ PROCESS_VARIABLES: tuple[ProcessVariable, ...] = (
         "`parentbased_always_on` (every trace)",
         "which traces are recorded while tracing is on (`OTEL_EXPORTER_OTLP_ENDPOINT`); "
         "`parentbased_traceidratio` keeps the share `OTEL_TRACES_SAMPLER_ARG` of new traces and "
-        "follows the caller's decision for a request that carries a `traceparent` (the "
-        "OpenTelemetry SDK's variable and values, read once per process to decide each "
-        "request's sampling at the WSGI edge)",
+        "follows the caller's decision for a request that carries a `traceparent` (decided once "
+        "per request at the WSGI edge)",
+        reader="the OpenTelemetry SDK",
     ),
     ProcessVariable(
         "OTEL_TRACES_SAMPLER_ARG",
         "`1.0` for the ratio samplers",
         "the sampler's argument; for `parentbased_traceidratio`, the share of new traces kept "
         "(the shipped ConfigMap: `0.1`)",
+        reader="the OpenTelemetry SDK",
     ),
 )
