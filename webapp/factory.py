@@ -26,6 +26,7 @@ from webapp.config import APP_CONFIG_KEY, DEV_KEYS_FILE, ConfigError, Settings, 
 from webapp.extensions import api, db, migrate
 from webapp.http import headers, hostile, problems, ratelimit, request_id
 from webapp.ops import metrics as ops_metrics
+from webapp.provider_states import routes as provider_states
 from webapp.routes import register_blueprints
 from webapp.security import encryption
 from webapp.security.keys import KeyRing, KeyRingError, write_new_keyfile
@@ -174,6 +175,10 @@ def create_app(
     ops_metrics.init_app(app)
     ratelimit.warn_if_off_in_production(app)  # once logging is set up
     register_blueprints(app, api, admin_jobs=admin_jobs_blp)
+    if settings.env == "test" and settings.pact_provider_states:
+        # The contract tests' hook (docs/contracts.md); production refuses the setting, and
+        # development ignores it: only a test database may be filled this way.
+        app.register_blueprint(provider_states.bp)
     webhooks.install()  # audit records → domain events → webhook deliveries
     cli.init_app(app)
     jobs_config.init_app(app, jobs_settings)

@@ -99,6 +99,7 @@ ATTACKS = [
     ("REFRESH_REUSE_GRACE", "61"),
     ("RATELIMIT_ENABLED", "false"),
     ("WEBHOOK_ALLOW_PRIVATE", "true"),  # the SSRF guard off
+    ("PACT_PROVIDER_STATES", "true"),  # a hook that creates accounts and hands out tokens
 ]
 
 

@@ -50,6 +50,7 @@ class Checked(Protocol):
     encryption_keys: str | None
     api_key_pepper: str | None
     webhook_allow_private: bool
+    pact_provider_states: bool
 
     @property
     def effective_oidc_issuer(self) -> str: ...
@@ -129,6 +130,9 @@ def validate_production(settings: Checked) -> None:
     if settings.webhook_allow_private:
         # It turns the SSRF guard off: an administrator's URL could reach the metadata service.
         raise ConfigError("WEBHOOK_ALLOW_PRIVATE must be false in production")
+    if settings.pact_provider_states:
+        # A test-only hook that creates accounts and hands out their tokens.
+        raise ConfigError("PACT_PROVIDER_STATES must be false in production")
 
 
 def _refuse_weak_secret(name: str, value: str) -> None:

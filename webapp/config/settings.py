@@ -329,6 +329,14 @@ class Settings(DeclaredSettings):
         "production)",
     )
 
+    # -- Contract tests --------------------------------------------------------------------------
+    pact_provider_states: bool = Field(
+        False,
+        description="mount `POST /_pact/provider-states`, the hook through which the Pact "
+        "verification sets up its provider states (docs/contracts.md); only with "
+        "`GATEHOUSE_ENV=test`, ignored in development, refused in production",
+    )
+
     # -- Field validators: what one value alone must satisfy -----------------------------------
     @field_validator("log_level", mode="before")
     @classmethod
