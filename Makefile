@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= 2
 
-.PHONY: install run check test lint format bench bench-enumeration bench-jobs clean tools ops-deps load
+.PHONY: install run check test lint format bench bench-enumeration bench-jobs clean tools ops-deps load \
+	contract contract-consumer contract-provider
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -75,6 +76,17 @@ check: lint ## lint, tests/unit and tests/integration against real PostgreSQL an
 test: lint tools ## the whole suite against real PostgreSQL and Redis (throwaway ones if none is reachable)
 	$(BIN)/python scripts/testenv.py -- $(BIN)/python -m pytest -n $(PYTEST_WORKERS) \
 		--cov --cov-report=term --cov-fail-under=90 --durations=15 $(PYTEST_ARGS)
+
+# The Pact contracts alone (docs/contracts.md; `make test` runs them too): the consumer tests first
+# (they generate the pacts and fail when those differ from tests/contract/pacts/), then the provider
+# verification of the kept pacts against the real service. CI's `contract` stage runs the two.
+contract: contract-consumer contract-provider ## the Pact contracts: consumer tests, then the provider verification
+
+contract-consumer: install
+	$(BIN)/python -m pytest -p no:xdist tests/contract/consumer $(PYTEST_ARGS)
+
+contract-provider: install
+	$(BIN)/python scripts/testenv.py -- $(BIN)/python -m pytest -p no:xdist tests/contract/provider $(PYTEST_ARGS)
 
 bench: install ## requests/s and latency of /users/me and /auth/login vs a bare Flask endpoint
 	$(BIN)/python -m bench.http $(BENCH_ARGS)

@@ -1,7 +1,7 @@
 """The CI workflows: valid against the GitHub workflow schema, every third-party action pinned by a
 full commit SHA with its release in a comment, the stages README's "CI" paragraph lists (lint,
-test, trivy, k6), the caches (pip, image layers), Trivy's SARIF reports, the weekly Trivy scan,
-PostgreSQL at production's version and a concurrency group that never cancels main."""
+test, contract, trivy, k6), the caches (pip, image layers), Trivy's SARIF reports, the weekly
+Trivy scan, PostgreSQL at production's version and a concurrency group that never cancels main."""
 
 from __future__ import annotations
 
@@ -111,6 +111,24 @@ def test_tests_run_against_postgres_and_redis_services(ci: dict[str, Any]) -> No
     assert any(s.get("run") == "make lint" for s in steps(ci["jobs"]["lint"]))
 
 
+def test_contract_stage_runs_the_consumer_tests_then_the_provider_verification(
+    ci: dict[str, Any],
+) -> None:
+    job = ci["jobs"]["contract"]
+    assert job["services"]["postgres"] == ci["jobs"]["test"]["services"]["postgres"]
+    assert job["services"]["redis"] == ci["jobs"]["test"]["services"]["redis"]
+    assert job["env"] == ci["jobs"]["test"]["env"]
+    runs = [s.get("run") for s in steps(job) if "run" in s]
+    assert runs == ["make contract-consumer", "make contract-provider"]
+    makefile = (ROOT / "Makefile").read_text()
+    for target, folder in (
+        ("consumer", "tests/contract/consumer"),
+        ("provider", "tests/contract/provider"),
+    ):
+        (recipe,) = re.findall(rf"^contract-{target}:.*\n\t(.+)$", makefile, re.M)
+        assert folder in recipe
+
+
 def test_k6_stage_starts_the_stack_and_runs_smoke_and_load(ci: dict[str, Any]) -> None:
     job = ci["jobs"]["k6"]
     runs = [s.get("run", "") for s in steps(job)]
@@ -175,7 +193,7 @@ def test_weekly_trivy_scan_reports_unfixed_and_fails_on_fixable(weekly: dict[str
 
 def test_pip_and_image_layers_are_cached(ci: dict[str, Any]) -> None:
     setups = [s for job in ci["jobs"].values() for s in using(job, "actions/setup-python")]
-    assert len(setups) == 3
+    assert len(setups) == 4
     for setup in setups:
         assert setup["with"]["cache"] == "pip"
         for name in setup["with"]["cache-dependency-path"].split():
