@@ -66,7 +66,7 @@ def test_the_api_honours_the_web_app_contract(
         )
         results = verify(verifier)
     assert results["result"], verifier.output(strip_ansi=True)
-    assert verified(results) == interactions == 7
+    assert verified(results) == interactions > 0
 
 
 def test_without_the_hook_the_states_cannot_be_set_up(
@@ -136,4 +136,4 @@ def test_the_events_honour_the_webhook_receiver_contract(app: Flask) -> None:
         .set_error_on_empty_pact()
     )
     results = verify(verifier)
-    assert verified(results) == interactions == 3
+    assert verified(results) == interactions > 0
