@@ -29,6 +29,7 @@ from webapp.ops import metrics as ops_metrics
 from webapp.routes import register_blueprints
 from webapp.security import encryption
 from webapp.security.keys import KeyRing, KeyRingError, write_new_keyfile
+from webapp.webhooks import metrics as webhook_metrics
 from webapp.webhooks import service as webhooks
 
 API_TITLE = "Gatehouse"
@@ -171,7 +172,7 @@ def create_app(
         metrics_port=settings.metrics_port,
         otel_endpoint=settings.otel_exporter_otlp_endpoint,
     )
-    ops_metrics.init_app(app)
+    ops_metrics.init_app(app, webhook_metrics.StateCollector)
     ratelimit.warn_if_off_in_production(app)  # once logging is set up
     register_blueprints(app, api, admin_jobs=admin_jobs_blp)
     webhooks.install()  # audit records → domain events → webhook deliveries
