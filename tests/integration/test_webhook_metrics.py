@@ -1,6 +1,7 @@
 """Webhook metrics against real deliveries: attempts counted by event type and result (delivered,
 failed, refused, gone, dead) and timed, read from a real /metrics scrape; the scrape-time gauges
-(failing and disabled endpoints, the oldest undelivered message, dead letters) read from the
+(failing and disabled endpoints, the oldest undelivered message, the most overdue one, dead
+letters) read from the
 database; and webhook deliveries waiting on their receiver left out of the email outbox's age."""
 
 from __future__ import annotations
@@ -151,7 +152,7 @@ def test_attempts_are_counted_by_event_type_and_result_and_timed(
     assert value(after, "gatehouse_webhook_endpoints_failing") == 0
 
 
-def test_the_state_gauges_read_failing_and_disabled_endpoints_age_and_dead_letters(
+def test_the_state_gauges_read_endpoints_ages_and_dead_letters(
     hooks_app, admin, member, receiver, deliver
 ):
     subscribe(hooks_app, admin, receiver.url)  # healthy: its latest attempt succeeds
@@ -162,26 +163,31 @@ def test_the_state_gauges_read_failing_and_disabled_endpoints_age_and_dead_lette
     assert value(quiet, "gatehouse_webhook_endpoints_failing") == 0  # no attempt yet
     assert value(quiet, "gatehouse_webhook_endpoints_disabled") == 1
     assert value(quiet, "gatehouse_webhook_oldest_undelivered_age_seconds") == 0
+    assert value(quiet, "gatehouse_webhook_oldest_overdue_age_seconds") == 0
     assert value(quiet, "gatehouse_webhook_dead_messages") == 0
 
     rename(hooks_app, admin, member.id, "Half delivered")
     deliver(hooks_app)
     [failing] = [row for row in webhook_rows(hooks_app) if row.status == PENDING]
     assert failing.attempts == 1
-    # A second change, not tried yet; then both made old: the failing one an hour, the new one
-    # half an hour.
+    # A second change, not tried yet; then both made old: the failing one an hour (its retry
+    # still to come), the new ones half an hour, due for 20 minutes and not attempted.
     rename(hooks_app, admin, member.id, "Waiting")
+    now = utcnow()
     with hooks_app.app_context():
-        for row_id, age in ((failing.id, 3600), (None, 1800)):
-            db.session.execute(
-                update(OutboxMessage)
-                .where(
-                    OutboxMessage.id == row_id
-                    if row_id
-                    else (OutboxMessage.template == "webhook") & (OutboxMessage.attempts == 0)
-                )
-                .values(created_at=utcnow() - timedelta(seconds=age))
+        db.session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == failing.id)
+            .values(created_at=now - timedelta(seconds=3600))
+        )
+        db.session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.template == "webhook", OutboxMessage.attempts == 0)
+            .values(
+                created_at=now - timedelta(seconds=1800),
+                available_at=now - timedelta(seconds=1200),
             )
+        )
         db.session.commit()
         db.session.remove()
 
@@ -189,6 +195,8 @@ def test_the_state_gauges_read_failing_and_disabled_endpoints_age_and_dead_lette
     assert value(samples, "gatehouse_webhook_endpoints_failing") == 1
     assert value(samples, "gatehouse_webhook_endpoints_disabled") == 1
     assert 3600 <= value(samples, "gatehouse_webhook_oldest_undelivered_age_seconds") < 3660
+    # Overdue: due and not attempted (the failing one's retry is not due yet).
+    assert 1200 <= value(samples, "gatehouse_webhook_oldest_overdue_age_seconds") < 1260
     # The email outbox's age (GatehouseOutboxLagging) counts webhook deliveries until their
     # first attempt only: the half-hour-old untried ones, not the hour-old one retried.
     assert 1800 <= value(samples, "gatehouse_outbox_oldest_unsent_age_seconds") < 1860
@@ -202,6 +210,7 @@ def test_the_state_gauges_read_failing_and_disabled_endpoints_age_and_dead_lette
     samples = scrape(hooks_app)
     assert value(samples, "gatehouse_webhook_dead_messages") == 2
     assert value(samples, "gatehouse_webhook_oldest_undelivered_age_seconds") == 0
+    assert value(samples, "gatehouse_webhook_oldest_overdue_age_seconds") == 0
     assert value(samples, "gatehouse_webhook_endpoints_failing") == 1
     assert (
         value(samples, DELIVERIES, event_type="user.updated", result="dead")

@@ -113,6 +113,7 @@ def exposed_series_names() -> set[str]:
         "gatehouse_webhook_endpoints_failing",
         "gatehouse_webhook_endpoints_disabled",
         "gatehouse_webhook_oldest_undelivered_age_seconds",
+        "gatehouse_webhook_oldest_overdue_age_seconds",
         "gatehouse_webhook_dead_messages",
     }
     assert metrics.LOGINS is not None  # the module's metrics are registered on import

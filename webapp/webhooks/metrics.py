@@ -3,10 +3,10 @@ from the database at scrape time.
 
 Attempts are counted where they happen (`attempted`, called by webapp.webhooks.delivery once the
 attempt is committed), in the worker's process. Endpoints failing or disabled, the oldest
-undelivered message and the dead letters are rows every process sees alike: `StateCollector`
-reads them when Prometheus scrapes the API (registered by the composition root beside
-webapp.ops.metrics' collector), so they are right however many processes run (docs/webhooks.md,
-"Operations").
+undelivered message, the most overdue one and the dead letters are rows every process sees
+alike: `StateCollector` reads them when Prometheus scrapes the API (registered by the composition
+root beside webapp.ops.metrics' collector), so they are right however many processes run
+(docs/webhooks.md, "Operations").
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from datetime import UTC, datetime
 from flask import Flask
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
+from sqlalchemy import and_, case, func, or_, select
 
 from observability.metrics import WEBHOOK_DELIVERIES, WEBHOOK_DELIVERY_DURATION
-from webapp.db import aware
+from webapp.db import aware, utcnow
 from webapp.extensions import db
 from webapp.outbox.models import DEAD, ENQUEUED, PENDING, OutboxMessage
 from webapp.webhooks.models import WebhookAttempt, WebhookEndpoint
@@ -64,6 +64,7 @@ class StateCollector(Collector):
             with self.app.app_context():
                 failing, disabled = self._endpoints()
                 oldest, dead = self._messages()
+                overdue = self._overdue()
                 db.session.remove()
         except Exception:  # noqa: BLE001 - a scrape never fails for want of the database
             return
@@ -81,6 +82,12 @@ class StateCollector(Collector):
             "gatehouse_webhook_oldest_undelivered_age_seconds",
             "Age of the oldest pending or enqueued webhook delivery (0 when none)",
             oldest,
+        )
+        yield _gauge(
+            "gatehouse_webhook_oldest_overdue_age_seconds",
+            "How long the most overdue webhook delivery has waited for its attempt since it was "
+            "due (0 when none)",
+            overdue,
         )
         yield _gauge(
             "gatehouse_webhook_dead_messages",
@@ -124,6 +131,28 @@ class StateCollector(Collector):
         age = (datetime.now(UTC) - aware(min(firsts))).total_seconds() if firsts else 0.0
         dead = sum(count for status, count, _ in rows if status == DEAD)
         return max(0.0, age), int(dead)
+
+    @staticmethod
+    def _overdue() -> float:
+        """Gatehouse's own lag, whatever the receivers do: a `pending` delivery is due from its
+        `available_at` (new, or its retry's time), an `enqueued` one since it was enqueued. A
+        failing receiver's retries wait for their time and are not overdue; a disabled endpoint's
+        are skipped as soon as they are due."""
+        now = utcnow()
+        due_since = case(
+            (OutboxMessage.status == PENDING, OutboxMessage.available_at),
+            else_=OutboxMessage.enqueued_at,
+        )
+        first = db.session.scalar(
+            select(func.min(due_since)).where(
+                OutboxMessage.template == TEMPLATE,
+                or_(
+                    and_(OutboxMessage.status == PENDING, OutboxMessage.available_at <= now),
+                    OutboxMessage.status == ENQUEUED,
+                ),
+            )
+        )
+        return max(0.0, (now - aware(first)).total_seconds()) if first is not None else 0.0
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
