@@ -217,3 +217,40 @@ def test_the_state_gauges_read_endpoints_ages_and_dead_letters(
         - value(quiet, DELIVERIES, event_type="user.updated", result="dead")
         == 2
     )
+
+
+def test_overdue_counts_enqueued_deliveries_since_they_were_enqueued_and_retries_not_yet_due(
+    hooks_app, admin, member, receiver
+):
+    subscribe(hooks_app, admin, receiver.url)
+    rename(hooks_app, admin, member.id, "Enqueued")
+    rename(hooks_app, admin, member.id, "Retry later")
+    first, second = webhook_rows(hooks_app)
+    now = utcnow()
+    with hooks_app.app_context():
+        # In RQ for 12 minutes (its lease not run out): overdue since it was enqueued.
+        db.session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == first.id)
+            .values(
+                status=ENQUEUED,
+                enqueued_at=now - timedelta(seconds=720),
+                available_at=now + timedelta(seconds=60),
+            )
+        )
+        # Tried and failed two hours ago, its retry an hour from now: late, not overdue.
+        db.session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == second.id)
+            .values(
+                attempts=3,
+                created_at=now - timedelta(seconds=7200),
+                available_at=now + timedelta(seconds=3600),
+            )
+        )
+        db.session.commit()
+        db.session.remove()
+
+    samples = scrape(hooks_app)
+    assert 720 <= value(samples, "gatehouse_webhook_oldest_overdue_age_seconds") < 780
+    assert 7200 <= value(samples, "gatehouse_webhook_oldest_undelivered_age_seconds") < 7260
