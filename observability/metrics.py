@@ -83,6 +83,22 @@ JOBS = Counter(
     "Jobs by queue and final state (finished, retried, postponed, dead)",
     ["queue", "state"],
 )
+# One per webhook attempt (retries each count): `delivered` a 2xx, `failed` any other answer or
+# no answer (retried), `refused` the SSRF guard refused the target (retried), `gone` a 410 (the
+# endpoint disabled), `dead` a failure on the last try. Messages skipped without an attempt (their
+# endpoint deleted or disabled) are not counted. `event_type` is one of the few event types.
+WEBHOOK_DELIVERIES = Counter(
+    "gatehouse_webhook_deliveries_total",
+    "Webhook delivery attempts by event type and result (delivered, failed, refused, gone, dead)",
+    ["event_type", "result"],
+)
+# An attempt is bounded by the client's 15 s for the whole exchange (5 s to connect): the top
+# buckets tell slow receivers from timeouts.
+WEBHOOK_DELIVERY_DURATION = Histogram(
+    "gatehouse_webhook_delivery_duration_seconds",
+    "Time of one webhook attempt: resolving the host, connecting, the POST and reading the answer",
+    buckets=(0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0),
+)
 DB_POOL_IN_USE = Gauge(
     "gatehouse_db_pool_connections_in_use",
     "Database connections checked out of the pool",

@@ -30,6 +30,7 @@ from webapp.provider_states import routes as provider_states
 from webapp.routes import register_blueprints
 from webapp.security import encryption
 from webapp.security.keys import KeyRing, KeyRingError, write_new_keyfile
+from webapp.webhooks import metrics as webhook_metrics
 from webapp.webhooks import service as webhooks
 
 API_TITLE = "Gatehouse"
@@ -172,7 +173,7 @@ def create_app(
         metrics_port=settings.metrics_port,
         otel_endpoint=settings.otel_exporter_otlp_endpoint,
     )
-    ops_metrics.init_app(app)
+    ops_metrics.init_app(app, webhook_metrics.StateCollector)
     ratelimit.warn_if_off_in_production(app)  # once logging is set up
     register_blueprints(app, api, admin_jobs=admin_jobs_blp)
     if settings.env == "test" and settings.pact_provider_states:

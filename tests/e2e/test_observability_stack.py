@@ -7,7 +7,9 @@
 - Prometheus (Debian package `prometheus`) scraping both every second, with the project's
   recording and alerting rules loaded, evaluated every second;
 - Alertmanager (Debian package `prometheus-alertmanager`) with a configuration derived from
-  alertmanager/alertmanager.yml whose receivers point at a webhook server run by this test.
+  alertmanager/alertmanager.yml whose receivers point at a webhook server run by this test;
+- two webhook endpoints subscribed to every event of the traffic (`WEBHOOK_ALLOW_PRIVATE=true`),
+  delivered by the worker to a receiver run by this test: one accepts, one always fails.
 
 It drives traffic, then proves: the multiprocess aggregation over the gunicorn workers (and the
 dead-worker cleanup), `promtool check metrics` on both real expositions, that EVERY PromQL query
@@ -83,6 +85,8 @@ API_POD, WORKER_POD = "gatehouse-api-7c9d5b8f6d-x2x4q", "gatehouse-worker-6f7b9c
 NAMESPACE = "obs-e2e"
 POOL_SIZE, MAX_OVERFLOW = 4, 2  # per process: capacity 6, 12 for two gunicorn workers
 JWKS = "/.well-known/jwks.json"
+ADMIN_EMAIL = "e2e-admin@example.com"
+FLASK = [sys.executable, "-m", "flask", "--app", "wsgi"]
 # Upper bounds of the waits (each returns as soon as its condition holds): generous, because
 # `make test` runs this beside other tests on a 2-core machine, where booting the app or one
 # Argon2 hash can take many seconds.
@@ -215,6 +219,38 @@ def start_webhook() -> Webhook:
     return hook
 
 
+@dataclass
+class HookReceiver:
+    """The subscribers of the stack's webhook endpoints: `/ok` answers 204, anything else 500.
+    Records the path of every delivery."""
+
+    server: ThreadingHTTPServer
+    paths: list[str] = field(default_factory=list)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+
+
+def start_receiver() -> HookReceiver:
+    receiver: HookReceiver
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            receiver.paths.append(self.path)
+            self.send_response(204 if self.path == "/ok" else 500)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    receiver = HookReceiver(server)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return receiver
+
+
 # --- configuration derived from the project's files ---------------------------------------------
 
 
@@ -275,6 +311,7 @@ class Stack:
     webhook: Webhook
     smtp: SmtpSink
     database: str
+    hooks: HookReceiver
     jwks_requests: int = 0
 
     def query(self, expr: str, *, at_range: bool = True) -> list[dict[str, Any]]:
@@ -328,6 +365,7 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     controller.start()
     smtp.url = f"smtp://127.0.0.1:{smtp_port}"
     webhook = start_webhook()
+    hooks = start_receiver()
     kube = KubeExporters(NAMESPACE, gatehouse_containers(API_POD, WORKER_POD))
     try:
         api_port, api_metrics_port, worker_port, prom_port, am_port = (
@@ -356,6 +394,8 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             REQUIRE_EMAIL_VERIFICATION="false",
             JOBS_DISPATCH_INTERVAL="0.2",
             JOBS_RETRY_BACKOFF="0.2",
+            # The webhook receiver of this test listens on loopback.
+            WEBHOOK_ALLOW_PRIVATE="true",
         )
         migrate = run(
             [sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"],
@@ -363,6 +403,12 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             env=base_env,
         )
         assert migrate.returncode == 0, output(migrate)
+        admin = run(
+            [*FLASK, "users", "create-admin", "--email", ADMIN_EMAIL],
+            cwd=ROOT,
+            env={**base_env, "GATEHOUSE_ADMIN_PASSWORD": STRONG_PASSWORD},
+        )
+        assert admin.returncode == 0, output(admin)
 
         api_metrics_dir = work / "api-metrics"
         gunicorn = start(
@@ -468,6 +514,7 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             webhook=webhook,
             smtp=smtp,
             database=database_name,
+            hooks=hooks,
         )
         for url, what in (
             (f"{api}/ready", "the API to be ready"),
@@ -503,6 +550,7 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             process.stop()
         controller.stop()
         webhook.server.shutdown()
+        hooks.server.shutdown()
         kube.stop()
         drop_database(database_name)
         redis.Redis.from_url(redis_url).flushdb()
@@ -536,6 +584,20 @@ def traffic(stack: Stack) -> dict[str, Any]:
     def record(name: str, response: requests.Response) -> requests.Response:
         statuses.setdefault(name, []).append(response.status_code)
         return response
+
+    # Two webhook endpoints, subscribed to every event of the traffic below: one receiver
+    # accepts, the other always fails (each of its deliveries is retried).
+    operator = Client(stack.api, "198.51.100.240")
+    signed_in = operator.call(
+        "POST", "/api/v1/auth/login", json={"email": ADMIN_EMAIL, "password": STRONG_PASSWORD}
+    )
+    assert signed_in.status_code == 200, signed_in.text
+    admin_token = signed_in.json()["access_token"]
+    for path in ("/ok", "/fail"):
+        subscribed = operator.call(
+            "POST", "/api/v1/webhooks/", admin_token, json={"url": stack.hooks.url(path)}
+        )
+        assert subscribed.status_code == 201, subscribed.text
 
     users = []
     for index in range(4):
@@ -668,6 +730,13 @@ def traffic(stack: Stack) -> dict[str, Any]:
     assert anonymous.call("GET", "/ready").ok
     # The verification emails of the registrations and the reset went out through the worker.
     stack.smtp.wait_for(len(users) + 1, timeout=SETTLE)
+    # And the events went to both webhook endpoints: delivered to one, failed at the other.
+    wait_for(
+        lambda: {"/ok", "/fail"} <= set(stack.hooks.paths),
+        "a webhook delivered and one failed",
+        SETTLE,
+        stack.processes,
+    )
     return {"users": users, "statuses": statuses}
 
 
@@ -860,6 +929,13 @@ def test_every_dashboard_query_returns_data(stack: Stack, traffic: dict[str, Any
     # The worker's counters were among them, scraped from the worker's own target.
     for name in ("gatehouse_emails_total", "gatehouse_jobs_total"):
         assert stack.query(f'{name}{{job="{WORKER_JOB}", namespace="{NAMESPACE}"}}'), name
+    # The webhook panels saw real deliveries: both results, and the failing endpoint (read by
+    # the API from the database) — the accepting one's latest attempt succeeded.
+    for result in ("delivered", "failed"):
+        selector = f'gatehouse_webhook_deliveries_total{{job="{WORKER_JOB}", result="{result}"}}'
+        assert stack.query(selector), result
+    failing = f'max(gatehouse_webhook_endpoints_failing{{job="{API_JOB}"}})'
+    wait_for(lambda: stack.value(failing) == 1, "one failing webhook endpoint", SETTLE)
 
 
 def _by_pod(stack: Stack, expr: str) -> dict[str, float]:

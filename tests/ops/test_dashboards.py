@@ -208,6 +208,14 @@ def test_dashboards_show_red_per_route_and_the_slo_numbers() -> None:
     assert {"Queue depth", "Dead-letter jobs", "Oldest unsent outbox message"} <= titles[
         "gatehouse-jobs"
     ]
+    assert {
+        "Webhook deliveries by result",
+        "Webhook delivery latency p95",
+        "Failing webhook endpoints",
+        "Oldest undelivered webhook",
+        "Most overdue webhook",
+        "Dead webhook deliveries",
+    } <= titles["gatehouse-jobs"]
     assert {"Logins by result", "Rate-limited requests by route"} <= titles["gatehouse-security"]
     assert {"Pool utilisation", "Cache hit ratio by cache", "Redis"} <= titles[
         "gatehouse-dependencies"

@@ -91,6 +91,7 @@ def test_there_are_promtool_unit_tests_for_every_group_of_alerts() -> None:
         "jobs_test",
         "dependencies_test",
         "edge_test",
+        "webhooks_test",
     }
 
 

@@ -10,12 +10,14 @@ and against the Flask app itself:
   port-forward's remote port is one the Service or container has;
 - `flask --app wsgi <group> <command> [options]` parses with the app's own Click commands (also
   after `kubectl exec ... --`);
-- a URL's path is a route of the app's url_map (no redirect: `/audit-events` is `/audit-events/`),
+- a URL's path is a route of the app's url_map (no redirect: `/audit-events` is `/audit-events/`;
+  an `<id>` segment, an id the reader looks up first, stands for a UUID),
   a URL on a public host is routed by that host's Ingress, and `/ready` and `/metrics` are never
   requested through it; `127.0.0.1` URLs use the local port of a port-forward of the runbook, or a
   container port inside `kubectl exec`;
 - PromQL's `namespace` and `job` matchers name a rendered namespace and a Service;
-- every `curl` read through a public host answers 200 from the app, as an administrator.
+- every `curl` read through a public host answers 200 from the app, as an administrator (but
+  those of an `<id>`).
 
 The checker lives in tests/support/runbooks.py.
 
@@ -111,6 +113,14 @@ BAD = [
     ("curl -s -X DELETE https://gatehouse.example.com/api/v1/users/me", "DELETE /api/v1/users/me"),
     ("curl -s http://127.0.0.1:8000/ready", "nothing in the runbook port-forwards 8000"),
     (
+        "curl -s https://gatehouse.example.com/api/v1/webhooks/<id>/delivery",
+        "GET /api/v1/webhooks/00000000-0000-0000-0000-000000000000/delivery is not a route",
+    ),
+    (
+        "curl -s -X PUT https://gatehouse.example.com/api/v1/webhooks/<id>",
+        "PUT /api/v1/webhooks/00000000-0000-0000-0000-000000000000 is not a route",
+    ),
+    (
         "kubectl -n gatehouse-prod exec deploy/gatehouse-api -- python -c \"urlopen('http://127.0.0.1:9200/metrics')\"",
         "no container port 9200",
     ),
@@ -134,9 +144,11 @@ def test_the_checker_passes_right_commands(shipped: Shipped) -> None:
         "flask --app wsgi jobs replay --all\n"
         "```\n"
         "Then `kubectl -n gatehouse-prod rollout undo deploy/gatehouse-api`.\n"
+        "```sh\ncurl -s https://gatehouse.example.com/api/v1/webhooks/<id>/deliveries\n```\n"
         '```promql\nup{namespace="gatehouse-prod", job=~"gatehouse-api|gatehouse-worker"}\n```\n'
     )
     assert check(shipped, text) == []
+    assert public_reads(shipped, text) == [], "an id to look up first (<id>) is not read"
     bad_promql = (
         '```promql\nup{namespace="prod"}\n```\n```sh\nkubectl -n gatehouse-prod get pods\n```\n'
     )

@@ -94,7 +94,7 @@ def metric_names(expr: str) -> set[str]:
 def exposed_series_names() -> set[str]:
     """Every series name Gatehouse can expose: the metric objects of observability.metrics and
     prometheus-flask-exporter's (with their sample suffixes), and the scrape-time gauges of
-    StateCollector."""
+    webapp.ops.metrics' and webapp.webhooks.metrics' StateCollector."""
     from flask import Flask
     from prometheus_client import REGISTRY
 
@@ -110,6 +110,11 @@ def exposed_series_names() -> set[str]:
         "gatehouse_database_up",
         "gatehouse_backup_last_success_timestamp_seconds",
         "gatehouse_backup_last_size_bytes",
+        "gatehouse_webhook_endpoints_failing",
+        "gatehouse_webhook_endpoints_disabled",
+        "gatehouse_webhook_oldest_undelivered_age_seconds",
+        "gatehouse_webhook_oldest_overdue_age_seconds",
+        "gatehouse_webhook_dead_messages",
     }
     assert metrics.LOGINS is not None  # the module's metrics are registered on import
     for family in [*REGISTRY.collect(), *http.collect()]:

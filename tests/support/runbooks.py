@@ -23,6 +23,8 @@ PLACEHOLDER = re.compile(r"<[a-z][a-z0-9_.-]*>")
 SUBSTITUTION = re.compile(r"\$\(([^()]*)\)")
 URL = re.compile(r"https?://[^\s'\"`)]+")
 OPERATORS = set("|&;()<>")
+ID_SEGMENT = re.compile(r"(?<=/)PLACEHOLDER(?=/|$)")
+NIL_UUID = "00000000-0000-0000-0000-000000000000"
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 NEVER_PUBLIC = ("/ready", "/metrics")
 # kubectl's resource types (and short names) whose names the renders must contain.
@@ -219,6 +221,9 @@ class Checker:
                 self.problems.append(f"{line}: nothing in the runbook port-forwards {port}")
         else:
             return  # another system's address: not ours to check
+        # `<id>` in a path (`/api/v1/webhooks/<id>/deliveries`) stands for an id the reader
+        # looked up: matched as a UUID, the kind of every id of the API.
+        path = ID_SEGMENT.sub(NIL_UUID, path)
         try:
             self.shipped.url_map.bind(host or "localhost").match(path, method=method)
         except RequestRedirect as redirect:
@@ -296,13 +301,14 @@ def check(shipped: Shipped, text: str) -> list[str]:
 
 
 def public_reads(shipped: Shipped, text: str) -> list[str]:
-    """Path and query of every `curl` GET of a runbook through a public host."""
+    """Path and query of every `curl` GET of a runbook through a public host (not those of an
+    id to look up first, `<id>`: no such row exists where they are read)."""
     reads = []
     for line in commands_of(text)[0]:
         for tokens in segments(line):
             if tokens[0] != "curl" or {"-X", "-d", "--data", "--json"} & set(tokens):
                 continue
             for url in (urlsplit(u) for token in tokens for u in URL.findall(token)):
-                if url.hostname in shipped.routes:
+                if url.hostname in shipped.routes and not ID_SEGMENT.search(url.path):
                     reads.append(url.path + (f"?{url.query}" if url.query else ""))
     return reads

@@ -9,14 +9,14 @@ port outside production while `METRICS_PORT` is unset.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 from flask import Flask, Response, abort
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
+from sqlalchemy import case, func, or_, select
 
 from observability import exposure
 from observability.metrics import QUEUES, exposition
@@ -25,6 +25,17 @@ from webapp.db import aware
 from webapp.extensions import db, limiter, redis_store
 from webapp.ops.models import BackupRun
 from webapp.outbox.models import DEAD, ENQUEUED, PENDING, OutboxMessage
+
+# The messages whose wait is Gatehouse's own (the age behind GatehouseOutboxLagging): every email,
+# and a webhook delivery (template `webhook`, webapp.webhooks.service.TEMPLATE) until its first
+# attempt. A webhook tried once waits on its receiver, retried for up to a day by design; its age
+# is gatehouse_webhook_oldest_undelivered_age_seconds (webapp.webhooks.metrics).
+_waiting_on_us = case(
+    (
+        or_(OutboxMessage.template != "webhook", OutboxMessage.attempts == 0),
+        OutboxMessage.created_at,
+    )
+)
 
 
 class StateCollector(Collector):
@@ -69,13 +80,14 @@ class StateCollector(Collector):
         )
         oldest = GaugeMetricFamily(
             "gatehouse_outbox_oldest_unsent_age_seconds",
-            "Age of the oldest pending or enqueued outbox message (0 when none)",
+            "Age of the oldest pending or enqueued outbox message (0 when none); webhook "
+            "deliveries only until their first attempt",
         )
         up = GaugeMetricFamily("gatehouse_database_up", "1 when the database answered this scrape")
         try:
             with self.app.app_context():
                 rows = db.session.execute(
-                    select(OutboxMessage.status, func.count(), func.min(OutboxMessage.created_at))
+                    select(OutboxMessage.status, func.count(), func.min(_waiting_on_us))
                     .where(OutboxMessage.status.in_((PENDING, ENQUEUED, DEAD)))
                     .group_by(OutboxMessage.status)
                 ).all()
@@ -121,7 +133,10 @@ class StateCollector(Collector):
         yield from (timestamp, size_bytes)
 
 
-def init_app(app: Flask) -> None:
+def init_app(app: Flask, *shared: Callable[[Flask], Collector]) -> None:
+    """`/metrics` with `StateCollector` and the features' own scrape-time collectors (`shared`:
+    built per scrape from the app, e.g. webapp.webhooks.metrics.StateCollector, passed by the
+    composition root: this layer imports no feature above it)."""
     settings = settings_of(app)
 
     @app.get(exposure.METRICS_PATH)
@@ -129,4 +144,5 @@ def init_app(app: Flask) -> None:
     def metrics_endpoint() -> Response:
         if not exposure.served_here(settings.metrics_port, production=settings.is_production):
             abort(404)  # off the public port: observability/exposure.py
-        return Response(exposition(app, StateCollector(app)), mimetype=CONTENT_TYPE_LATEST)
+        collectors = [StateCollector(app), *(make(app) for make in shared)]
+        return Response(exposition(app, *collectors), mimetype=CONTENT_TYPE_LATEST)

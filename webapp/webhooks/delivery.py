@@ -27,7 +27,7 @@ from webapp.db import DbSession, utcnow
 from webapp.events.models import DomainEvent
 from webapp.outbox.models import DEAD, PENDING, SENT, OutboxMessage
 from webapp.security.encryption import DecryptionError
-from webapp.webhooks import client, signing, ssrf
+from webapp.webhooks import client, metrics, signing, ssrf
 from webapp.webhooks.models import WebhookAttempt, WebhookEndpoint
 from webapp.webhooks.service import secret_of
 
@@ -122,6 +122,7 @@ def deliver(db: DbSession, message_id: uuid.UUID, *, allow_private: bool) -> Out
     else:
         outcome = _advance(message, attempt_no, error)
     db.commit()
+    metrics.attempted(event.type, outcome.result.value, error, latency_ms)
     log.info(
         "webhook delivery",
         extra={

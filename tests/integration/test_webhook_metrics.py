@@ -1,0 +1,256 @@
+"""Webhook metrics against real deliveries: attempts counted by event type and result (delivered,
+failed, refused, gone, dead) and timed, read from a real /metrics scrape; the scrape-time gauges
+(failing and disabled endpoints, the oldest undelivered message, the most overdue one, dead
+letters) read from the
+database; and webhook deliveries waiting on their receiver left out of the email outbox's age."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import select, update
+
+from tests.support.waiting import free_port
+from webapp.db import utcnow
+from webapp.extensions import db
+from webapp.outbox.models import DEAD, ENQUEUED, PENDING, OutboxMessage
+from webapp.webhooks.delivery import RETRY_SCHEDULE
+
+HOOKS = "/api/v1/webhooks/"
+DELIVERIES = "gatehouse_webhook_deliveries_total"
+DURATION = "gatehouse_webhook_delivery_duration_seconds"
+
+
+@pytest.fixture
+def hooks_app(make_app):
+    application = make_app(webhook_allow_private=True)
+    yield application
+    with application.app_context():
+        db.session.remove()
+        for engine in db.engines.values():
+            engine.dispose()
+
+
+def scrape(application) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    body = application.test_client().get("/metrics").get_data(as_text=True)
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): float(sample.value)
+        for family in text_string_to_metric_families(body)
+        for sample in family.samples
+    }
+
+
+def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str):
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def subscribe(application, admin, url: str, **fields: Any) -> dict[str, Any]:
+    response = application.test_client().post(
+        HOOKS, json={"url": url, **fields}, headers=admin.headers
+    )
+    assert response.status_code == 201, response.json
+    return response.json
+
+
+def rename(application, admin, user_id, name: str) -> None:
+    response = application.test_client().patch(
+        f"/api/v1/users/{user_id}", json={"name": name}, headers=admin.headers
+    )
+    assert response.status_code == 200, response.json
+
+
+def webhook_rows(application) -> list[OutboxMessage]:
+    with application.app_context():
+        rows = list(
+            db.session.scalars(
+                select(OutboxMessage)
+                .where(OutboxMessage.template == "webhook")
+                .order_by(OutboxMessage.created_at)
+            )
+        )
+        db.session.expunge_all()
+        db.session.remove()
+        return rows
+
+
+def make_due(application) -> None:
+    with application.app_context():
+        db.session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.status == PENDING)
+            .values(available_at=utcnow() - timedelta(seconds=1))
+        )
+        db.session.commit()
+        db.session.remove()
+
+
+@pytest.fixture
+def deliver(work_jobs):
+    """Dispatch and work jobs until no webhook message is due or in flight."""
+
+    def run(application) -> None:
+        for _ in range(50):
+            work_jobs(application, until_idle=False)
+            if not [
+                row
+                for row in webhook_rows(application)
+                if row.status == ENQUEUED
+                or (row.status == PENDING and row.available_at <= utcnow())
+            ]:
+                return
+        raise AssertionError("webhook deliveries still open")
+
+    return run
+
+
+def test_attempts_are_counted_by_event_type_and_result_and_timed(
+    hooks_app, app, admin, member, receiver, deliver
+):
+    before = scrape(hooks_app)
+    subscribe(hooks_app, admin, receiver.url, event_types=["user.updated"])
+
+    receiver.replies = [(200, b"ok", {}), (503, b"busy", {}), (200, b"ok", {})]
+    receiver.delay = 1.2  # the first attempt is slow: the histogram must place it above 1 s
+    rename(hooks_app, admin, member.id, "Delivered")
+    deliver(hooks_app)
+    receiver.delay = 0.0
+    rename(hooks_app, admin, member.id, "Failed once")
+    deliver(hooks_app)  # 503: retried
+    make_due(hooks_app)
+    deliver(hooks_app)  # delivered on its second try
+    # The SSRF guard on (the `app` fixture): the loopback receiver is refused, never POSTed to.
+    rename(app, admin, member.id, "Refused")
+    deliver(app)
+    make_due(hooks_app)
+    receiver.replies = [(200, b"ok", {}), (410, b"gone", {})]
+    deliver(hooks_app)  # the refused one, delivered with the guard off
+    rename(hooks_app, admin, member.id, "Gone")
+    deliver(hooks_app)
+
+    after = scrape(hooks_app)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    counted = {
+        result: delta(DELIVERIES, event_type="user.updated", result=result)
+        for result in ("delivered", "failed", "refused", "gone", "dead")
+    }
+    assert counted == {"delivered": 3, "failed": 1, "refused": 1, "gone": 1, "dead": 0}
+    assert len(receiver.requests) == 5  # the refused attempt sent nothing, yet was counted
+    attempts = sum(counted.values())
+    assert delta(f"{DURATION}_count") == attempts
+    assert delta(f"{DURATION}_bucket", le="+Inf") == attempts
+    assert delta(f"{DURATION}_bucket", le="15.0") == attempts
+    assert delta(f"{DURATION}_bucket", le="1.0") == attempts - 1  # the slow one is above 1 s
+    assert delta(f"{DURATION}_sum") >= 1.2
+    # The gone endpoint is disabled: the scrape-time gauge sees it.
+    assert value(after, "gatehouse_webhook_endpoints_disabled") == 1
+    assert value(after, "gatehouse_webhook_endpoints_failing") == 0
+
+
+def test_the_state_gauges_read_endpoints_ages_and_dead_letters(
+    hooks_app, admin, member, receiver, deliver
+):
+    subscribe(hooks_app, admin, receiver.url)  # healthy: its latest attempt succeeds
+    # Nothing listens there: every attempt fails (connection refused).
+    subscribe(hooks_app, admin, f"http://127.0.0.1:{free_port()}/hook")
+    subscribe(hooks_app, admin, receiver.url, enabled=False)
+    quiet = scrape(hooks_app)
+    assert value(quiet, "gatehouse_webhook_endpoints_failing") == 0  # no attempt yet
+    assert value(quiet, "gatehouse_webhook_endpoints_disabled") == 1
+    assert value(quiet, "gatehouse_webhook_oldest_undelivered_age_seconds") == 0
+    assert value(quiet, "gatehouse_webhook_oldest_overdue_age_seconds") == 0
+    assert value(quiet, "gatehouse_webhook_dead_messages") == 0
+
+    rename(hooks_app, admin, member.id, "Half delivered")
+    deliver(hooks_app)
+    [failing] = [row for row in webhook_rows(hooks_app) if row.status == PENDING]
+    assert failing.attempts == 1
+    # A second change, not tried yet; then both made old: the failing one an hour (its retry
+    # still to come), the new ones half an hour, due for 20 minutes and not attempted.
+    rename(hooks_app, admin, member.id, "Waiting")
+    now = utcnow()
+    with hooks_app.app_context():
+        db.session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == failing.id)
+            .values(created_at=now - timedelta(seconds=3600))
+        )
+        db.session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.template == "webhook", OutboxMessage.attempts == 0)
+            .values(
+                created_at=now - timedelta(seconds=1800),
+                available_at=now - timedelta(seconds=1200),
+            )
+        )
+        db.session.commit()
+        db.session.remove()
+
+    samples = scrape(hooks_app)
+    assert value(samples, "gatehouse_webhook_endpoints_failing") == 1
+    assert value(samples, "gatehouse_webhook_endpoints_disabled") == 1
+    assert 3600 <= value(samples, "gatehouse_webhook_oldest_undelivered_age_seconds") < 3660
+    # Overdue: due and not attempted (the failing one's retry is not due yet).
+    assert 1200 <= value(samples, "gatehouse_webhook_oldest_overdue_age_seconds") < 1260
+    # The email outbox's age (GatehouseOutboxLagging) counts webhook deliveries until their
+    # first attempt only: the half-hour-old untried ones, not the hour-old one retried.
+    assert 1800 <= value(samples, "gatehouse_outbox_oldest_unsent_age_seconds") < 1860
+
+    # The failing endpoint's messages run out of tries: dead letters.
+    for _ in range(len(RETRY_SCHEDULE) + 1):
+        make_due(hooks_app)
+        deliver(hooks_app)
+    dead = [row for row in webhook_rows(hooks_app) if row.status == DEAD]
+    assert len(dead) == 2
+    samples = scrape(hooks_app)
+    assert value(samples, "gatehouse_webhook_dead_messages") == 2
+    assert value(samples, "gatehouse_webhook_oldest_undelivered_age_seconds") == 0
+    assert value(samples, "gatehouse_webhook_oldest_overdue_age_seconds") == 0
+    assert value(samples, "gatehouse_webhook_endpoints_failing") == 1
+    assert (
+        value(samples, DELIVERIES, event_type="user.updated", result="dead")
+        - value(quiet, DELIVERIES, event_type="user.updated", result="dead")
+        == 2
+    )
+
+
+def test_overdue_counts_enqueued_deliveries_since_they_were_enqueued_and_retries_not_yet_due(
+    hooks_app, admin, member, receiver
+):
+    subscribe(hooks_app, admin, receiver.url)
+    rename(hooks_app, admin, member.id, "Enqueued")
+    rename(hooks_app, admin, member.id, "Retry later")
+    first, second = webhook_rows(hooks_app)
+    now = utcnow()
+    with hooks_app.app_context():
+        # In RQ for 12 minutes (its lease not run out): overdue since it was enqueued.
+        db.session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == first.id)
+            .values(
+                status=ENQUEUED,
+                enqueued_at=now - timedelta(seconds=720),
+                available_at=now + timedelta(seconds=60),
+            )
+        )
+        # Tried and failed two hours ago, its retry an hour from now: late, not overdue.
+        db.session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == second.id)
+            .values(
+                attempts=3,
+                created_at=now - timedelta(seconds=7200),
+                available_at=now + timedelta(seconds=3600),
+            )
+        )
+        db.session.commit()
+        db.session.remove()
+
+    samples = scrape(hooks_app)
+    assert 720 <= value(samples, "gatehouse_webhook_oldest_overdue_age_seconds") < 780
+    assert 7200 <= value(samples, "gatehouse_webhook_oldest_undelivered_age_seconds") < 7260
