@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from authlib.oauth2.rfc6749.errors import UnsupportedTokenTypeError
+from authlib.oauth2.rfc6749.errors import OAuth2Error
 
 from webapp.audit import service as audit
 from webapp.auth import sessions, state
@@ -28,6 +28,14 @@ from webapp.oauth.tokens import AccessClaims, verify_access_token
 from webapp.users.models import User
 
 ACCESS, REFRESH = "access_token", "refresh_token"
+
+
+class UnrevocableToken(OAuth2Error):  # type: ignore[misc]
+    """RFC 7009 §2.2.1 `unsupported_token_type`, as a 400 (Authlib's class of that name is a
+    401 challenge, meant for resource servers)."""
+
+    error = "unsupported_token_type"
+    status_code = 400
 
 
 @dataclass(frozen=True)
@@ -132,9 +140,7 @@ def revoke(
     if presented is None or presented.client_id != client.client_id:
         return
     if presented.kind == ACCESS and presented.access and presented.access.session_id is None:
-        raise UnsupportedTokenTypeError(
-            description="A client_credentials access token cannot be revoked; it expires."
-        )
+        raise UnrevocableToken("A client_credentials access token cannot be revoked; it expires.")
     session = presented.session
     if session is None or session.revoked_at is not None:
         return
