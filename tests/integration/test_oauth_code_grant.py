@@ -5,7 +5,6 @@ code revoking what its first redemption issued."""
 
 from __future__ import annotations
 
-import re
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -21,6 +20,7 @@ from tests.support.oidc import (
     USERINFO,
     at_hash,
     basic,
+    grants_counted,
     issue_code,
     redeem,
     refresh,
@@ -41,17 +41,6 @@ def assert_oauth_error(response: Any, status: int, error: str) -> dict[str, Any]
     body: dict[str, Any] = response.json
     assert body["error"] == error, body
     return body
-
-
-def grants_counted(client, **labels: str) -> float:
-    text = client.get("/metrics").get_data(as_text=True)
-    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    for found, value in re.findall(
-        r"^gatehouse_oauth_token_grants_total\{([^}]*)\} (\S+)$", text, re.MULTILINE
-    ):
-        if ",".join(sorted(found.split(","))) == wanted:
-            return float(value)
-    return 0.0
 
 
 def introspect(client, web_app: dict[str, Any], token: str) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from tests.support.oidc import (
     INTROSPECT,
     USERINFO,
     basic,
+    grants_counted,
     issue_code,
     redeem,
     refresh,
@@ -71,10 +72,12 @@ def test_a_refresh_rotates_and_repeats_who_and_when_without_the_nonce(app, clien
 def test_a_reused_refresh_token_revokes_the_whole_family(app, client, web_app, member):
     first = tokens_for(app, client, web_app, member)
     second = refresh(client, web_app, first["refresh_token"]).json
+    before = grants_counted(client, grant="refresh_token", result="refresh_reused")
 
     reused = refresh(client, web_app, first["refresh_token"])
 
     assert_invalid(reused)
+    assert grants_counted(client, grant="refresh_token", result="refresh_reused") == before + 1
     assert_invalid(refresh(client, web_app, second["refresh_token"]))
     assert active(client, web_app, second["access_token"]) is False
     bearer = {"Authorization": f"Bearer {second['access_token']}"}

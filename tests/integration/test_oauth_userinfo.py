@@ -119,3 +119,16 @@ def test_signing_out_everywhere_ends_the_users_provider_sessions_too(app, client
     assert_challenge(
         client.get(USERINFO, headers=bearer(tokens["access_token"])), 401, "invalid_token"
     )
+
+
+def test_deleting_the_client_ends_its_users_sessions(app, client, admin, web_app, member):
+    tokens = tokens_for(app, client, web_app, member)
+
+    deleted = client.delete(f"/api/v1/oauth/clients/{web_app['id']}", headers=admin.headers)
+
+    assert deleted.status_code == 204
+    assert_challenge(
+        client.get(USERINFO, headers=bearer(tokens["access_token"])), 401, "invalid_token"
+    )
+    listed = client.get("/api/v1/auth/sessions", headers=member.headers).json["items"]
+    assert [s["current"] for s in listed] == [True]  # only the API sign-in is left

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -138,6 +139,18 @@ def at_hash(access_token: str) -> str:
     """OIDC Core §3.1.3.6, computed here independently of the provider's code."""
     digest = hashlib.sha256(access_token.encode()).digest()
     return base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode()
+
+
+def grants_counted(client: FlaskClient, **labels: str) -> float:
+    """The value of gatehouse_oauth_token_grants_total for exactly these labels (0 if absent)."""
+    text = client.get("/metrics").get_data(as_text=True)
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for found, value in re.findall(
+        r"^gatehouse_oauth_token_grants_total\{([^}]*)\} (\S+)$", text, re.MULTILINE
+    ):
+        if ",".join(sorted(found.split(","))) == wanted:
+            return float(value)
+    return 0.0
 
 
 @pytest.fixture
