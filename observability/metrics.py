@@ -63,6 +63,13 @@ TOKEN_REFRESHES = Counter(
     "Refresh token exchanges by result (success, grace, reuse_detected, idle_timeout, invalid)",
     ["result"],
 )
+OAUTH_TOKEN_GRANTS = Counter(
+    "gatehouse_oauth_token_grants_total",
+    "OAuth token endpoint requests by grant (authorization_code, refresh_token, "
+    "client_credentials, unsupported) and result (success, the OAuth error code, or "
+    "code_reused / refresh_reused, which revoked what the credential had issued)",
+    ["grant", "result"],
+)
 CACHE_REQUESTS = Counter(
     "gatehouse_cache_requests_total",
     "Auth cache lookups by cache (user, session) and result (local: the process's own copy, "

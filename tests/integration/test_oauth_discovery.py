@@ -26,25 +26,40 @@ def test_discovery_names_the_issuer_and_the_existing_jwks(client):
     assert jwks["keys"]
 
 
-def test_discovery_lists_no_endpoint_or_flow_that_does_not_exist_yet(client):
+def test_discovery_lists_the_endpoints_and_flows_that_exist(client):
     document = client.get(DISCOVERY).json
 
-    assert document["token_endpoint"] == "https://gatehouse.test/oauth/token"
-    assert document["grant_types_supported"] == ["client_credentials"]
+    base = "https://gatehouse.test"
+    assert document["token_endpoint"] == f"{base}/oauth/token"
+    assert document["userinfo_endpoint"] == f"{base}/oauth/userinfo"
+    assert document["revocation_endpoint"] == f"{base}/oauth/revoke"
+    assert document["introspection_endpoint"] == f"{base}/oauth/introspect"
+    assert document["grant_types_supported"] == [
+        "authorization_code",
+        "refresh_token",
+        "client_credentials",
+    ]
+    assert document["response_types_supported"] == ["code"]
     assert document["token_endpoint_auth_methods_supported"] == [
         "client_secret_basic",
         "client_secret_post",
+        "none",
     ]
+    for endpoint in ("revocation", "introspection"):
+        assert document[f"{endpoint}_endpoint_auth_methods_supported"] == [
+            "client_secret_basic",
+            "client_secret_post",
+        ]
+    assert document["subject_types_supported"] == ["public"]
+    # The algorithm of the key that signs, as published in the JWKS.
+    jwks = client.get("/.well-known/jwks.json").json["keys"]
+    assert document["id_token_signing_alg_values_supported"][0] in {k["alg"] for k in jwks}
+    assert {"sub", "nonce", "at_hash", "email", "email_verified", "name"} <= set(
+        document["claims_supported"]
+    )
 
-    for absent in (
-        "authorization_endpoint",
-        "userinfo_endpoint",
-        "revocation_endpoint",
-        "introspection_endpoint",
-        "end_session_endpoint",
-        "response_types_supported",
-        "id_token_signing_alg_values_supported",
-    ):
+    # The browser side (authorize, logout) is not part of this document yet.
+    for absent in ("authorization_endpoint", "end_session_endpoint"):
         assert absent not in document
     # Every endpoint it does list answers.
     for key, url in document.items():

@@ -167,7 +167,7 @@ def test_a_public_client_cannot_use_client_credentials(client, admin):
     assert_oauth_error(response, 401, "invalid_client")
 
 
-@pytest.mark.parametrize("grant", ["password", "authorization_code", "implicit", ""])
+@pytest.mark.parametrize("grant", ["password", "implicit", "client_credentials ", ""])
 def test_grants_not_implemented_are_unsupported_grant_type(client, machine, grant):
     response = client.post(
         TOKEN,
@@ -176,6 +176,17 @@ def test_grants_not_implemented_are_unsupported_grant_type(client, machine, gran
     )
 
     assert_oauth_error(response, 400, "unsupported_grant_type")
+
+
+@pytest.mark.parametrize("grant", ["authorization_code", "refresh_token"])
+def test_a_machine_client_is_not_authorized_for_the_user_grants(client, machine, grant):
+    response = client.post(
+        TOKEN,
+        data={"grant_type": grant, "code": "c", "refresh_token": "r"},
+        headers=basic(machine["client_id"], machine["client_secret"]),
+    )
+
+    assert_oauth_error(response, 400, "unauthorized_client")
 
 
 def test_the_token_endpoint_takes_only_post(client):

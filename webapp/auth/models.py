@@ -5,10 +5,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, String, false
+from sqlalchemy import ForeignKey, Index, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
-from webapp.db import Base, new_id, utcnow
+from webapp.db import Base, JSONType, new_id, utcnow
 
 
 class AuthSession(Base):
@@ -18,10 +18,18 @@ class AuthSession(Base):
     for its idle TTL (`last_used_at` + SESSION_IDLE_TTL, or REMEMBER_ME_IDLE_TTL when
     `remember_me`). The flag, not the number, is stored so that an operator who shortens the
     idle TTL shortens it for sessions already open.
+
+    A session with `client_pk` was started by an OAuth client's authorization code (the
+    provider's token endpoint): its refresh tokens work only there, for that client, and it
+    keeps the `scope` and `amr` the user granted and proved, which later ID tokens repeat. The
+    API's own sessions have none of the three.
     """
 
     __tablename__ = "sessions"
-    __table_args__ = (Index("ix_sessions_user_id_created_at", "user_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_sessions_user_id_created_at", "user_id", "created_at"),
+        Index("ix_sessions_client_pk", "client_pk"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
@@ -36,6 +44,11 @@ class AuthSession(Base):
     ip: Mapped[str | None] = mapped_column(String(64))
     user_agent: Mapped[str | None] = mapped_column(String(512))
     remember_me: Mapped[bool] = mapped_column(default=False, server_default=false())
+    client_pk: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("oauth_clients.id", ondelete="CASCADE")
+    )
+    scope: Mapped[str | None] = mapped_column(Text)
+    amr: Mapped[list[str] | None] = mapped_column(JSONType)
 
     @property
     def active(self) -> bool:

@@ -17,12 +17,12 @@ from sqlalchemy.exc import IntegrityError
 
 from observability import metrics
 from webapp.audit import service as audit
-from webapp.auth import email_tokens, lockout, reauth, sessions, signups, state
-from webapp.auth.models import AuthSession, RefreshToken
+from webapp.auth import email_tokens, lockout, reauth, rotation, sessions, signups, state
+from webapp.auth.models import AuthSession
 from webapp.auth.signups import email_taken
 from webapp.auth.signups import ensure_email_free as ensure_email_free
 from webapp.auth.signups import find_user_by_email as find_user_by_email
-from webapp.auth.tokens import format_refresh_token, issue_access_token, parse_refresh_token
+from webapp.auth.tokens import format_refresh_token, issue_access_token
 from webapp.config import current_settings
 from webapp.context import Origin
 from webapp.db import DbSession, utcnow
@@ -308,62 +308,28 @@ def complete_mfa_login(
     )
 
 
-def _invalid_refresh() -> Unauthorized:
-    metrics.TOKEN_REFRESHES.labels(result="invalid").inc()
-    return Unauthorized("The refresh token is invalid or expired.", slug="invalid-refresh-token")
+_REFUSALS = {
+    rotation.INVALID: ("The refresh token is invalid or expired.", "invalid-refresh-token"),
+    rotation.IDLE_TIMEOUT: (
+        "The session was idle for too long and has ended; sign in again.",
+        "session-idle-timeout",
+    ),
+    rotation.REUSE_DETECTED: (
+        "This refresh token was already used; the session has been revoked.",
+        "refresh-token-reused",
+    ),
+}
 
 
 def refresh(db: DbSession, origin: Origin, refresh_token: str) -> TokenPair:
-    """Rotate a refresh token. A token used twice revokes its whole session (reuse detection),
-    except inside `REFRESH_REUSE_GRACE`, where the same successor is handed out again. A session
-    idle past its idle TTL ends here (401 `session-idle-timeout`)."""
-    token_id = parse_refresh_token(refresh_token)
-    if token_id is None:
-        raise _invalid_refresh()
-    token = db.scalar(select(RefreshToken).where(RefreshToken.id == token_id).with_for_update())
-    session = db.get(AuthSession, token.session_id) if token else None
-    if token is None or session is None or not session.active:
-        raise _invalid_refresh()
-    user = db.get(User, session.user_id)
-    if user is None or not user.active:
-        raise _invalid_refresh()
-
-    now = utcnow()
-    if sessions.is_idle(session, now):
-        sessions.end_idle_session(db, origin, session)
-        metrics.TOKEN_REFRESHES.labels(result="idle_timeout").inc()
-        raise Unauthorized(
-            "The session was idle for too long and has ended; sign in again.",
-            slug="session-idle-timeout",
-        )
-    if token.used_at is not None:
-        grace = current_settings().refresh_reuse_grace
-        if grace and token.successor_id and (now - token.used_at).total_seconds() <= grace:
-            db.commit()
-            metrics.TOKEN_REFRESHES.labels(result="grace").inc()
-            return _pair(user, session, token.successor_id)
-        revoked = sessions.revoke(db, [session], "refresh_token_reuse")
-        audit.record(
-            db,
-            origin.acting_as(user.id),
-            "auth.refresh_reuse_detected",
-            target_type="session",
-            target_id=session.id,
-        )
-        db.commit()
-        state.publish_sessions_revoked(revoked)
-        metrics.TOKEN_REFRESHES.labels(result="reuse_detected").inc()
-        raise Unauthorized(
-            "This refresh token was already used; the session has been revoked.",
-            slug="refresh-token-reused",
-        )
-
-    successor = RefreshToken(session_id=session.id)
-    db.add(successor)
-    db.flush()
-    token.used_at = now
-    token.successor_id = successor.id
-    session.last_used_at = now
-    db.commit()
-    metrics.TOKEN_REFRESHES.labels(result="success").inc()
-    return _pair(user, session, successor.id)
+    """Rotate a refresh token of an API session (`webapp.auth.rotation`): a token used twice
+    revokes its whole session, except inside `REFRESH_REUSE_GRACE`; a session idle past its idle
+    TTL ends here (401 `session-idle-timeout`). An OAuth client's refresh token is refused."""
+    try:
+        rotated = rotation.rotate(db, origin, refresh_token, client_pk=None)
+    except rotation.RefreshRefused as refused:
+        metrics.TOKEN_REFRESHES.labels(result=refused.result).inc()
+        detail, slug = _REFUSALS[refused.result]
+        raise Unauthorized(detail, slug=slug) from None
+    metrics.TOKEN_REFRESHES.labels(result=rotated.result).inc()
+    return _pair(rotated.user, rotated.session, rotated.refresh_id)

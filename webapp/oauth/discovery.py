@@ -6,17 +6,51 @@ from __future__ import annotations
 from typing import Any
 
 from webapp.config import Settings
+from webapp.oauth.metadata import GRANT_TYPES, SCOPES
 
 JWKS_PATH = "/.well-known/jwks.json"
 TOKEN_PATH = "/oauth/token"  # noqa: S105 - a path, not a secret
+USERINFO_PATH = "/oauth/userinfo"
+REVOCATION_PATH = "/oauth/revoke"
+INTROSPECTION_PATH = "/oauth/introspect"
+CONFIDENTIAL_METHODS = ["client_secret_basic", "client_secret_post"]
+# What an ID token or UserInfo can hold (`sub` always; the rest by scope, see docs/oidc.md).
+CLAIMS = [
+    "sub",
+    "iss",
+    "aud",
+    "exp",
+    "iat",
+    "auth_time",
+    "nonce",
+    "amr",
+    "azp",
+    "at_hash",
+    "name",
+    "updated_at",
+    "email",
+    "email_verified",
+]
 
 
-def document(settings: Settings) -> dict[str, Any]:
+def document(settings: Settings, signing_algs: list[str]) -> dict[str, Any]:
+    """`signing_algs`: the algorithms of the signing key and of the next one (after a rotation
+    ID tokens are signed with it), the first the current one's."""
     issuer = settings.effective_oidc_issuer
     return {
         "issuer": issuer,
         "jwks_uri": f"{issuer}{JWKS_PATH}",
         "token_endpoint": f"{issuer}{TOKEN_PATH}",
-        "grant_types_supported": ["client_credentials"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "userinfo_endpoint": f"{issuer}{USERINFO_PATH}",
+        "revocation_endpoint": f"{issuer}{REVOCATION_PATH}",
+        "introspection_endpoint": f"{issuer}{INTROSPECTION_PATH}",
+        "response_types_supported": ["code"],
+        "grant_types_supported": list(GRANT_TYPES),
+        "token_endpoint_auth_methods_supported": [*CONFIDENTIAL_METHODS, "none"],
+        "revocation_endpoint_auth_methods_supported": CONFIDENTIAL_METHODS,
+        "introspection_endpoint_auth_methods_supported": CONFIDENTIAL_METHODS,
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": signing_algs,
+        "scopes_supported": list(SCOPES),
+        "claims_supported": CLAIMS,
     }

@@ -119,6 +119,10 @@ class OAuthAuthorizationCode(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]
     used_at: Mapped[datetime | None]
+    # The session the redemption started: a second presentation of the code revokes it.
+    session_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("sessions.id", ondelete="SET NULL")
+    )
 
     # --- Authlib's AuthorizationCodeMixin (and the OIDC additions) ------------------------------
 

@@ -1,5 +1,6 @@
-"""/api/v1/oauth/clients (administrators), the provider's discovery document and its token
-endpoint. Thin views — parse, call the service (or Authlib's server), serialize.
+"""/api/v1/oauth/clients (administrators), the provider's discovery document and its token,
+revocation, introspection and UserInfo endpoints. Thin views — parse, call the service (or
+Authlib's server), serialize.
 
 Client management needs `oauth-clients:manage` (administrators; never an API key: a client secret
 is a credential that would outlive the key). Creating a client and rotating its secret also need
@@ -16,14 +17,16 @@ from flask import Response, jsonify, url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from webapp.auth.tokens import keyring
 from webapp.config import current_settings
 from webapp.extensions import db, limiter
 from webapp.http.access import requires, requires_recent_auth
+from webapp.http.bearer import bearer_token
 from webapp.http.etag import if_match_header, not_modified
 from webapp.http.idempotency import idempotent_sensitive
 from webapp.http.origin import request_origin
 from webapp.http.pagination import link_header
-from webapp.oauth import discovery, service
+from webapp.oauth import discovery, server, service, token_state
 from webapp.oauth.models import OAuthClient
 from webapp.oauth.schemas import (
     OAuthClientCreateIn,
@@ -33,7 +36,6 @@ from webapp.oauth.schemas import (
     OAuthClientSecretOut,
     OAuthClientUpdateIn,
 )
-from webapp.oauth.server import authorization_server
 
 MANAGE = "oauth-clients:manage"
 
@@ -44,6 +46,8 @@ blp = Blueprint(
     description="OAuth 2.1 / OpenID Connect clients (RFC 7591 metadata), for administrators.",
 )
 provider_bp = FlaskBlueprint("oauth_provider", __name__)
+authorization_server = server.build(request_origin)
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 def _out(client: OAuthClient, issued: service.IssuedClient | None = None) -> dict[str, Any]:
@@ -134,14 +138,59 @@ class OAuthClientSecretRotation(MethodView):
 @provider_bp.get("/.well-known/openid-configuration")
 @limiter.exempt
 def openid_configuration() -> Response:
-    response = jsonify(discovery.document(current_settings()))
+    ring = keyring()
+    algs = [key.alg for key in (ring.signing_key, ring.next_key) if key is not None]
+    response = jsonify(discovery.document(current_settings(), list(dict.fromkeys(algs))))
     response.headers["Cache-Control"] = f"public, max-age={current_settings().jwks_max_age}"
     return response
 
 
 @provider_bp.post("/oauth/token")
 def token() -> Response:
-    """RFC 6749 §3.2: `grant_type=client_credentials` (form-encoded), the client authenticated
-    by its registered method; answers and errors in OAuth's JSON format, never cached."""
+    """RFC 6749 §3.2: `grant_type` `authorization_code`, `refresh_token` or
+    `client_credentials` (form-encoded), the client authenticated by its registered method;
+    answers and errors in OAuth's JSON format, never cached."""
     response: Response = authorization_server.create_token_response()
+    return response
+
+
+@provider_bp.post("/oauth/revoke")
+def revoke() -> Response:
+    """RFC 7009: a confidential client revokes one of its tokens (and with it the session)."""
+    response: Response = authorization_server.create_endpoint_response("revocation")
+    return response
+
+
+@provider_bp.post("/oauth/introspect")
+def introspect() -> Response:
+    """RFC 7662: a confidential client asks whether one of its tokens is active."""
+    response: Response = authorization_server.create_endpoint_response("introspection")
+    return response
+
+
+def _bearer_error(status: int, error: str | None, description: str) -> Response:
+    """RFC 6750 §3: the challenge names the error (none when no token was sent at all)."""
+    challenge = f'Bearer error="{error}"' if error else "Bearer"
+    body = {"error": error or "invalid_request", "error_description": description}
+    response = jsonify(body)
+    response.status_code = status
+    response.headers.update({**NO_STORE, "WWW-Authenticate": challenge})
+    return response
+
+
+@provider_bp.route("/oauth/userinfo", methods=["GET", "POST"])
+def userinfo() -> Response:
+    """OpenID Connect Core §5.3: the claims of the user an access token (with `openid`, sent
+    as `Authorization: Bearer`) was issued for."""
+    token = bearer_token()
+    if token is None:
+        return _bearer_error(401, None, "Send the access token as a bearer token.")
+    try:
+        claims = token_state.userinfo(db.session, token)
+    except token_state.InvalidAccessToken as exc:
+        return _bearer_error(401, "invalid_token", str(exc))
+    except token_state.InsufficientScope as exc:
+        return _bearer_error(403, "insufficient_scope", str(exc))
+    response = jsonify(claims)
+    response.headers.update(NO_STORE)
     return response
