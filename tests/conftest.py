@@ -15,4 +15,5 @@ pytest_plugins = [
     "tests.support.logs",
     "tests.support.tracing",
     "tests.support.webhooks",
+    "tests.support.webhook_admin",
 ]

@@ -328,6 +328,13 @@ class Settings(DeclaredSettings):
         "addresses (development and tests only: it turns the SSRF guard off; refused in "
         "production)",
     )
+    webhook_secret_overlap: int = Field(
+        24 * 3600,
+        ge=0,
+        le=30 * 24 * 3600,
+        description="seconds a webhook endpoint's previous secret keeps signing, beside the new "
+        "one, after `POST /webhooks/{id}/rotate-secret` (`0`: it stops at once; at most 30 days)",
+    )
 
     # -- Field validators: what one value alone must satisfy -----------------------------------
     @field_validator("log_level", mode="before")

@@ -1,6 +1,8 @@
 """/api/v1/webhooks (administrators): endpoints subscribed to the domain events, and their
-delivery log. Thin views — parse, call the service, serialize. Human-only: `webhooks:manage`
-is no API key scope (a key could otherwise point every user event at itself)."""
+delivery log and secret rotation. Thin views — parse, call the service,
+serialize. Human-only: `webhooks:manage` is no API key scope (a key could otherwise point every
+user event at itself); rotating a secret also needs a recent authentication, as minting any
+credential does."""
 
 from __future__ import annotations
 
@@ -12,11 +14,11 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from webapp.extensions import db
-from webapp.http.access import requires
+from webapp.http.access import requires, requires_recent_auth
 from webapp.http.etag import if_match_header, not_modified
 from webapp.http.origin import request_origin
 from webapp.http.pagination import link_header
-from webapp.webhooks import service
+from webapp.webhooks import rotation, service
 from webapp.webhooks.models import WebhookEndpoint
 from webapp.webhooks.schemas import (
     WebhookAttemptPageOut,
@@ -49,6 +51,8 @@ def _out(endpoint: WebhookEndpoint, secret: str | None = None) -> dict[str, Any]
         "created_by": endpoint.created_by,
         "created_at": endpoint.created_at,
         "updated_at": endpoint.updated_at,
+        "secret_rotated_at": endpoint.secret_rotated_at,
+        "previous_secret_expires_at": rotation.previous_secret_valid_until(endpoint),
     }
     if secret is not None:
         body["secret"] = secret
@@ -133,3 +137,18 @@ class WebhookDeliveries(MethodView):
         """The delivery log: one entry per attempt, newest first."""
         page = service.list_attempts(db.session, endpoint_id, **args)
         return page.body(), 200, link_header(page)
+
+
+@blp.route("/<uuid:endpoint_id>/rotate-secret")
+class WebhookSecretRotation(MethodView):
+    @requires(PERMISSION)
+    @requires_recent_auth
+    @blp.response(200, WebhookSecretOut)
+    def post(self, endpoint_id: uuid.UUID) -> Any:
+        """A new signing secret, shown this once; the previous one keeps signing beside it for
+        `WEBHOOK_SECRET_OVERLAP` seconds (see `previous_secret_expires_at`). Honours If-Match.
+        Needs a recent authentication."""
+        issued = rotation.rotate_secret(
+            db.session, request_origin(), endpoint_id, if_match=if_match_header()
+        )
+        return _out(issued.endpoint, issued.secret), 200, {"ETag": service.etag_of(issued.endpoint)}

@@ -51,6 +51,16 @@ class WebhookOut(Schema):
     created_by = fields.UUID(allow_none=True)
     created_at = fields.DateTime(required=True)
     updated_at = fields.DateTime(required=True)
+    secret_rotated_at = fields.DateTime(
+        allow_none=True, metadata={"description": "When the secret was last rotated."}
+    )
+    previous_secret_expires_at = fields.DateTime(
+        allow_none=True,
+        metadata={
+            "description": "Until when the previous secret still signs beside the current one "
+            "(WEBHOOK_SECRET_OVERLAP after a rotation); null when it does not."
+        },
+    )
 
 
 class WebhookSecretOut(WebhookOut):
