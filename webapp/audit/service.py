@@ -54,6 +54,8 @@ ACTIONS = (
     "webhook.updated",
     "webhook.deleted",
     "webhook.secret_rotated",
+    "webhook.redelivered",
+    "webhook.replayed",
 )
 
 

@@ -1,5 +1,5 @@
 """/api/v1/webhooks (administrators): endpoints subscribed to the domain events, and their
-delivery log and secret rotation. Thin views — parse, call the service,
+delivery log, secret rotation, redelivery and replay. Thin views — parse, call the service,
 serialize. Human-only: `webhooks:manage` is no API key scope (a key could otherwise point every
 user event at itself); rotating a secret also needs a recent authentication, as minting any
 credential does."""
@@ -16,17 +16,21 @@ from flask_smorest import Blueprint
 from webapp.extensions import db
 from webapp.http.access import requires, requires_recent_auth
 from webapp.http.etag import if_match_header, not_modified
+from webapp.http.idempotency import idempotent
 from webapp.http.origin import request_origin
 from webapp.http.pagination import link_header
-from webapp.webhooks import rotation, service
+from webapp.webhooks import redelivery, rotation, service
 from webapp.webhooks.models import WebhookEndpoint
 from webapp.webhooks.schemas import (
     WebhookAttemptPageOut,
     WebhookCreateIn,
+    WebhookDeliveryOut,
     WebhookListArgs,
     WebhookOut,
     WebhookPageOut,
     WebhookPatchIn,
+    WebhookReplayIn,
+    WebhookReplayOut,
     WebhookSecretOut,
     WebhookTestOut,
 )
@@ -152,3 +156,39 @@ class WebhookSecretRotation(MethodView):
             db.session, request_origin(), endpoint_id, if_match=if_match_header()
         )
         return _out(issued.endpoint, issued.secret), 200, {"ETag": service.etag_of(issued.endpoint)}
+
+
+@blp.route("/<uuid:endpoint_id>/deliveries/<uuid:delivery_id>/redeliver")
+class WebhookRedelivery(MethodView):
+    @requires(PERMISSION)
+    @idempotent
+    @blp.response(202, WebhookDeliveryOut)
+    def post(self, endpoint_id: uuid.UUID, delivery_id: uuid.UUID) -> dict[str, Any]:
+        """Send that delivery's event to this endpoint again: a new delivery with the same
+        `webhook-id` (sent, dead or pending alike). `delivery_id` is a delivery log entry's
+        `message_id` (or its `id`). Honours Idempotency-Key."""
+        queued = redelivery.redeliver(db.session, request_origin(), endpoint_id, delivery_id)
+        message = queued.message
+        return {
+            "id": message.id,
+            "event_id": queued.event.id,
+            "event_type": queued.event.type,
+            "status": message.status,
+            "attempts": message.attempts,
+            "redelivery_of": queued.redelivery_of,
+            "created_at": message.created_at,
+        }
+
+
+@blp.route("/<uuid:endpoint_id>/replay")
+class WebhookReplay(MethodView):
+    @requires(PERMISSION)
+    @idempotent
+    @blp.arguments(WebhookReplayIn)
+    @blp.response(202, WebhookReplayOut)
+    def post(self, body: dict[str, Any], endpoint_id: uuid.UUID) -> dict[str, Any]:
+        """Queue again, in event order, every kept event of `[since, until)` this endpoint
+        subscribes to (same `webhook-id`s). At most 10,000 events (else 422
+        `replay-window-too-large`). Honours Idempotency-Key."""
+        replayed = redelivery.replay(db.session, request_origin(), endpoint_id, **body)
+        return {"count": replayed.count, "since": replayed.since, "until": replayed.until}
