@@ -335,6 +335,13 @@ class Settings(DeclaredSettings):
         description="seconds a webhook endpoint's previous secret keeps signing, beside the new "
         "one, after `POST /webhooks/{id}/rotate-secret` (`0`: it stops at once; at most 30 days)",
     )
+    webhook_retention: int = Field(
+        30 * 24 * 3600,
+        ge=24 * 3600,
+        description="seconds domain events and the webhook delivery log are kept before "
+        "`flask webhooks purge` deletes them (an event with a delivery still pending is kept); "
+        "at least a day",
+    )
 
     # -- Field validators: what one value alone must satisfy -----------------------------------
     @field_validator("log_level", mode="before")
