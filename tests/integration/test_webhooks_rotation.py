@@ -4,13 +4,15 @@ with `standardwebhooks` under either secret, then under the new one alone."""
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import uuid
 from datetime import timedelta
 
 import pytest
 import standardwebhooks
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from tests.support.accounts import log_in
 from tests.support.problems import assert_problem
@@ -19,7 +21,9 @@ from webapp.audit.models import AuditEvent
 from webapp.auth.models import AuthSession
 from webapp.db import utcnow
 from webapp.extensions import db
+from webapp.outbox.models import OutboxMessage
 from webapp.webhooks.models import WebhookEndpoint
+from webapp.webhooks.rotation import signing_secrets
 
 Invalid = standardwebhooks.webhooks.WebhookVerificationError
 
@@ -199,3 +203,29 @@ def test_only_an_administrators_session_rotates(hooks_app, admin, member, who):
 
 def test_rotating_an_unknown_webhook_is_404(hooks_app, admin):
     assert_problem(rotate(hooks_app, admin, str(uuid.uuid4())), 404, "not-found")
+
+
+def test_keys_rotate_encryption_covers_the_previous_secret(make_app, admin):
+    k1 = "k1:" + base64.b64encode(os.urandom(32)).decode()
+    k2 = "k2:" + base64.b64encode(os.urandom(32)).decode()
+    old_app = make_app(encryption_keys=k1)
+    hook = subscribe(old_app, admin, "https://hooks.example.com/x")
+    new = rotate(old_app, admin, hook["id"]).json["secret"]
+    with old_app.app_context():  # the accounts' emails, sealed under the suite's usual key
+        db.session.execute(delete(OutboxMessage))
+        db.session.commit()
+        db.session.remove()
+
+    result = (
+        make_app(encryption_keys=f"{k2},{k1}")
+        .test_cli_runner()
+        .invoke(args=["keys", "rotate-encryption"])
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "webhook_endpoints.previous_secret_encrypted: 1 re-encrypted" in result.output
+    with make_app(encryption_keys=k2).app_context():  # the old key is gone
+        endpoint = db.session.get(WebhookEndpoint, uuid.UUID(hook["id"]))
+        assert endpoint.previous_secret_encrypted.startswith("v1.k2.")
+        assert signing_secrets(endpoint) == [new, hook["secret"]]
+        db.session.remove()
