@@ -5,7 +5,7 @@ local receiver with the same `webhook-id` as the first time."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import standardwebhooks
@@ -228,8 +228,8 @@ def test_replay_sends_exactly_the_matching_events_of_the_window_in_order(
         hooks_app,
         admin.headers,
         f"{hook['id']}/replay",
-        json={
-            "since": stamp(base + timedelta(minutes=1)),
+        json={  # any offset
+            "since": stamp((base + timedelta(minutes=1)).astimezone(timezone(timedelta(hours=2)))),
             "until": stamp(base + timedelta(minutes=4)),
         },
     )

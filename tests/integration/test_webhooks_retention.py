@@ -4,15 +4,19 @@ WEBHOOK_RETENTION, never an event a delivery still waits for."""
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import timedelta, timezone
 
+from flask_migrate import upgrade
 from sqlalchemy import select, update
 
+from tests.support.accounts import STRONG_PASSWORD, Account, log_in
 from tests.support.webhook_admin import rename, subscribe, webhook_rows
+from webapp.context import SYSTEM
 from webapp.db import utcnow
 from webapp.events.models import DomainEvent
 from webapp.extensions import db
 from webapp.outbox.models import PENDING
+from webapp.users import service as users
 from webapp.webhooks import retention
 from webapp.webhooks.models import WebhookAttempt
 
@@ -93,3 +97,62 @@ def test_purge_pages_through_many_events_and_honours_the_retention_setting(
 
     assert (purged.events, purged.attempts, purged.kept_pending) == (4, 0, 0)
     assert event_ids(short) == set(all_events[4:])
+
+
+def test_replay_and_purge_on_the_embedded_sqlite_database(make_app, tmp_path):
+    """`make run`'s SQLite stores times as text without an offset: a window sent with another
+    offset still selects the right events, and the purge's paging works there too."""
+    lite = make_app(
+        database_url=f"sqlite:///{tmp_path / 'gatehouse.db'}", webhook_allow_private=True
+    )
+    with lite.app_context():
+        upgrade()
+        user = users.create_user(
+            db.session,
+            SYSTEM,
+            email="root@example.com",
+            name="Root",
+            password=STRONG_PASSWORD,
+            role="admin",
+        )
+        root = Account(user.id, user.email, STRONG_PASSWORD, "admin")
+        db.session.remove()
+    log_in(lite.test_client(), root)
+    for name in ("A", "B", "C"):
+        rename(lite, root, root.id, name)
+    base = utcnow() - timedelta(hours=3)
+    with lite.app_context():
+        renamed = list(
+            db.session.scalars(
+                select(DomainEvent)
+                .where(DomainEvent.type == "user.updated")
+                .order_by(DomainEvent.created_at)
+            )
+        )
+        for hours, event in enumerate(renamed):
+            event.created_at = base + timedelta(hours=hours)
+        renamed_ids = [str(e.id) for e in renamed]
+        db.session.commit()
+        db.session.remove()
+    hook = subscribe(lite, root, "http://127.0.0.1:9/hook", event_types=["user.updated"])
+    plus_two = timezone(timedelta(hours=2))
+
+    replayed = lite.test_client().post(
+        f"/api/v1/webhooks/{hook['id']}/replay",
+        json={"since": (base + timedelta(minutes=30)).astimezone(plus_two).isoformat()},
+        headers=root.headers,
+    )
+
+    assert replayed.status_code == 202, replayed.json
+    assert replayed.json["count"] == 2
+    assert [row.payload["event_id"] for row in webhook_rows(lite)] == renamed_ids[1:]
+    everything = event_ids(lite)
+    age(lite, DomainEvent, everything, 31 * DAY)
+    with lite.app_context():
+        purged = retention.purge(db.session)
+        db.session.remove()
+    assert (purged.events, purged.kept_pending) == (len(everything) - 2, 2)
+    assert event_ids(lite) == set(renamed_ids[1:])
+    with lite.app_context():
+        db.session.remove()
+        db.engine.dispose()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import insert, or_, select
@@ -152,7 +152,8 @@ def replay(
     REPLAY_MAX_EVENTS events."""
     endpoint = _enabled_endpoint(db, endpoint_id)
     now = utcnow()
-    until = until or now
+    # In UTC: SQLite compares the stored times as text, which carry no offset.
+    since, until = since.astimezone(UTC), (until or now).astimezone(UTC)
     if since > now:
         raise ValidationFailed("`since` is in the future.", errors={"since": ["is in the future"]})
     if since >= until:
