@@ -16,4 +16,5 @@ pytest_plugins = [
     "tests.support.tracing",
     "tests.support.webhooks",
     "tests.support.oidc",
+    "tests.support.webhook_admin",
 ]

@@ -1,5 +1,5 @@
 """`flask --app wsgi ...` commands for administrators: users, signing keys, outbox (dev), OAuth
-clients (`webapp.oauth.cli`)."""
+clients (`webapp.oauth.cli`), webhooks retention (`webapp.webhooks.cli`)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from webapp.security import encryption
 from webapp.security.encryption import EncryptionKeyError, new_key_entry
 from webapp.security.keys import KeyRing
 from webapp.users import service as users
+from webapp.webhooks.cli import webhooks_cli
 
 users_cli = AppGroup("users", help="Manage user accounts.")
 keys_cli = AppGroup("keys", help="Manage signing and encryption keys.")
@@ -151,5 +152,5 @@ def print_outbox(follow: bool, interval: float) -> None:
 
 
 def init_app(app: Flask) -> None:
-    for group in (users_cli, keys_cli, outbox_cli, oauth_cli):
+    for group in (users_cli, keys_cli, outbox_cli, oauth_cli, webhooks_cli):
         app.cli.add_command(group)

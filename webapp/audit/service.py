@@ -56,6 +56,9 @@ ACTIONS = (
     "webhook.created",
     "webhook.updated",
     "webhook.deleted",
+    "webhook.secret_rotated",
+    "webhook.redelivered",
+    "webhook.replayed",
 )
 
 

@@ -328,6 +328,20 @@ class Settings(DeclaredSettings):
         "addresses (development and tests only: it turns the SSRF guard off; refused in "
         "production)",
     )
+    webhook_secret_overlap: int = Field(
+        24 * 3600,
+        ge=0,
+        le=30 * 24 * 3600,
+        description="seconds a webhook endpoint's previous secret keeps signing, beside the new "
+        "one, after `POST /webhooks/{id}/rotate-secret` (`0`: it stops at once; at most 30 days)",
+    )
+    webhook_retention: int = Field(
+        30 * 24 * 3600,
+        ge=24 * 3600,
+        description="seconds domain events and the webhook delivery log are kept before "
+        "`flask webhooks purge` deletes them (an event with a delivery still pending is kept); "
+        "at least a day",
+    )
 
     # -- Contract tests --------------------------------------------------------------------------
     pact_provider_states: bool = Field(

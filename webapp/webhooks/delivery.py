@@ -29,7 +29,7 @@ from webapp.outbox.models import DEAD, PENDING, SENT, OutboxMessage
 from webapp.security.encryption import DecryptionError
 from webapp.webhooks import client, metrics, signing, ssrf
 from webapp.webhooks.models import WebhookAttempt, WebhookEndpoint
-from webapp.webhooks.service import secret_of
+from webapp.webhooks.rotation import signing_secrets
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def deliver(db: DbSession, message_id: uuid.UUID, *, allow_private: bool) -> Out
     try:
         body = body_of(event)
         headers = {
-            **signing.headers(secret_of(endpoint), str(event.id), int(time.time()), body),
+            **signing.headers(signing_secrets(endpoint), str(event.id), int(time.time()), body),
             "content-type": "application/json",
             "user-agent": USER_AGENT,
         }

@@ -24,6 +24,11 @@ class WebhookEndpoint(Base):
     # `whsec_…` under the ENCRYPTION_KEYS keyring, bound to the row id: it must be readable to
     # sign, so it cannot be hashed like an API key.
     secret_encrypted: Mapped[str] = mapped_column(Text)
+    # After a rotation the secret it replaced, sealed the same way (under its own column name),
+    # still signs beside the new one until `previous_secret_expires_at` (WEBHOOK_SECRET_OVERLAP).
+    previous_secret_encrypted: Mapped[str | None] = mapped_column(Text)
+    previous_secret_expires_at: Mapped[datetime | None]
+    secret_rotated_at: Mapped[datetime | None]
     created_by: Mapped[uuid.UUID | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -34,6 +39,9 @@ class WebhookEndpoint(Base):
 
 SECRET_COLUMN = encryption.register(
     encryption.EncryptedColumn("webhook_endpoints", "secret_encrypted")
+)
+PREVIOUS_SECRET_COLUMN = encryption.register(
+    encryption.EncryptedColumn("webhook_endpoints", "previous_secret_encrypted")
 )
 
 

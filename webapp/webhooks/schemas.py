@@ -51,6 +51,16 @@ class WebhookOut(Schema):
     created_by = fields.UUID(allow_none=True)
     created_at = fields.DateTime(required=True)
     updated_at = fields.DateTime(required=True)
+    secret_rotated_at = fields.DateTime(
+        allow_none=True, metadata={"description": "When the secret was last rotated."}
+    )
+    previous_secret_expires_at = fields.DateTime(
+        allow_none=True,
+        metadata={
+            "description": "Until when the previous secret still signs beside the current one "
+            "(WEBHOOK_SECRET_OVERLAP after a rotation); null when it does not."
+        },
+    )
 
 
 class WebhookSecretOut(WebhookOut):
@@ -83,6 +93,43 @@ class WebhookAttemptOut(Schema):
         allow_none=True, metadata={"description": "The first KiB of the response body."}
     )
     created_at = fields.DateTime(required=True)
+
+
+class WebhookDeliveryOut(Schema):
+    """A delivery: one (event, endpoint) message and its state."""
+
+    id = fields.UUID(required=True, metadata={"description": "The delivery (its `message_id`)."})
+    event_id = fields.UUID(
+        required=True, metadata={"description": "The event, also the `webhook-id` header."}
+    )
+    event_type = fields.String(required=True)
+    status = fields.String(
+        required=True, metadata={"description": "`pending`, `enqueued`, `sent` or `dead`."}
+    )
+    attempts = fields.Integer(required=True)
+    redelivery_of = fields.UUID(
+        allow_none=True, metadata={"description": "The delivery this one sends again."}
+    )
+    created_at = fields.DateTime(required=True)
+
+
+class WebhookReplayIn(StrictSchema):
+    since = fields.AwareDateTime(
+        required=True,
+        format="iso",
+        metadata={"description": "RFC 3339 date-time with an offset: events at or after it."},
+    )
+    until = fields.AwareDateTime(
+        format="iso",
+        load_default=None,
+        metadata={"description": "RFC 3339 date-time with an offset: events before it (now)."},
+    )
+
+
+class WebhookReplayOut(Schema):
+    count = fields.Integer(required=True, metadata={"description": "Deliveries queued."})
+    since = fields.DateTime(required=True)
+    until = fields.DateTime(required=True)
 
 
 WebhookPageOut = page_schema(WebhookOut, "WebhookPage")
