@@ -304,7 +304,8 @@ def test_references_resolve(rendered: dict[str, Objects], overlay: str) -> None:
         assert any(selects(service["spec"]["selector"], p) for p in pods), service
     ingress = find(objects, "Ingress", "gatehouse")
     paths = [p for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
-    assert {p["path"] for p in paths} == {"/api/", "/.well-known/", "/oauth/"}  # /metrics stays internal
+    # /metrics and /ready stay inside the cluster
+    assert {p["path"] for p in paths} == {"/api/", "/.well-known/", "/oauth/"}
     for path in paths:
         backend = path["backend"]["service"]
         ports = {p["name"] for p in services[backend["name"]]["spec"]["ports"]}
