@@ -50,6 +50,8 @@ ACTIONS = (
     "oauth_client.updated",
     "oauth_client.secret_rotated",
     "oauth_client.deleted",
+    "oauth_consent.granted",
+    "oauth_consent.revoked",
     "webhook.created",
     "webhook.updated",
     "webhook.deleted",
