@@ -51,8 +51,8 @@ def authorize_params(client_id: str, **overrides: Any) -> dict[str, Any]:
     return {k: v for k, v in params.items() if v is not None}
 
 
-def authorize(browser: FlaskClient, params: dict[str, Any]) -> TestResponse:
-    return browser.get(f"{AUTHORIZE}?{urlencode(params)}")
+def authorize(browser: FlaskClient, params: dict[str, Any], **kwargs: Any) -> TestResponse:
+    return browser.get(f"{AUTHORIZE}?{urlencode(params)}", **kwargs)
 
 
 def redirect_params(response: TestResponse) -> dict[str, str]:
