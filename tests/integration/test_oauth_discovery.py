@@ -36,13 +36,17 @@ def test_discovery_lists_no_endpoint_or_flow_that_does_not_exist_yet(client):
         "client_secret_post",
     ]
 
+    assert document["authorization_endpoint"] == "https://gatehouse.test/oauth/authorize"
+    assert document["end_session_endpoint"] == "https://gatehouse.test/oauth/logout"
+    assert document["response_types_supported"] == ["code"]
+    assert document["code_challenge_methods_supported"] == ["S256"]
+    assert document["prompt_values_supported"] == ["none", "login", "consent"]
+    assert document["authorization_response_iss_parameter_supported"] is True
+
     for absent in (
-        "authorization_endpoint",
         "userinfo_endpoint",
         "revocation_endpoint",
         "introspection_endpoint",
-        "end_session_endpoint",
-        "response_types_supported",
         "id_token_signing_alg_values_supported",
     ):
         assert absent not in document
