@@ -28,7 +28,7 @@ from tests.support.oauth_browser import (
 from tests.support.rows import audit_events
 from webapp.auth.models import AuthSession
 from webapp.db import utcnow
-from webapp.extensions import db
+from webapp.extensions import db, limiter
 from webapp.oauth.browser_models import OAuthBrowserSession
 from webapp.oauth.models import OAuthAuthorizationCode
 from webapp.outbox.models import OutboxMessage
@@ -357,3 +357,23 @@ def test_consents_are_listed_and_revoked_by_their_owner_only(
     assert 'value="allow"' in asked_again.text
     silent = authorize(browser, authorize_params(web["client_id"], prompt="none"))
     assert redirect_params(silent)["error"] == "consent_required"
+
+
+def test_the_sign_in_pages_share_the_api_logins_rate_limit(make_app, first_party, member):
+    # The limiter is one object per process: it must trust this app's storage afresh (as in
+    # tests/integration/test_rate_limits.py).
+    limiter._storage_dead = False
+    limited = make_app(
+        ratelimit_enabled=True, ratelimit_default="100 per minute", ratelimit_auth="2 per minute"
+    )
+    browser = limited.test_client()
+    page = _start(browser, first_party)
+    api = browser.post("/api/v1/auth/login", json={"email": member.email, "password": WRONG})
+    assert api.status_code == 401
+
+    assert submit_login(browser, page, member.email, WRONG).status_code == 401
+    refused = submit_login(browser, page, member.email, member.password)
+
+    assert refused.status_code == 429
+    assert refused.mimetype == "text/html"
+    assert int(refused.headers["Retry-After"]) > 0

@@ -292,6 +292,15 @@ def consent_post() -> WerkzeugResponse:
         return _refused(exc)
 
 
+@pages_bp.errorhandler(429)
+def too_many_attempts(_exc: Exception) -> WerkzeugResponse:
+    """The shared sign-in budget is spent: a page, not problem+json (Retry-After is added by the
+    rate-limit layer)."""
+    return error_page(
+        "Too many sign-in attempts from your network. Wait a minute, then try again.", 429
+    )
+
+
 @pages_bp.get("/oauth/assets/<path:filename>")
 @limiter.exempt
 def assets(filename: str) -> WerkzeugResponse:
