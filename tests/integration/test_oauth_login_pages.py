@@ -377,3 +377,22 @@ def test_the_sign_in_pages_share_the_api_logins_rate_limit(make_app, first_party
     assert refused.status_code == 429
     assert refused.mimetype == "text/html"
     assert int(refused.headers["Retry-After"]) > 0
+
+
+@pytest.mark.parametrize(
+    ("base_url", "secure"),
+    [
+        ("http://localhost:8000", False),
+        ("http://127.0.0.1:8000", False),
+        ("http://gatehouse.internal", True),
+        ("https://gatehouse.test", True),
+    ],
+)
+def test_the_cookie_drops_secure_only_for_a_local_http_issuer(
+    make_app, first_party, base_url, secure
+):
+    local = make_app(public_base_url=base_url)
+
+    page = _start(local.test_client(), first_party)
+
+    assert ("Secure" in page.headers["Set-Cookie"]) is secure
