@@ -24,9 +24,11 @@ from flask import (
     request,
     send_from_directory,
 )
+from marshmallow import ValidationError
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from webapp.auth import service as auth_service
+from webapp.auth.schemas import LoginIn, LoginMfaIn
 from webapp.config import current_settings
 from webapp.errors import DomainError, TooManyRequests
 from webapp.extensions import db, limiter
@@ -188,6 +190,10 @@ def _csrf_failed() -> bool:
 
 
 FORM_EXPIRED = "This form has expired or did not come from this page. Please try again."
+ENTER_CREDENTIALS = "Enter your email address and your password."
+ENTER_CODE = "Enter the 6-digit code from your authenticator app, or one recovery code."
+_LOGIN_IN = LoginIn()
+_LOGIN_MFA_IN = LoginMfaIn()
 
 
 # --- the routes --------------------------------------------------------------------------------
@@ -215,9 +221,12 @@ def login_post() -> WerkzeugResponse:
         if _csrf_failed():
             return login_page(req, email=email, error=FORM_EXPIRED, status=400)
         try:
-            result = auth_service.sign_in(
-                db.session, request_origin(), email=email, password=request.form.get("password", "")
-            )
+            # The API login's own schema: the same limits before any hashing.
+            body = _LOGIN_IN.load({"email": email, "password": request.form.get("password", "")})
+        except ValidationError:
+            return login_page(req, email=email, error=ENTER_CREDENTIALS, status=400)
+        try:
+            result = auth_service.sign_in(db.session, request_origin(), **body)
         except DomainError as exc:
             return login_page(
                 req,
@@ -242,18 +251,13 @@ def login_mfa_post() -> WerkzeugResponse:
         mfa_token = request.form.get("mfa_token", "")
         if _csrf_failed():
             return mfa_page(req, mfa_token, error=FORM_EXPIRED, status=400)
-        code = request.form.get("code") or None
-        recovery_code = request.form.get("recovery_code") or None
-        if code is None and recovery_code is None:
-            return mfa_page(req, mfa_token, error="Enter a code.", status=400)
+        proof = {k: v for k in ("code", "recovery_code") if (v := request.form.get(k, "").strip())}
         try:
-            result = auth_service.sign_in_mfa(
-                db.session,
-                request_origin(),
-                mfa_token=mfa_token,
-                code=code,
-                recovery_code=recovery_code,
-            )
+            body = _LOGIN_MFA_IN.load({"mfa_token": mfa_token, **proof})
+        except ValidationError:
+            return mfa_page(req, mfa_token, error=ENTER_CODE, status=400)
+        try:
+            result = auth_service.sign_in_mfa(db.session, request_origin(), **body)
         except DomainError as exc:
             if exc.slug == "invalid-mfa-code":
                 return mfa_page(req, mfa_token, error=exc.detail, status=exc.status)
