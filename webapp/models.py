@@ -8,6 +8,7 @@ from webapp.auth.models import AuthSession, OneTimeToken, RefreshToken
 from webapp.events.models import DomainEvent
 from webapp.http.idempotency import IdempotencyRecord
 from webapp.mfa.models import RecoveryCode, TotpFactor
+from webapp.oauth.browser_models import OAuthBrowserSession, OAuthConsent
 from webapp.oauth.models import OAuthAuthorizationCode, OAuthClient
 from webapp.ops.models import BackupRun
 from webapp.outbox.models import OutboxMessage
@@ -24,7 +25,9 @@ __all__ = [
     "DomainEvent",
     "IdempotencyRecord",
     "OAuthAuthorizationCode",
+    "OAuthBrowserSession",
     "OAuthClient",
+    "OAuthConsent",
     "OneTimeToken",
     "OutboxMessage",
     "RecoveryCode",

@@ -9,6 +9,9 @@ from webapp.apikeys.routes import blp as api_keys_blp
 from webapp.audit.routes import blp as audit_blp
 from webapp.auth.routes import blp as auth_blp
 from webapp.mfa.routes import blp as mfa_blp
+from webapp.oauth.consent_routes import blp as oauth_consents_blp
+from webapp.oauth.logout_pages import logout_bp as oauth_logout_bp
+from webapp.oauth.pages import pages_bp as oauth_pages_bp
 from webapp.oauth.routes import blp as oauth_clients_blp
 from webapp.oauth.routes import provider_bp as oauth_provider_bp
 from webapp.ops.routes import bp as ops_bp
@@ -27,8 +30,11 @@ def register_blueprints(app: Flask, api: Api, *, admin_jobs: Blueprint) -> None:
         mfa_blp,
         api_keys_blp,
         oauth_clients_blp,
+        oauth_consents_blp,
         webhooks_blp,
     ):
         api.register_blueprint(blueprint)
     app.register_blueprint(ops_bp)
     app.register_blueprint(oauth_provider_bp)
+    app.register_blueprint(oauth_pages_bp)
+    app.register_blueprint(oauth_logout_bp)

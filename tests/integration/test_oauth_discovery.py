@@ -58,8 +58,13 @@ def test_discovery_lists_the_endpoints_and_flows_that_exist(client):
         document["claims_supported"]
     )
 
-    # The browser side (authorize, logout) is not part of this document yet.
-    for absent in ("authorization_endpoint", "end_session_endpoint"):
+    assert document["authorization_endpoint"] == f"{base}/oauth/authorize"
+    assert document["end_session_endpoint"] == f"{base}/oauth/logout"
+    assert document["code_challenge_methods_supported"] == ["S256"]
+    assert document["prompt_values_supported"] == ["none", "login", "consent"]
+    assert document["authorization_response_iss_parameter_supported"] is True
+    # Not offered: the implicit and hybrid flows, and pairwise subjects.
+    for absent in ("registration_endpoint", "request_parameter_supported"):
         assert absent not in document
     # Every endpoint it does list answers.
     for key, url in document.items():

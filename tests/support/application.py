@@ -24,7 +24,8 @@ from webapp.factory import create_app
 TABLES = (
     "refresh_tokens, sessions, one_time_tokens, audit_events, email_deliveries, outbox_messages, "
     "idempotency_records, api_keys, mfa_recovery_codes, totp_factors, oauth_authorization_codes, "
-    "oauth_clients, users, domain_events, webhook_attempts, webhook_endpoints"
+    "oauth_browser_sessions, oauth_consents, oauth_clients, users, domain_events, "
+    "webhook_attempts, webhook_endpoints"
 )
 JOBS_FIELDS = frozenset(JobsSettings.model_fields)
 

@@ -53,6 +53,8 @@ ACTIONS = (
     "oauth.token_issued",
     "oauth.code_reused",
     "oauth.token_revoked",
+    "oauth_consent.granted",
+    "oauth_consent.revoked",
     "webhook.created",
     "webhook.updated",
     "webhook.deleted",

@@ -172,12 +172,38 @@ def _ensure_login_not_locked(
         raise
 
 
+@dataclass(frozen=True)
+class SignedIn:
+    """A completed sign-in: the new session and its first refresh token, and how the user
+    proved who they are (RFC 8176 `amr` values: `pwd`, then `otp` and `mfa` for a TOTP code,
+    `mfa` for a recovery code)."""
+
+    user: User
+    session: AuthSession
+    refresh_id: uuid.UUID
+    amr: tuple[str, ...]
+
+
+AMR_BY_METHOD = {"totp": ("pwd", "otp", "mfa"), "recovery_code": ("pwd", "mfa")}
+
+
 def login(
     db: DbSession, origin: Origin, *, email: str, password: str, remember_me: bool = False
 ) -> TokenPair | MfaChallenge:
     """Lockout (429), then credentials (401), then verified email (403), then tokens — or, with
     TOTP active, a short-lived single-use `mfa_token` for the second step, which carries the
     `remember_me` choice."""
+    result = sign_in(db, origin, email=email, password=password, remember_me=remember_me)
+    if isinstance(result, MfaChallenge):
+        return result
+    return _pair(result.user, result.session, result.refresh_id)
+
+
+def sign_in(
+    db: DbSession, origin: Origin, *, email: str, password: str, remember_me: bool = False
+) -> SignedIn | MfaChallenge:
+    """The login's rules whatever the channel (the API's tokens, the provider's sign-in page):
+    every check, counter, audit event and email of `login`, ending in a session."""
     candidate = _find_login_candidate(db, email, origin)
     user = candidate.user
     gate = _ensure_login_not_locked(email, origin, known_device=candidate.known_device)
@@ -223,8 +249,9 @@ def _complete_login(
     gate: lockout.LoginGate,
     *,
     remember_me: bool,
+    amr: tuple[str, ...] = ("pwd",),
     **details: str,
-) -> TokenPair:
+) -> SignedIn:
     """Both kinds of login end here: a session, the new-device email, the audit event.
     `loaded_version` is the user's version as read, before this login changed anything."""
     settings = current_settings()
@@ -261,7 +288,7 @@ def _complete_login(
     if user.version != loaded_version:
         state.publish_user(user)
     metrics.LOGINS.labels(result="success").inc()
-    return _pair(user, session, refresh.id)
+    return SignedIn(user, session, refresh.id, amr)
 
 
 def _invalid_mfa_token() -> Unauthorized:
@@ -280,6 +307,19 @@ def complete_mfa_login(
     code: str | None = None,
     recovery_code: str | None = None,
 ) -> TokenPair:
+    """The second step of `login`: tokens for the session `sign_in_mfa` starts."""
+    done = sign_in_mfa(db, origin, mfa_token=mfa_token, code=code, recovery_code=recovery_code)
+    return _pair(done.user, done.session, done.refresh_id)
+
+
+def sign_in_mfa(
+    db: DbSession,
+    origin: Origin,
+    *,
+    mfa_token: str,
+    code: str | None = None,
+    recovery_code: str | None = None,
+) -> SignedIn:
     """The second step: a TOTP code (its time step consumed) or a recovery code (used up).
     Wrong codes count towards the account and IP lockout; the token survives them until it
     expires, is used, or the account locks."""
@@ -304,7 +344,15 @@ def complete_mfa_login(
     new_device = bool(signed_in_before) and not seen_here
     remember_me = row.purpose == email_tokens.MFA_LOGIN_REMEMBER
     return _complete_login(
-        db, origin, user, loaded_version, new_device, gate, remember_me=remember_me, mfa=method
+        db,
+        origin,
+        user,
+        loaded_version,
+        new_device,
+        gate,
+        remember_me=remember_me,
+        amr=AMR_BY_METHOD[method],
+        mfa=method,
     )
 
 

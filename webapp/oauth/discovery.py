@@ -31,6 +31,8 @@ CLAIMS = [
     "email",
     "email_verified",
 ]
+AUTHORIZE_PATH = "/oauth/authorize"
+END_SESSION_PATH = "/oauth/logout"
 
 
 def document(settings: Settings, signing_algs: list[str]) -> dict[str, Any]:
@@ -40,11 +42,16 @@ def document(settings: Settings, signing_algs: list[str]) -> dict[str, Any]:
     return {
         "issuer": issuer,
         "jwks_uri": f"{issuer}{JWKS_PATH}",
+        "authorization_endpoint": f"{issuer}{AUTHORIZE_PATH}",
         "token_endpoint": f"{issuer}{TOKEN_PATH}",
         "userinfo_endpoint": f"{issuer}{USERINFO_PATH}",
         "revocation_endpoint": f"{issuer}{REVOCATION_PATH}",
         "introspection_endpoint": f"{issuer}{INTROSPECTION_PATH}",
+        "end_session_endpoint": f"{issuer}{END_SESSION_PATH}",
         "response_types_supported": ["code"],
+        "code_challenge_methods_supported": ["S256"],
+        "prompt_values_supported": ["none", "login", "consent"],
+        "authorization_response_iss_parameter_supported": True,
         "grant_types_supported": list(GRANT_TYPES),
         "token_endpoint_auth_methods_supported": [*CONFIDENTIAL_METHODS, "none"],
         "revocation_endpoint_auth_methods_supported": CONFIDENTIAL_METHODS,
