@@ -177,6 +177,27 @@ def test_rotation_needs_a_recent_authentication(hooks_app, admin):
     assert rotate(hooks_app, admin, hook["id"]).status_code == 200
 
 
+def test_subscribing_needs_a_recent_authentication(hooks_app, admin):
+    """A stolen administrator token must not point every user's events at the thief."""
+    with hooks_app.app_context():
+        db.session.execute(
+            update(AuthSession)
+            .where(AuthSession.user_id == admin.id)
+            .values(auth_time=utcnow() - timedelta(minutes=16))
+        )
+        db.session.commit()
+        db.session.remove()
+
+    answer = hooks_app.test_client().post(
+        HOOKS, json={"url": "https://thief.example.com/x"}, headers=admin.headers
+    )
+
+    assert_problem(answer, 403, "reauthentication-required")
+    with hooks_app.app_context():
+        assert db.session.scalars(select(WebhookEndpoint)).all() == []
+        db.session.remove()
+
+
 @pytest.mark.parametrize("who", ["member", "api_key", "anonymous"])
 def test_only_an_administrators_session_rotates(hooks_app, admin, member, who):
     hook = subscribe(hooks_app, admin, "https://hooks.example.com/x")

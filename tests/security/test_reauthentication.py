@@ -119,6 +119,9 @@ SENSITIVE = [
     # An administrator minting an OAuth client secret (tests/integration/test_oauth_clients.py).
     ("POST", "/api/v1/oauth/clients/"),
     ("POST", "/api/v1/oauth/clients/<uuid:client_pk>/rotate-secret"),
+    # A webhook subscription (it receives every user's changes) and a new signing secret.
+    ("POST", "/api/v1/webhooks/"),
+    ("POST", "/api/v1/webhooks/<uuid:endpoint_id>/rotate-secret"),
 ]
 
 

@@ -76,10 +76,12 @@ class Webhooks(MethodView):
         return body, 200, link_header(page)
 
     @requires(PERMISSION)
+    @requires_recent_auth
     @blp.arguments(WebhookCreateIn)
     @blp.response(201, WebhookSecretOut)
     def post(self, body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
-        """Subscribe an endpoint; the response holds its signing secret, shown this once."""
+        """Subscribe an endpoint; the response holds its signing secret, shown this once. Needs a
+        recent authentication: a new subscriber receives every user's changes."""
         issued = service.create_endpoint(db.session, request_origin(), **body)
         headers = {
             "Location": url_for("webhooks.WebhookById", endpoint_id=issued.endpoint.id),
