@@ -53,6 +53,7 @@ ACTIONS = (
     "webhook.created",
     "webhook.updated",
     "webhook.deleted",
+    "webhook.disabled",
 )
 
 
