@@ -38,6 +38,7 @@ from flask import Flask
 from rq.job import Job, JobStatus
 from rq.queue import EnqueueData, Queue
 from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from jobs import queues, runtime
 from jobs.delivery import job_timeout
@@ -151,7 +152,11 @@ def dispatch(
     domain events."""
     fanned_out = 0
     if only is None and endpoint is None:
-        fanned_out = fan_out_pending(db, limit=limit)
+        try:
+            fanned_out = fan_out_pending(db, limit=limit)
+        except SQLAlchemyError:  # the emails must not wait for it: logged, tried again next pass
+            db.rollback()
+            log.exception("webhook fan-out failed; the events wait for the next pass")
     now = now or utcnow()
     concurrency = settings.webhook_endpoint_concurrency
     query = select(OutboxMessage).where(OutboxMessage.status.in_((PENDING, ENQUEUED)))

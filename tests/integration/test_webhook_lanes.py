@@ -12,7 +12,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import delete, func, select, update
 
 from jobs import runtime
 from jobs.tasks import deliver_webhook
@@ -145,6 +145,55 @@ def test_the_request_writes_the_event_and_the_dispatcher_its_deliveries(
         db.session.remove()
     assert [row.payload["event_id"] for row in written] == [str(e.id) for e in updated]
     assert [row.created_at for row in written] == [e.created_at for e in updated]
+
+
+def test_a_fan_out_pass_that_fails_writes_nothing_and_loses_no_event(
+    hooks_app, admin, member, receiver
+):
+    from jobs import queues
+    from jobs.dispatcher import dispatch
+    from jobs.settings import jobs_settings_of
+    from webapp.config import settings_of
+
+    hook = subscribe(hooks_app, admin, receiver.url)
+    rename(hooks_app, admin, member.id, "One")
+    rename(hooks_app, admin, member.id, "Two")
+    with hooks_app.app_context():
+        [_, second] = db.session.scalars(
+            select(DomainEvent)
+            .where(DomainEvent.type == "user.updated")
+            .order_by(DomainEvent.created_at)
+        )
+        # A row in the way of the second event's delivery: the pass fails at its commit.
+        blocker = OutboxMessage(
+            idempotency_key=f"webhook:{second.id}:{hook['id']}",
+            template="blocker",
+            recipient="nobody",
+            status=SENT,
+        )
+        db.session.add(blocker)
+        db.session.commit()
+        blocker_id = blocker.id
+        connection = queues.connect(settings_of(hooks_app).redis_url)
+        report = dispatch(db.session, connection, jobs_settings_of(hooks_app))
+        assert report.error is None  # the rest of the pass went on
+        assert (
+            db.session.scalar(
+                select(func.count())
+                .select_from(DomainEvent)
+                .where(DomainEvent.fanned_out_at.is_(None))
+            )
+            >= 2
+        )
+        db.session.remove()
+    assert rows(hooks_app) == []  # not even the first event's: one transaction
+
+    with hooks_app.app_context():
+        db.session.execute(delete(OutboxMessage).where(OutboxMessage.id == blocker_id))
+        db.session.commit()
+        db.session.remove()
+    fan_out(hooks_app)
+    assert len(rows(hooks_app, hook["id"])) == 2
 
 
 def test_a_rolled_back_change_is_never_fanned_out(hooks_app, admin, receiver):
