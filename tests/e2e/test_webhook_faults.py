@@ -165,3 +165,29 @@ def test_after_redis_is_wiped_every_event_is_delivered(
     events = event_ids(hooks_app)
     assert len(events) == 3
     assert_every_event_delivered([slow, other], events)
+
+
+def test_two_workers_a_slow_endpoint_holds_one_and_the_other_delivers_the_rest(
+    hooks_app, admin, member, make_receiver, start_worker
+):
+    slow, fast = make_receiver(), make_receiver()
+    slow.hold = threading.Event()
+    subscribe(hooks_app, admin, slow.url)
+    subscribe(hooks_app, admin, fast.url)
+    for name in ("One", "Two", "Three"):
+        rename(hooks_app, admin, member.id, name)
+    for _ in range(2):  # a lease longer than the hold: no duplicate job in transit
+        start_worker(**WORKER, JOBS_LEASE="60")
+    assert slow.entered.wait(30)
+
+    # While one worker waits on the slow endpoint, the other delivers everything else; the slow
+    # endpoint's later events wait in PostgreSQL, not in front of the other endpoint's.
+    wait_until(lambda: len(fast.requests) >= 3, timeout=60, message="held back by a slow endpoint")
+    assert len(slow.requests) == 1
+    slow.hold.set()
+    slow.hold = None
+
+    wait_until(lambda: all_sent(hooks_app, 6), timeout=60)
+    events = event_ids(hooks_app)
+    assert_every_event_delivered([slow, fast], events)
+    assert len(slow.requests) == 3
