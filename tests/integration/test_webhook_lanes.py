@@ -462,3 +462,42 @@ def _disabled_notices(sink) -> list:
     return [
         m for m in list(sink.received) if m.message["X-Gatehouse-Template"] == "webhook_disabled"
     ]
+
+
+def test_on_sqlite_the_dispatcher_fans_out_and_delivers_in_order(
+    make_app, tmp_path, smtp_sink, receiver, work_jobs
+):
+    """The embedded default (`make run`): no advisory locks, the same fan-out and lanes."""
+    from flask_migrate import upgrade
+
+    from webapp.context import SYSTEM
+    from webapp.users import service as users
+    from webapp.webhooks import service as hooks
+
+    application = make_app(
+        database_url=f"sqlite:///{tmp_path / 'gatehouse.db'}",
+        smtp_url=smtp_sink.url,
+        webhook_allow_private=True,
+        **FAST_JOBS,
+    )
+    runtime.bind_app(application)
+    with application.app_context():
+        upgrade()
+        hooks.create_endpoint(db.session, SYSTEM, url=receiver.url, event_types=["user.created"])
+        for name in ("Ada", "Grace", "Edsger"):
+            users.create_user(
+                db.session,
+                SYSTEM,
+                email=f"{name.lower()}@example.com",
+                name=name,
+                password="pale-Orbit-93-lantern-quiet",
+            )
+        db.session.remove()
+
+    work_jobs(application)
+
+    assert names(receiver) == ["Ada", "Grace", "Edsger"]
+    assert [row.status for row in rows(application)] == [SENT] * 3
+    with application.app_context():
+        db.session.remove()
+        db.engine.dispose()
