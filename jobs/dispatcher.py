@@ -18,7 +18,10 @@ restarted empty, a worker died mid-job), so those go out again within seconds, n
 Jobs: one per message (job id = message id) on `high` and `default`, and for retries; first
 tries on `low` go in batches of `JOBS_BATCH_SIZE`, read and enqueued chunk by chunk. Webhook
 deliveries (template `webhook`, webapp.webhooks) ride the same rows, leases and recovery: one
-`jobs.tasks.deliver_webhook` job per (event, endpoint) message.
+`jobs.tasks.deliver_webhook` job per (event, endpoint) message. Each pass first fans the domain
+events committed since out to their endpoints (`webapp.webhooks.fanout`: the messages are written
+here, not in the request), and enqueues only the webhook messages their endpoint's lane lets go
+(`webapp.webhooks.lanes`: a free slot, event order).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from flask import Flask
 from rq.job import Job, JobStatus
 from rq.queue import EnqueueData, Queue
 from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from jobs import queues, runtime
 from jobs.delivery import job_timeout
@@ -43,6 +47,8 @@ from jobs.settings import JobsSettings, jobs_settings_of
 from webapp import extensions
 from webapp.db import DbSession, utcnow
 from webapp.outbox.models import ENQUEUED, PENDING, OutboxMessage
+from webapp.webhooks import lanes
+from webapp.webhooks.fanout import fan_out_pending
 from webapp.webhooks.service import TEMPLATE as WEBHOOK_TEMPLATE
 
 log = logging.getLogger(__name__)
@@ -138,23 +144,39 @@ def dispatch(
     *,
     limit: int = CHUNK,
     only: Sequence[uuid.UUID] | None = None,
+    endpoint: str | None = None,
     now: datetime | None = None,
 ) -> DispatchReport:
-    """One pass over due rows (or over the rows `only`, due or not); commits its own work."""
+    """One pass over due rows (or over the rows `only`, due or not, or over the due webhook
+    messages of one `endpoint`); commits its own work. A full pass first fans out the new
+    domain events."""
+    fanned_out = 0
+    if only is None and endpoint is None:
+        try:
+            fanned_out = fan_out_pending(db, limit=limit)
+        except SQLAlchemyError:  # the emails must not wait for it: logged, tried again next pass
+            db.rollback()
+            log.exception("webhook fan-out failed; the events wait for the next pass")
     now = now or utcnow()
+    concurrency = settings.webhook_endpoint_concurrency
     query = select(OutboxMessage).where(OutboxMessage.status.in_((PENDING, ENQUEUED)))
     if only is not None:
         query = query.where(OutboxMessage.id.in_(list(only)))
     else:
-        query = query.where(OutboxMessage.available_at <= now)
-    rows = list(
+        query = query.where(OutboxMessage.available_at <= now, lanes.dispatchable(now, concurrency))
+    if endpoint is not None:
+        query = query.where(
+            OutboxMessage.template == WEBHOOK_TEMPLATE, OutboxMessage.recipient == endpoint
+        )
+    selected = list(
         db.scalars(
             query.order_by(OutboxMessage.available_at, OutboxMessage.id)
             .limit(limit)
-            .with_for_update(skip_locked=True)
+            .with_for_update(skip_locked=True, of=OutboxMessage)
         )
     )
-    report = DispatchReport(full=len(rows) >= limit)
+    rows = selected if only is not None else _per_lane(selected, concurrency)
+    report = DispatchReport(full=len(selected) >= limit or fanned_out >= limit)
     if not rows:
         db.rollback()
         return report
@@ -196,6 +218,20 @@ def dispatch(
     if report.enqueued or report.renewed:
         log.info("outbox dispatch: %s", report)
     return report
+
+
+def _per_lane(rows: list[OutboxMessage], concurrency: int) -> list[OutboxMessage]:
+    """At most `concurrency` webhook messages per endpoint in one pass (the lane's slots are
+    the hard limit; this keeps a pass from enqueueing what would only be postponed)."""
+    taken: dict[str, int] = {}
+    kept = []
+    for row in rows:
+        if row.template == WEBHOOK_TEMPLATE:
+            taken[row.recipient] = taken.get(row.recipient, 0) + 1
+            if taken[row.recipient] > concurrency:
+                continue
+        kept.append(row)
+    return kept
 
 
 def _mark(renew: list[OutboxMessage], plans: list[_Plan], now: datetime, lease: timedelta) -> None:

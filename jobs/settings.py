@@ -92,6 +92,22 @@ class JobsSettings(DeclaredSettings):
         "`python -m jobs.health` (the liveness probe) reads it",
     )
 
+    # -- Webhook delivery ------------------------------------------------------------------------
+    webhook_endpoint_concurrency: int = Field(
+        default=1,
+        ge=1,
+        le=100,
+        description="deliveries in flight at once per webhook endpoint; with `1` an endpoint "
+        "gets its events in order (docs/webhooks.md)",
+    )
+    webhook_disable_after: int = Field(
+        default=259200,
+        gt=0,
+        description="seconds an endpoint's deliveries may fail without a single success before "
+        "it is disabled and the administrators are emailed",
+        json_schema_extra={"shown_default": "`259200` (3 days)"},
+    )
+
     @field_validator("smtp_url")
     @classmethod
     def _smtp_url_shape(cls, value: str) -> str:

@@ -20,6 +20,7 @@ from rq import get_current_job
 
 from jobs import queues, runtime
 from jobs.delivery import Deliverer, DeliveryFailed, Outcome, Result
+from jobs.dispatcher import dispatch
 from jobs.mailer import Mailer, SmtpConfig, breaker_for
 from jobs.settings import JobsSettings, current_jobs_settings
 from observability.context import bound
@@ -108,6 +109,9 @@ _WEBHOOK_STATES = {
     webhook_delivery.Result.DUPLICATE: "finished",
     webhook_delivery.Result.SKIPPED: "finished",
     webhook_delivery.Result.GONE: "finished",
+    webhook_delivery.Result.DISABLED: "finished",
+    webhook_delivery.Result.BUSY: "postponed",
+    webhook_delivery.Result.WAITING: "postponed",
     webhook_delivery.Result.RETRY: "retried",
     webhook_delivery.Result.DEAD: "dead",
 }
@@ -115,14 +119,33 @@ _WEBHOOK_STATES = {
 
 def deliver_webhook(message_id: str) -> str:
     """POST one (event, endpoint) outbox message, signed; raises after its last try (a dead
-    letter in the failed-job registry, like an email's)."""
+    letter in the failed-job registry, like an email's). Then hands the endpoint's lane on: its
+    next due message is enqueued now rather than at the dispatcher's next pass."""
     with _job_scope("webhook.deliver") as meta:
+        jobs_settings = current_jobs_settings()
         outcome = webhook_delivery.deliver(
             db.session,
             uuid.UUID(message_id),
             allow_private=current_settings().webhook_allow_private,
+            concurrency=jobs_settings.webhook_endpoint_concurrency,
+            disable_after=jobs_settings.webhook_disable_after,
         )
         JOBS.labels(queue=_queue_of(meta), state=_WEBHOOK_STATES[outcome.result]).inc()
+        if outcome.endpoint_id is not None:
+            _hand_on(outcome.endpoint_id, jobs_settings)
         if outcome.result is webhook_delivery.Result.DEAD:
             raise DeliveryFailed(f"webhook {message_id} failed its last try: {outcome.detail}")
         return str(outcome.result.value)
+
+
+def _hand_on(endpoint_id: uuid.UUID, jobs_settings: JobsSettings) -> None:
+    """Enqueue what the endpoint's lane lets go now. Best effort: the dispatcher's next pass
+    does the same."""
+    job = get_current_job()
+    if job is None:
+        return
+    try:
+        dispatch(db.session, job.connection, jobs_settings, endpoint=str(endpoint_id))
+    except Exception:  # the delivery is recorded; the dispatcher's next pass takes over
+        db.session.rollback()
+        log.warning("could not hand the webhook lane on", exc_info=True)

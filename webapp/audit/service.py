@@ -61,6 +61,7 @@ ACTIONS = (
     "webhook.secret_rotated",
     "webhook.redelivered",
     "webhook.replayed",
+    "webhook.disabled",
 )
 
 

@@ -1,16 +1,16 @@
 """Writing domain events, in the caller's transaction.
 
-`emit` adds the event row and hands it to the subscribers (webapp.webhooks fans it out to its
-endpoints), all before the caller commits: an event exists exactly when its change was committed,
-and a rollback takes the event and its deliveries with it. Each event is a CloudEvents 1.0 JSON
-event whose `data` is described by `dataschema` (`urn:gatehouse:events:<type>:v<version>`, see
-docs/webhooks.md); `data.user_id` is always there, and no secret or password hash ever is.
+`emit` adds the event row before the caller commits: an event exists exactly when its change was
+committed, and a rollback takes it away. Nothing else happens in the request: the outbox
+dispatcher fans committed events out to the webhook endpoints later (webapp.webhooks.fanout).
+Each event is a CloudEvents 1.0 JSON event whose `data` is described by `dataschema`
+(`urn:gatehouse:events:<type>:v<version>`, see docs/webhooks.md); `data.user_id` is always
+there, and no secret or password hash ever is.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from webapp.config import current_settings
@@ -40,15 +40,6 @@ TYPES: dict[str, int] = {
 SUBSCRIBABLE = tuple(sorted(t for t in TYPES if t != "webhook.test"))
 # Never in an event, whatever a caller passes: the names of secrets.
 _FORBIDDEN_KEYS = frozenset({"password", "password_hash", "secret", "token", "key", "key_hash"})
-
-Subscriber = Callable[[DbSession, DomainEvent], None]
-SUBSCRIBERS: list[Subscriber] = []
-
-
-def subscribe(subscriber: Subscriber) -> None:
-    """Call `subscriber(db, event)` for every event, inside the emitting transaction."""
-    if subscriber not in SUBSCRIBERS:
-        SUBSCRIBERS.append(subscriber)
 
 
 def dataschema(event_type: str) -> str:
@@ -89,8 +80,8 @@ def emit(
         user_id=user_id,
         envelope=envelope,
         created_at=now,
+        # fan_out=False: the caller queues the event's one delivery itself (a test event).
+        fanned_out_at=None if fan_out else now,
     )
     db.add(event)
-    for subscriber in SUBSCRIBERS if fan_out else ():
-        subscriber(db, event)
     return event

@@ -13,7 +13,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text
+from sqlalchemy import ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from webapp.db import Base, new_id, utcnow
@@ -31,9 +31,23 @@ SEALED_PAYLOAD = encryption.register(
 )
 
 
+_WEBHOOK_OPEN = "template = 'webhook' AND status IN ('pending', 'enqueued')"
+
+
 class OutboxMessage(Base):
     __tablename__ = "outbox_messages"
-    __table_args__ = (Index("ix_outbox_messages_status_available_at", "status", "available_at"),)
+    __table_args__ = (
+        Index("ix_outbox_messages_status_available_at", "status", "available_at"),
+        # The open webhook deliveries of an endpoint (`recipient`), in event order: what the
+        # per-endpoint concurrency and order rules read (webapp.webhooks.lanes).
+        Index(
+            "ix_outbox_messages_webhook_open",
+            "recipient",
+            "created_at",
+            postgresql_where=text(_WEBHOOK_OPEN),
+            sqlite_where=text(_WEBHOOK_OPEN),
+        ),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     idempotency_key: Mapped[str] = mapped_column(String(128), unique=True)

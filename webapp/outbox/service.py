@@ -26,6 +26,7 @@ TEMPLATES = {
     "security_notice": "default",
     "welcome": "low",
     "email_change": "high",
+    "webhook_disabled": "default",  # to every administrator (webapp.webhooks.health)
 }
 
 

@@ -6,7 +6,10 @@ attempt, so a duplicate job in transit waits and then finds it `sent`; a worker 
 mid-attempt drops its connection and with it the lock, and the dispatcher's lease or recovery
 sends the message again. Every attempt (or refusal) writes a `webhook_attempts` row, committed
 with the row's next state: `sent` on a 2xx, else `pending` again after RETRY_SCHEDULE, or `dead`
-after its last try (a dead letter, replayed like an email's). A 410 disables the endpoint.
+after its last try (a dead letter, replayed like an email's). A 410 disables the endpoint, and so
+do failures without a success for `disable_after` seconds (webapp.webhooks.health). Before the
+attempt, the endpoint's lane must let it go: a free slot, and no earlier first try open
+(webapp.webhooks.lanes); otherwise it is postponed without spending a try.
 """
 
 from __future__ import annotations
@@ -16,18 +19,16 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import orjson
 from sqlalchemy import select
 
-from webapp.audit import service as audit
-from webapp.context import Origin
 from webapp.db import DbSession, utcnow
 from webapp.events.models import DomainEvent
 from webapp.outbox.models import DEAD, PENDING, SENT, OutboxMessage
 from webapp.security.encryption import DecryptionError
-from webapp.webhooks import client, metrics, signing, ssrf
+from webapp.webhooks import client, health, lanes, metrics, signing, ssrf
 from webapp.webhooks.models import WebhookAttempt, WebhookEndpoint
 from webapp.webhooks.rotation import signing_secrets
 
@@ -38,7 +39,7 @@ RETRY_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 36000)
 EXCERPT_BYTES = 1024  # of the response kept in the delivery log
 USER_AGENT = "Gatehouse-Webhooks/1"
 GONE = 410
-GONE_ORIGIN = Origin(user_agent="gatehouse-webhooks")
+DISABLE_AFTER = 259200  # seconds of failures without a success (WEBHOOK_DISABLE_AFTER)
 
 
 class Result(enum.Enum):
@@ -48,19 +49,30 @@ class Result(enum.Enum):
     DUPLICATE = "duplicate"  # already sent or dead (a duplicate job)
     SKIPPED = "skipped"  # its endpoint was deleted or disabled, or its event is gone
     GONE = "gone"  # 410: the endpoint is disabled
+    DISABLED = "disabled"  # failed, and failing for `disable_after`: the endpoint is disabled
+    BUSY = "busy"  # every slot of the endpoint taken: postponed, no try spent
+    WAITING = "waiting"  # an earlier first try of the endpoint is open: postponed, no try spent
 
 
 @dataclass(frozen=True)
 class Outcome:
     result: Result
     detail: str = ""
+    endpoint_id: uuid.UUID | None = None  # whose lane the delivery may hand on
 
 
 def body_of(event: DomainEvent) -> bytes:
     return orjson.dumps(event.envelope)
 
 
-def deliver(db: DbSession, message_id: uuid.UUID, *, allow_private: bool) -> Outcome:
+def deliver(
+    db: DbSession,
+    message_id: uuid.UUID,
+    *,
+    allow_private: bool,
+    concurrency: int = 1,
+    disable_after: float = DISABLE_AFTER,
+) -> Outcome:
     message = db.scalar(
         select(OutboxMessage).where(OutboxMessage.id == message_id).with_for_update()
     )
@@ -80,7 +92,10 @@ def deliver(db: DbSession, message_id: uuid.UUID, *, allow_private: bool) -> Out
         )
         message.status, message.sent_at, message.last_error = SENT, utcnow(), f"skipped: {why}"
         db.commit()
-        return Outcome(Result.SKIPPED, why)
+        return Outcome(Result.SKIPPED, why, uuid.UUID(message.recipient))
+    held = _hold_back(db, message, concurrency)
+    if held is not None:
+        return held
     attempt_no = message.attempts + 1
     status, excerpt, error = None, None, None
     started = time.monotonic()
@@ -117,10 +132,14 @@ def deliver(db: DbSession, message_id: uuid.UUID, *, allow_private: bool) -> Out
             response_excerpt=excerpt,
         )
     )
+    now = utcnow()
+    failing_since = health.record_attempt(db, endpoint, success=error is None, now=now)
     if status == GONE:
         outcome = _gone(db, message, endpoint, attempt_no)
     else:
         outcome = _advance(message, attempt_no, error)
+        if failing_since is not None and now - failing_since >= timedelta(seconds=disable_after):
+            outcome = _failing(db, message, endpoint, outcome, failing_since, now)
     db.commit()
     metrics.attempted(event.type, outcome.result.value, error, latency_ms)
     log.info(
@@ -135,27 +154,60 @@ def deliver(db: DbSession, message_id: uuid.UUID, *, allow_private: bool) -> Out
             "latency_ms": latency_ms,
         },
     )
-    return outcome
+    return Outcome(outcome.result, outcome.detail, endpoint.id)
+
+
+def _hold_back(db: DbSession, message: OutboxMessage, concurrency: int) -> Outcome | None:
+    """Postpone the message, without spending a try, when its endpoint's lane does not let it go
+    now (webapp.webhooks.lanes); None when it may be delivered."""
+    if concurrency == 1 and lanes.earlier_waiting(db, message):
+        result, why = Result.WAITING, "an earlier delivery to this endpoint goes first"
+    elif not lanes.take_slot(db, uuid.UUID(message.recipient), concurrency):
+        result, why = Result.BUSY, "the endpoint's deliveries in flight are at their limit"
+    else:
+        return None
+    message.status = PENDING
+    message.available_at = utcnow() + timedelta(seconds=lanes.BUSY_DELAY)
+    db.commit()
+    return Outcome(result, why)
 
 
 def _gone(
     db: DbSession, message: OutboxMessage, endpoint: WebhookEndpoint, attempt_no: int
 ) -> Outcome:
     """410 Gone: the receiver says the endpoint is no more. It is disabled (audited, as the
-    system), this message is not retried and the others waiting for it are skipped."""
-    message.attempts, message.status, message.sent_at = attempt_no, SENT, utcnow()
+    system; the administrators are mailed), this message is not retried and the others waiting
+    for it are skipped."""
+    now = utcnow()
+    message.attempts, message.status, message.sent_at = attempt_no, SENT, now
     message.last_error = "HTTP 410: endpoint disabled"
-    endpoint.enabled = False
-    audit.record(
-        db,
-        GONE_ORIGIN,
-        "webhook.updated",
-        target_type="webhook",
-        target_id=endpoint.id,
-        fields=["enabled"],
-        reason="gone",
-    )
+    health.disable(db, endpoint, health.GONE, now=now, last_error="HTTP 410")
     return Outcome(Result.GONE, "HTTP 410")
+
+
+def _failing(
+    db: DbSession,
+    message: OutboxMessage,
+    endpoint: WebhookEndpoint,
+    outcome: Outcome,
+    failing_since: datetime,
+    now: datetime,
+) -> Outcome:
+    """Failing for `disable_after`: the endpoint is disabled. A message that would be retried
+    is not (its retries would be skipped); a dead letter stays one."""
+    health.disable(
+        db,
+        endpoint,
+        health.FAILING,
+        now=now,
+        failing_since=failing_since,
+        last_error=message.last_error,
+    )
+    if outcome.result is not Result.RETRY:
+        return outcome
+    message.status, message.sent_at = SENT, now
+    message.last_error = f"{message.last_error}: endpoint disabled"
+    return Outcome(Result.DISABLED, outcome.detail)
 
 
 def _advance(message: OutboxMessage, attempt_no: int, error: str | None) -> Outcome:

@@ -33,6 +33,9 @@ class WebhookEndpoint(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     version: Mapped[int] = mapped_column(default=1)
+    # The first failed delivery attempt since the last successful one (NULL: not failing). Kept
+    # outside the versioned representation: a delivery updates it without bumping `version`.
+    failing_since: Mapped[datetime | None]
 
     __mapper_args__ = {"version_id_col": version}
 

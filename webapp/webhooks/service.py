@@ -1,9 +1,9 @@
 """Webhook endpoints (administrators) and the fan-out of domain events to them.
 
 An endpoint's secret is generated here, returned once (`Issued`), and stored encrypted under
-the ENCRYPTION_KEYS keyring bound to the row id. `fan_out` runs inside the transaction that
-emits an event (webapp.events.service.subscribe): one outbox message per (event, endpoint),
-template `webhook`, which the outbox dispatcher moves to RQ like an email (docs/webhooks.md).
+the ENCRYPTION_KEYS keyring bound to the row id. A delivery is one outbox message per (event,
+endpoint), template `webhook` (`queue_delivery`), written by the outbox dispatcher's fan-out
+(webapp.webhooks.fanout) and moved to RQ like an email (docs/webhooks.md).
 """
 
 from __future__ import annotations
@@ -221,25 +221,15 @@ def list_attempts(
     )
 
 
-# --- fan-out: inside the emitting transaction ---------------------------------------------------
+# --- deliveries: one outbox message per (event, endpoint) ------------------------------------
 
 
-# Built once: every audited request runs it, and a statement object keeps its SQL cache key.
-_ENABLED_ENDPOINTS = select(WebhookEndpoint).where(WebhookEndpoint.enabled.is_(True))
-
-
-def fan_out(db: DbSession, event: DomainEvent) -> None:
-    """One outbox message per enabled endpoint that wants this event type."""
-    with db.no_autoflush:
-        endpoints = db.scalars(_ENABLED_ENDPOINTS)
-        for endpoint in endpoints:
-            if not endpoint.event_types or event.type in endpoint.event_types:
-                _queue(db, event, endpoint)
-
-
-def _queue(
+def queue_delivery(
     db: DbSession, event: DomainEvent, endpoint: WebhookEndpoint, *, force: bool = False
 ) -> OutboxMessage:
+    """Add the outbox message that delivers `event` to `endpoint` (the caller commits). It is
+    dated with the event's time: per endpoint, deliveries go in the events' order
+    (webapp.webhooks.lanes)."""
     payload: dict[str, Any] = {"event_id": str(event.id), "endpoint_id": str(endpoint.id)}
     if force:
         payload["force"] = True  # delivered even to a disabled endpoint
@@ -252,6 +242,7 @@ def _queue(
         queue=QUEUE,
         status=PENDING,
         trace_context=inject_context() or None,
+        created_at=event.created_at,
     )
     db.add(message)
     return message
@@ -271,12 +262,12 @@ def send_test(db: DbSession, origin: Origin, endpoint_id: uuid.UUID) -> DomainEv
         data={"webhook_id": str(endpoint.id)},
         fan_out=False,
     )
-    _queue(db, event, endpoint, force=True)
+    queue_delivery(db, event, endpoint, force=True)
     db.commit()
     return event
 
 
 def install() -> None:
-    """Wire the hooks (the composition root calls it): audit → domain events → fan-out."""
+    """Wire the hook (the composition root calls it): audit → domain events. The outbox
+    dispatcher fans the events out (webapp.webhooks.fanout)."""
     audit.add_listener(audited.on_audit)
-    events.subscribe(fan_out)
