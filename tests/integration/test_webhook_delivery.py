@@ -11,6 +11,7 @@ import pytest
 import standardwebhooks
 from sqlalchemy import select, update
 
+from tests.support.webhook_admin import fan_out
 from webapp.db import utcnow
 from webapp.events.models import DomainEvent
 from webapp.extensions import db
@@ -79,15 +80,6 @@ def deliver(work_jobs):
         raise AssertionError("webhook deliveries still open")
 
     return run
-
-
-def fan_out(application) -> None:
-    """What the dispatcher does first: write the deliveries of the events committed so far."""
-    from webapp.webhooks.fanout import fan_out_pending
-
-    with application.app_context():
-        fan_out_pending(db.session)
-        db.session.remove()
 
 
 def make_due(application) -> None:

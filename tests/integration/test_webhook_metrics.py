@@ -7,31 +7,21 @@ database; and webhook deliveries waiting on their receiver left out of the email
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from tests.support.waiting import free_port
+from tests.support.webhook_admin import fan_out, rename, subscribe, webhook_rows
 from webapp.db import utcnow
+from webapp.events.models import DomainEvent
 from webapp.extensions import db
 from webapp.outbox.models import DEAD, ENQUEUED, PENDING, OutboxMessage
 from webapp.webhooks.delivery import RETRY_SCHEDULE
 
-HOOKS = "/api/v1/webhooks/"
 DELIVERIES = "gatehouse_webhook_deliveries_total"
 DURATION = "gatehouse_webhook_delivery_duration_seconds"
-
-
-@pytest.fixture
-def hooks_app(make_app):
-    application = make_app(webhook_allow_private=True)
-    yield application
-    with application.app_context():
-        db.session.remove()
-        for engine in db.engines.values():
-            engine.dispose()
 
 
 def scrape(application) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -45,35 +35,6 @@ def scrape(application) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str):
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
-
-
-def subscribe(application, admin, url: str, **fields: Any) -> dict[str, Any]:
-    response = application.test_client().post(
-        HOOKS, json={"url": url, **fields}, headers=admin.headers
-    )
-    assert response.status_code == 201, response.json
-    return response.json
-
-
-def rename(application, admin, user_id, name: str) -> None:
-    response = application.test_client().patch(
-        f"/api/v1/users/{user_id}", json={"name": name}, headers=admin.headers
-    )
-    assert response.status_code == 200, response.json
-
-
-def webhook_rows(application) -> list[OutboxMessage]:
-    with application.app_context():
-        rows = list(
-            db.session.scalars(
-                select(OutboxMessage)
-                .where(OutboxMessage.template == "webhook")
-                .order_by(OutboxMessage.created_at)
-            )
-        )
-        db.session.expunge_all()
-        db.session.remove()
-        return rows
 
 
 def make_due(application) -> None:
@@ -159,6 +120,7 @@ def test_the_state_gauges_read_endpoints_ages_and_dead_letters(
     # Nothing listens there: every attempt fails (connection refused).
     subscribe(hooks_app, admin, f"http://127.0.0.1:{free_port()}/hook")
     subscribe(hooks_app, admin, receiver.url, enabled=False)
+    fan_out(hooks_app)  # the sign-ins' events: nothing waits for its fan-out
     quiet = scrape(hooks_app)
     assert value(quiet, "gatehouse_webhook_endpoints_failing") == 0  # no attempt yet
     assert value(quiet, "gatehouse_webhook_endpoints_disabled") == 1
@@ -173,6 +135,7 @@ def test_the_state_gauges_read_endpoints_ages_and_dead_letters(
     # A second change, not tried yet; then both made old: the failing one an hour (its retry
     # still to come), the new ones half an hour, due for 20 minutes and not attempted.
     rename(hooks_app, admin, member.id, "Waiting")
+    fan_out(hooks_app)
     now = utcnow()
     with hooks_app.app_context():
         db.session.execute(
@@ -225,6 +188,7 @@ def test_overdue_counts_enqueued_deliveries_since_they_were_enqueued_and_retries
     subscribe(hooks_app, admin, receiver.url)
     rename(hooks_app, admin, member.id, "Enqueued")
     rename(hooks_app, admin, member.id, "Retry later")
+    fan_out(hooks_app)
     first, second = webhook_rows(hooks_app)
     now = utcnow()
     with hooks_app.app_context():
@@ -254,3 +218,25 @@ def test_overdue_counts_enqueued_deliveries_since_they_were_enqueued_and_retries
     samples = scrape(hooks_app)
     assert 720 <= value(samples, "gatehouse_webhook_oldest_overdue_age_seconds") < 780
     assert 7200 <= value(samples, "gatehouse_webhook_oldest_undelivered_age_seconds") < 7260
+
+
+def test_an_event_not_yet_fanned_out_is_overdue_since_it_was_written(hooks_app, admin, member):
+    fan_out(hooks_app)
+    rename(hooks_app, admin, member.id, "Not fanned out")  # no dispatcher has run since
+    with hooks_app.app_context():
+        db.session.execute(
+            update(DomainEvent)
+            .where(DomainEvent.fanned_out_at.is_(None))
+            .values(created_at=utcnow() - timedelta(seconds=600))
+        )
+        db.session.commit()
+        db.session.remove()
+
+    samples = scrape(hooks_app)
+    assert 600 <= value(samples, "gatehouse_webhook_oldest_overdue_age_seconds") < 660
+    assert 600 <= value(samples, "gatehouse_webhook_oldest_undelivered_age_seconds") < 660
+
+    fan_out(hooks_app)  # no endpoint: nothing to deliver, nothing waits
+    samples = scrape(hooks_app)
+    assert value(samples, "gatehouse_webhook_oldest_overdue_age_seconds") == 0
+    assert value(samples, "gatehouse_webhook_oldest_undelivered_age_seconds") == 0

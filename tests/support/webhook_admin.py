@@ -16,6 +16,7 @@ from tests.support.accounts import Account
 from webapp.db import aware, utcnow
 from webapp.extensions import db
 from webapp.outbox.models import ENQUEUED, PENDING, OutboxMessage
+from webapp.webhooks.fanout import fan_out_pending
 from webapp.webhooks.models import WebhookEndpoint
 
 HOOKS = "/api/v1/webhooks/"
@@ -61,6 +62,13 @@ def webhook_rows(application: Flask) -> list[OutboxMessage]:
         db.session.expunge_all()
         db.session.remove()
         return rows
+
+
+def fan_out(application: Flask) -> None:
+    """What the dispatcher does first: write the deliveries of the events committed so far."""
+    with application.app_context():
+        fan_out_pending(db.session)
+        db.session.remove()
 
 
 def set_endpoint(application: Flask, endpoint_id: str, **values: Any) -> None:

@@ -21,6 +21,7 @@ from sqlalchemy import and_, case, func, or_, select
 
 from observability.metrics import WEBHOOK_DELIVERIES, WEBHOOK_DELIVERY_DURATION
 from webapp.db import aware, utcnow
+from webapp.events.models import DomainEvent
 from webapp.extensions import db
 from webapp.outbox.models import DEAD, ENQUEUED, PENDING, OutboxMessage
 from webapp.webhooks.models import WebhookAttempt, WebhookEndpoint
@@ -128,6 +129,9 @@ class StateCollector(Collector):
             .group_by(OutboxMessage.status)
         ).all()
         firsts = [first for status, _, first in rows if status != DEAD and first is not None]
+        unfanned = _oldest_unfanned()
+        if unfanned is not None:
+            firsts.append(unfanned)
         age = (datetime.now(UTC) - aware(min(firsts))).total_seconds() if firsts else 0.0
         dead = sum(count for status, count, _ in rows if status == DEAD)
         return max(0.0, age), int(dead)
@@ -137,7 +141,8 @@ class StateCollector(Collector):
         """Gatehouse's own lag, whatever the receivers do: a `pending` delivery is due from its
         `available_at` (new, or its retry's time), an `enqueued` one since it was enqueued. A
         failing receiver's retries wait for their time and are not overdue; a disabled endpoint's
-        are skipped as soon as they are due."""
+        are skipped as soon as they are due. An event the dispatcher has not fanned out yet is
+        due since it was written."""
         now = utcnow()
         due_since = case(
             (OutboxMessage.status == PENDING, OutboxMessage.available_at),
@@ -152,7 +157,18 @@ class StateCollector(Collector):
                 ),
             )
         )
-        return max(0.0, (now - aware(first)).total_seconds()) if first is not None else 0.0
+        unfanned = _oldest_unfanned()  # due from the moment its change committed
+        dues = [aware(t) for t in (first, unfanned) if t is not None]
+        return max(0.0, (aware(now) - min(dues)).total_seconds()) if dues else 0.0
+
+
+def _oldest_unfanned() -> datetime | None:
+    """The oldest domain event the dispatcher has not fanned out to its endpoints yet: its
+    deliveries do not exist yet, but it is already waiting for them."""
+    oldest: datetime | None = db.session.scalar(
+        select(func.min(DomainEvent.created_at)).where(DomainEvent.fanned_out_at.is_(None))
+    )
+    return oldest
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

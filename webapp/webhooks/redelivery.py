@@ -78,6 +78,8 @@ def _row(
         "queue": QUEUE,
         "status": PENDING,
         "available_at": available_at,
+        # A lane delivers in (created_at, idempotency_key) order (webapp.webhooks.lanes).
+        "created_at": available_at,
         "trace_context": trace,
     }
 
@@ -181,8 +183,9 @@ def replay(
             slug="replay-window-too-large",
         )
     trace = inject_context() or None
-    # The dispatcher takes due rows by (available_at, id), and ids are random: one microsecond
-    # apart, all already due, the messages go out in event order.
+    # The dispatcher takes due rows by (available_at, id) and a lane orders them by created_at,
+    # while ids are random: one microsecond apart, all already due, the messages go out in event
+    # order, after what the endpoint already had waiting.
     rows = [
         _row(
             event_id,

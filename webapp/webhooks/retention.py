@@ -54,13 +54,13 @@ def _purge_attempts(db: DbSession, before: datetime) -> int:
 
 
 def _purge_events(db: DbSession, before: datetime) -> tuple[int, int]:
-    """Pages through the old events by (created_at, id), deleting those no delivery waits for;
-    returns (deleted, kept)."""
+    """Pages through the old events by (created_at, id), deleting those no delivery waits for
+    (fanned out, and no delivery of theirs pending or enqueued); returns (deleted, kept)."""
     waiting = _waiting_event_ids(db)
     deleted = kept = 0
     after: tuple[datetime, uuid.UUID] | None = None
     while True:
-        query = select(DomainEvent.id, DomainEvent.created_at).where(
+        query = select(DomainEvent.id, DomainEvent.created_at, DomainEvent.fanned_out_at).where(
             DomainEvent.created_at < before
         )
         if after is not None:
@@ -75,7 +75,8 @@ def _purge_events(db: DbSession, before: datetime) -> tuple[int, int]:
         if not page:
             return deleted, kept
         after = (page[-1].created_at, page[-1].id)
-        doomed = [row.id for row in page if row.id not in waiting]
+        # An event the dispatcher has not fanned out yet still has its deliveries ahead of it.
+        doomed = [row.id for row in page if row.id not in waiting and row.fanned_out_at is not None]
         kept += len(page) - len(doomed)
         if doomed:
             db.execute(delete(DomainEvent).where(DomainEvent.id.in_(doomed)))
