@@ -11,8 +11,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -34,6 +39,7 @@ from webapp.mfa import service as mfa_service
 from webapp.oauth.browser_sessions import COOKIE_NAME
 
 pytestmark = pytest.mark.slow
+WALK_THROUGH = Path(__file__).resolve().parents[2] / "docs" / "examples" / "oidc_signin.py"
 
 
 @pytest.fixture(scope="module")
@@ -321,3 +327,60 @@ def test_first_party_public_client_skips_consent_and_prompt_none_needs_no_page(
         still = first.session.get(rp.metadata["userinfo_endpoint"])
         assert still.status_code == 200
         assert still.json()["sub"] == claims["sub"]
+
+
+def test_the_walk_through_script_of_the_docs_signs_in(
+    app: Flask,
+    issuer: str,
+    browser_context: BrowserContext,
+    make_user: Callable[..., Account],
+) -> None:
+    """docs/examples/oidc_signin.py, as docs/oidc.md's walk-through runs it, with the browser
+    Chromium: the client from the CLI, the ID token verified and UserInfo printed."""
+    user = make_user(login=False, name="Grace Hopper")
+    rp = RelyingParty(issuer, "", None)
+    issued = create_client(app, "Walk-through", rp)
+    env = {
+        **os.environ,
+        "GATEHOUSE": issuer,
+        "REDIRECT_URI": rp.redirect_uri,
+        "BROWSER": "true",  # webbrowser.open runs `true URL`: Chromium below opens it instead
+    }
+    script = subprocess.Popen(
+        [sys.executable, str(WALK_THROUGH), issued["client_id"], issued["client_secret"]],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert script.stdout is not None
+        first = script.stdout.readline()
+        assert first.startswith("Sign in at "), first
+        page = browser_context.new_page()
+        page.goto(first.removeprefix("Sign in at ").strip())
+        page.get_by_label("Email").fill(user.email)
+        page.get_by_label("Password").fill(user.password)
+        page.get_by_role("button", name="Sign in").click()
+        page.get_by_role("button", name="Allow").click()
+        expect(page.get_by_text("Signed in: back to the terminal.")).to_be_visible()
+        out, err = script.communicate(timeout=30)
+    finally:
+        if script.poll() is None:
+            script.kill()
+            script.wait()
+    assert script.returncode == 0, err
+    lines = dict(line.split(": ", 1) for line in out.splitlines())
+    claims = json.loads(lines["ID token"])
+    assert (claims["sub"], claims["aud"], claims["iss"]) == (
+        str(user.id),
+        issued["client_id"],
+        issuer,
+    )
+    assert json.loads(lines["UserInfo"]) == {
+        "sub": str(user.id),
+        "name": "Grace Hopper",
+        "updated_at": json.loads(lines["UserInfo"])["updated_at"],
+        "email": user.email,
+        "email_verified": True,
+    }
