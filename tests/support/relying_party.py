@@ -5,8 +5,8 @@ are verified with jwcrypto, a JOSE library that shares no code with the provider
 its tokens) nor with Authlib (joserfc).
 
 It serves, on its own port in a thread:
-- `/login` (optionally `?prompt=...`): a new authorization request (PKCE S256, `state`,
-  `nonce`) and a redirect to the provider;
+- `/login`: a new authorization request (PKCE S256, `state`, `nonce`, and the parameters of
+  its own query: `?prompt=none`...) and a redirect to the provider;
 - `/callback`: the answer; with a `code`, the token request with the PKCE verifier;
 - `/logout`: RP-initiated logout with the last ID token as `id_token_hint`;
 - `/logged-out`: where the provider sends the browser back.
@@ -139,7 +139,7 @@ class RelyingParty:
         @rp.get("/login")
         def login() -> Response:
             flow = Flow(state="", nonce=generate_token(20), verifier=generate_token(48))
-            extra = {"prompt": request.args["prompt"]} if "prompt" in request.args else {}
+            extra = request.args.to_dict()  # more parameters of the request: prompt, ...
             url, flow.state = self.oauth().create_authorization_url(
                 self.metadata["authorization_endpoint"],
                 code_verifier=flow.verifier,
