@@ -9,8 +9,6 @@ docs/oidc.md ("OpenID Foundation Basic OP profile: what the tests cover")."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import os
 import subprocess
@@ -30,6 +28,7 @@ from playwright.sync_api import BrowserContext, Page, expect
 from tests.support.accounts import Account
 from tests.support.gunicorn import serve
 from tests.support.mfa import code_at
+from tests.support.oidc import at_hash
 from tests.support.relying_party import RelyingParty
 from tests.support.waiting import free_port
 from webapp.config import Settings
@@ -122,12 +121,6 @@ def navigations(page: Page) -> list[str]:
 
 def paths(urls: list[str], origin: str) -> list[str]:
     return [urlsplit(u).path for u in urls if u.startswith(origin)]
-
-
-def at_hash(access_token: str) -> str:
-    """OIDC Core §3.1.3.6, computed here, not by the provider's code."""
-    digest = hashlib.sha256(access_token.encode()).digest()
-    return base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode()
 
 
 def introspect(rp: RelyingParty, session: Any, token: str) -> dict[str, Any]:
