@@ -1,7 +1,8 @@
 """The fixtures every test can name, registered from tests/support (one module per concern):
 a migrated app and a PostgreSQL and Redis database per test process, truncated between tests
 (application, database), accounts, a real SMTP server, background jobs, a Redis server of a
-test's own, the production server and job worker processes, a webhook receiver."""
+test's own, the production server and job worker processes, a webhook receiver, headless
+Chromium (browser)."""
 
 pytest_plugins = [
     "tests.support.database",
@@ -17,4 +18,5 @@ pytest_plugins = [
     "tests.support.webhooks",
     "tests.support.oidc",
     "tests.support.webhook_admin",
+    "tests.support.browser",
 ]

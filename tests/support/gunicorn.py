@@ -80,11 +80,12 @@ def gunicorn(
 
 @contextlib.contextmanager
 def serve(
-    database_url: str, redis_url: str, tmp_path: Path, **settings: str
+    database_url: str, redis_url: str, tmp_path: Path, *, port: int | None = None, **settings: str
 ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """`gunicorn -c gunicorn.conf.py wsgi:app` in production mode, with `settings` (environment
-    variables) on top; its output in `tmp_path / "gunicorn.log"`, SIGKILLed after."""
-    port = free_port()
+    variables) on top; its output in `tmp_path / "gunicorn.log"`, SIGKILLed after. `port` when
+    the settings must name it (an issuer URL), else a free one."""
+    port = port or free_port()
     (tmp_path / "metrics").mkdir()
     drop = ("GUNICORN_", "JWT_KEYS", "API_KEY_", "SMTP_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
