@@ -34,8 +34,8 @@ tools: $(TOOLS_STAMP) ops-deps ## .venv-tools (see requirements-tools.txt) and t
 # dev dependency, ships them too), kubectl (kustomize), promtool, prometheus, amtool, alertmanager
 # (rule/config checks and the observability e2e), wrk (the benchmark's load generator, run by
 # the bench smoke test), and Chromium (the OpenID Connect browser test drives it with Playwright;
-# `chromium` or `chromium-browser` on PATH, or CHROMIUM_PATH). Installed with apt-get when running
-# as root on Debian/Ubuntu; elsewhere one line says what to install.
+# `chromium`, `chromium-browser` or Google Chrome on PATH, or CHROMIUM_PATH). Installed with
+# apt-get when running as root on Debian/Ubuntu; elsewhere one line says what to install.
 ops-deps:
 	@missing=""; \
 	command -v pg_dump >/dev/null 2>&1 && command -v pg_restore >/dev/null 2>&1 \
@@ -45,6 +45,7 @@ ops-deps:
 	command -v amtool >/dev/null 2>&1 && { command -v prometheus-alertmanager >/dev/null 2>&1 || command -v alertmanager >/dev/null 2>&1; } || missing="$$missing prometheus-alertmanager"; \
 	command -v wrk >/dev/null 2>&1 || missing="$$missing wrk"; \
 	command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+	  || command -v google-chrome >/dev/null 2>&1 || command -v google-chrome-stable >/dev/null 2>&1 \
 	  || { [ -n "$$CHROMIUM_PATH" ] && [ -x "$$CHROMIUM_PATH" ]; } || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \

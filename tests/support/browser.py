@@ -1,8 +1,8 @@
 """A real browser in the tests: headless Chromium driven by Playwright (a dev dependency).
 
 Playwright's own browser download is not used: the system's Chromium is (Debian's `chromium`,
-which `make ops-deps` installs), found as `CHROMIUM_PATH`, else `chromium` or `chromium-browser`
-on PATH. A missing browser is an error that names the fix, never a skipped test."""
+which `make ops-deps` installs), found as `CHROMIUM_PATH`, else `chromium`, `chromium-browser` or
+Google Chrome (the GitHub runner image's) on PATH. A missing browser is an error that names the fix, never a skipped test."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, BrowserContext, sync_playwright
 
-NAMES = ("chromium", "chromium-browser")
+NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 FIX = (
     "install Chromium: `make ops-deps` (Debian/Ubuntu: apt-get install chromium) "
     "or set CHROMIUM_PATH"
