@@ -1,4 +1,5 @@
-"""DELETE /api/v1/users/me/oauth-consents/{id} takes back what the consent bought: the user's
+"""A user's view of their provider sessions: the session list names their client, and
+DELETE /api/v1/users/me/oauth-consents/{id} takes back what the consent bought: the user's
 sessions with that client end (refresh `invalid_grant`, introspection inactive, UserInfo 401),
 audited, while other clients' sessions, other users' and the API's own go on."""
 
@@ -125,3 +126,24 @@ def test_a_code_not_yet_redeemed_dies_with_the_consent(app, client, web_app, mem
     assert refused.status_code == 400
     assert refused.json["error"] == "invalid_grant"
     assert audit_events(app, "oauth.token_issued") == []
+
+
+def test_the_session_list_names_the_client_of_a_provider_session(app, client, web_app, member):
+    provider = tokens_for(app, client, web_app, member)
+
+    listed = client.get("/api/v1/auth/sessions", headers=member.headers)
+
+    assert listed.status_code == 200
+    by_id = {item["id"]: item for item in listed.json["items"]}
+    theirs = by_id.pop(session_of(client, web_app, provider))
+    assert theirs["client_id"] == web_app["client_id"]
+    assert theirs["client_name"] == "Wiki"
+    assert theirs["current"] is False
+    (api,) = by_id.values()
+    assert api["current"] is True
+    assert api["client_id"] is None
+    assert api["client_name"] is None
+
+    ended = client.delete(f"/api/v1/auth/sessions/{theirs['id']}", headers=member.headers)
+    assert ended.status_code == 204
+    assert refresh(client, web_app, provider["refresh_token"]).json["error"] == "invalid_grant"
