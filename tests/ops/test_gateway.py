@@ -200,8 +200,9 @@ def test_ingress_edge_protection_matches_the_service(
     rps = int(annotations[NGINX + "limit-rps"])
     assert plugin(service, "rate-limiting")["second"] == rps
     config = find(rendered[overlay], "ConfigMap", "gatehouse-config")["data"]
-    default = budget(config, "ratelimit_default")
-    assert rps * default.GRANULARITY.seconds >= default.amount
+    for name in ("ratelimit_default", "ratelimit_oauth_token"):
+        app_budget = budget(config, name)
+        assert rps * app_budget.GRANULARITY.seconds >= app_budget.amount, name
     auth = {r["name"]: r for r in service["routes"]}["gatehouse-auth"]
     auth_budget = budget(config, "ratelimit_auth")
     per_minute = plugin(auth, "rate-limiting")["minute"]
@@ -246,7 +247,9 @@ def test_kong_auth_route_is_exactly_the_apps_auth_limited_endpoints(
         ]
 
     for rule in app.url_map.iter_rules():
-        if not rule.rule.startswith("/api/v1/auth/"):
+        # The API's auth endpoints, and the provider's pages and endpoints (its sign-in pages
+        # share the budget).
+        if not rule.rule.startswith(("/api/v1/auth/", "/oauth/")):
             continue
         values = {arg: uuid.uuid4() for arg in rule.arguments}
         path = app.url_map.bind("gatehouse.test").build(rule.endpoint, values)
@@ -259,4 +262,5 @@ def test_kong_auth_route_is_exactly_the_apps_auth_limited_endpoints(
                 limited.add(path)
     routed = {path for path in probed if kong_route_for(kong, path) == "gatehouse-auth"}
     assert limited, "no endpoint shares the auth budget: the probe is broken"
+    assert {"/oauth/login", "/oauth/login/mfa"} <= limited
     assert routed == limited

@@ -10,6 +10,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from webapp.auth import password_changes, reauth, service, sessions, verification
+from webapp.auth.models import AuthSession
 from webapp.auth.schemas import (
     LoginIn,
     LoginMfaIn,
@@ -34,6 +35,7 @@ from webapp.http.access import authenticated, current_principal, public
 from webapp.http.idempotency import idempotent
 from webapp.http.origin import request_origin
 from webapp.http.ratelimit import ip_key
+from webapp.oauth.models import OAuthClient
 from webapp.users.schemas import UserOut
 
 blp = Blueprint(
@@ -153,31 +155,37 @@ class Logout(MethodView):
         sessions.logout(db.session, request_origin(), principal.session_id)
 
 
+def _session_item(
+    session: AuthSession, current: uuid.UUID | None, clients: dict[uuid.UUID, OAuthClient]
+) -> dict[str, Any]:
+    client = clients.get(session.client_pk) if session.client_pk else None
+    return {
+        "id": session.id,
+        "created_at": session.created_at,
+        "last_used_at": session.last_used_at,
+        "expires_at": session.expires_at,
+        "idle_expires_at": sessions.idle_deadline(session),
+        "remember_me": session.remember_me,
+        "ip": session.ip,
+        "user_agent": session.user_agent,
+        "current": session.id == current,
+        "client_id": client.client_id if client else None,
+        "client_name": client.client_name if client else None,
+    }
+
+
 @blp.route("/sessions")
 class Sessions(MethodView):
     @authenticated
     @blp.response(200, SessionListOut)
     def get(self) -> dict[str, Any]:
         """The caller's active sessions, newest first, each with its absolute end
-        (`expires_at`) and its idle deadline (`idle_expires_at`)."""
+        (`expires_at`), its idle deadline (`idle_expires_at`) and, for a session an OAuth
+        client started, that client (`client_id`, `client_name`)."""
         principal = current_principal()
         live = sessions.list_sessions(db.session, principal.user_id)
-        return {
-            "items": [
-                {
-                    "id": s.id,
-                    "created_at": s.created_at,
-                    "last_used_at": s.last_used_at,
-                    "expires_at": s.expires_at,
-                    "idle_expires_at": sessions.idle_deadline(s),
-                    "remember_me": s.remember_me,
-                    "ip": s.ip,
-                    "user_agent": s.user_agent,
-                    "current": s.id == principal.session_id,
-                }
-                for s in live
-            ]
-        }
+        clients = sessions.clients_of(db.session, live)
+        return {"items": [_session_item(s, principal.session_id, clients) for s in live]}
 
     @authenticated
     @blp.response(200, RevokedOut)

@@ -137,6 +137,16 @@ class SessionOut(Schema):
     ip = fields.String(allow_none=True)
     user_agent = fields.String(allow_none=True)
     current = fields.Boolean(required=True)
+    client_id = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "the OAuth client the session belongs to; null for the API's"},
+    )
+    client_name = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "that client's name, as users see it; null for the API's"},
+    )
 
 
 class SessionListOut(Schema):

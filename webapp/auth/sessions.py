@@ -15,6 +15,7 @@ from webapp.config import current_settings
 from webapp.context import Origin
 from webapp.db import DbSession, new_id, utcnow
 from webapp.errors import NotFound
+from webapp.oauth.models import OAuthClient
 from webapp.users.models import User
 
 
@@ -128,6 +129,15 @@ def list_sessions(db: DbSession, user_id: uuid.UUID) -> list[AuthSession]:
         .order_by(AuthSession.created_at.desc(), AuthSession.id.desc())
     )
     return list(db.scalars(query))
+
+
+def clients_of(db: DbSession, listed: list[AuthSession]) -> dict[uuid.UUID, OAuthClient]:
+    """The OAuth clients (by row id) that the provider sessions among `listed` belong to, in one
+    query, so a session list can name each session's application."""
+    wanted = {s.client_pk for s in listed if s.client_pk is not None}
+    if not wanted:
+        return {}
+    return {c.id: c for c in db.scalars(select(OAuthClient).where(OAuthClient.id.in_(wanted)))}
 
 
 def revoke_session(

@@ -275,6 +275,12 @@ class Settings(DeclaredSettings):
     ratelimit_auth: str = Field(
         "20 per minute", description="extra per-IP budget shared by the password endpoints"
     )
+    ratelimit_oauth_token: str = Field(
+        "300 per minute",
+        description="per-IP budget of the OAuth token endpoint (`POST /oauth/token`), instead "
+        "of `RATELIMIT_DEFAULT`: a server-side client redeems its users' codes and refreshes "
+        "their tokens from one address, so raise it for a busy one",
+    )
 
     # -- Secrets at rest and API keys ----------------------------------------------------------
     encryption_keys: str | None = Field(

@@ -1,5 +1,6 @@
 """`flask --app wsgi oauth create-client ...`: register a client from the command line (the first
-client of a new installation needs no administrator session), printing its secret once."""
+client of a new installation needs no administrator session), printing its secret once.
+`flask --app wsgi oauth purge`: the provider's housekeeping (a daily cron job)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from flask.cli import AppGroup
 from webapp.context import SYSTEM
 from webapp.errors import DomainError
 from webapp.extensions import db
-from webapp.oauth import service
+from webapp.oauth import housekeeping, service
 from webapp.oauth.metadata import AUTH_METHODS, GRANT_TYPES
 
 oauth_cli = AppGroup("oauth", help="Manage OAuth / OpenID Connect clients.")
@@ -66,3 +67,14 @@ def create_client(
     if issued.client_secret is not None:
         click.echo(f"client_secret: {issued.client_secret}")
         click.echo("The secret is shown this once: store it now.")
+
+
+@oauth_cli.command("purge")
+def purge() -> None:
+    """Delete authorization codes expired, and browser sessions ended, over a day ago (a daily
+    cron job)."""
+    purged = housekeeping.purge(db.session)
+    click.echo(
+        f"deleted {purged.codes} authorization code(s) and {purged.browser_sessions} browser "
+        f"session(s) over before {purged.before.isoformat()}"
+    )

@@ -26,6 +26,7 @@ from webapp.http.etag import if_match_header, not_modified
 from webapp.http.idempotency import idempotent_sensitive
 from webapp.http.origin import request_origin
 from webapp.http.pagination import link_header
+from webapp.http.ratelimit import ip_key
 from webapp.oauth import discovery, server, service, token_state
 from webapp.oauth.models import OAuthClient
 from webapp.oauth.schemas import (
@@ -145,7 +146,12 @@ def openid_configuration() -> Response:
     return response
 
 
+def _token_limit() -> str:
+    return current_settings().ratelimit_oauth_token
+
+
 @provider_bp.post("/oauth/token")
+@limiter.limit(_token_limit, key_func=ip_key)
 def token() -> Response:
     """RFC 6749 §3.2: `grant_type` `authorization_code`, `refresh_token` or
     `client_credentials` (form-encoded), the client authenticated by its registered method;
@@ -175,6 +181,23 @@ def _bearer_error(status: int, error: str | None, description: str) -> Response:
     response = jsonify(body)
     response.status_code = status
     response.headers.update({**NO_STORE, "WWW-Authenticate": challenge})
+    return response
+
+
+@provider_bp.errorhandler(429)
+def rate_limited(_exc: Exception) -> Response:
+    """A spent budget at the provider's endpoints, in OAuth's JSON (what OAuth client libraries
+    parse), not problem+json. RFC 6749 has no rate-limit error; `temporarily_unavailable` is
+    its word for "not now, retry later". `Retry-After` is added by the rate-limit layer."""
+    response = jsonify(
+        {
+            "error": "temporarily_unavailable",
+            "error_description": "Too many requests from your address; retry after Retry-After "
+            "seconds.",
+        }
+    )
+    response.status_code = 429
+    response.headers.update(NO_STORE)
     return response
 
 

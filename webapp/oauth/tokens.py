@@ -71,10 +71,15 @@ def user_access_token(
     return _access_token(client, str(user_id), scope, sid=str(session_id))
 
 
-def at_hash(access_token: str) -> str:
-    """OIDC Core §3.1.3.6: the left half of the SHA-256 of the token, base64url without padding.
-    SHA-256 whatever the key (RS256's hash; for EdDSA, whose hash OIDC leaves open, the same)."""
-    digest = hashlib.sha256(access_token.encode("ascii")).digest()
+# OIDC Core §3.1.3.6: the hash of the ID token's `alg`. EdDSA names no hash; for Ed25519 (the
+# only curve the keyring takes) the OpenID Connect WG settled on SHA-512, the hash Ed25519 signs
+# with (connect issue 1125, the Token Hash Algorithms guide), and client libraries check that.
+AT_HASH_ALGORITHMS = {"RS256": hashlib.sha256, "EdDSA": hashlib.sha512}
+
+
+def at_hash(access_token: str, alg: str) -> str:
+    """The left half of the hash of the token under `alg`'s hash, base64url without padding."""
+    digest = AT_HASH_ALGORITHMS[alg](access_token.encode("ascii")).digest()
     return base64.urlsafe_b64encode(digest[: len(digest) // 2]).decode().rstrip("=")
 
 
@@ -99,12 +104,13 @@ def id_token(
         "iat": now,
         "exp": now + settings.access_token_ttl,
         "auth_time": auth_time,
-        "at_hash": at_hash(access_token),
     }
     if amr:
         claims["amr"] = amr
     if nonce is not None:
         claims["nonce"] = nonce
+    # The key that signs is the one whose hash `at_hash` takes.
+    claims["at_hash"] = at_hash(access_token, keyring().signing_key.alg)
     return _sign(claims, "JWT")
 
 
