@@ -2,7 +2,8 @@
 
 Playwright's own browser download is not used: the system's Chromium is (Debian's `chromium`,
 which `make ops-deps` installs), found as `CHROMIUM_PATH`, else `chromium`, `chromium-browser` or
-Google Chrome (the GitHub runner image's) on PATH. A missing browser is an error that names the fix, never a skipped test."""
+Google Chrome (the GitHub runner image's) on PATH. A missing browser is an error that names the
+fix, never a skipped test."""
 
 from __future__ import annotations
 
