@@ -70,6 +70,28 @@ OAUTH_TOKEN_GRANTS = Counter(
     "code_reused / refresh_reused, which revoked what the credential had issued)",
     ["grant", "result"],
 )
+# Every answer of the authorization flow (GET /oauth/authorize, and the sign-in and consent forms
+# that carry the request on): `code_issued` sent the browser back to the client with a code,
+# `login_page` / `consent_page` showed that page (the flow goes on), an OAuth error code sent it
+# back with that error, `error_page` refused it without a redirect (client or redirect URI in
+# doubt). The few values are fixed by the code: no client id ever becomes a label.
+OAUTH_AUTHORIZATIONS = Counter(
+    "gatehouse_oauth_authorizations_total",
+    "Authorization flow answers by result (code_issued, login_page, consent_page, error_page, "
+    "or the OAuth error sent to the client: login_required, consent_required, access_denied, "
+    "invalid_request, invalid_scope, unauthorized_client, unsupported_response_type, ...)",
+    ["result"],
+)
+# Sign-ins through the provider's pages. They go through the API's login service, so they are
+# in gatehouse_logins_total too; this one tells the channel apart and adds what only a page can
+# refuse (a form without its CSRF token, a form that does not validate, a spent rate limit).
+OAUTH_SIGNINS = Counter(
+    "gatehouse_oauth_signins_total",
+    "Sign-in attempts through the provider's pages by result (success, mfa_required, "
+    "invalid_credentials, locked, unverified, invalid_mfa_token, invalid_mfa_code, and the "
+    "pages' own: invalid_form, csrf_failed, rate_limited)",
+    ["result"],
+)
 CACHE_REQUESTS = Counter(
     "gatehouse_cache_requests_total",
     "Auth cache lookups by cache (user, session) and result (local: the process's own copy, "

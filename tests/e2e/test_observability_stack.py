@@ -25,7 +25,10 @@ Missing tools fail the test (`make ops-deps`), they never skip it.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import html
 import json
 import math
 import os
@@ -43,7 +46,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 import redis
@@ -578,7 +581,8 @@ class Client:
 @pytest.fixture(scope="module")
 def traffic(stack: Stack) -> dict[str, Any]:
     """Every kind of request the dashboards show: reads, sign-ins, refreshes and their reuse,
-    password change and reset (emails sent by the worker), 401/403/404, a lockout, rate limits."""
+    password change and reset (emails sent by the worker), 401/403/404, a lockout, rate limits,
+    and the OpenID Connect provider's (`oidc_traffic`)."""
     statuses: dict[str, list[int]] = {}
 
     def record(name: str, response: requests.Response) -> requests.Response:
@@ -723,6 +727,8 @@ def traffic(stack: Stack) -> dict[str, Any]:
     ]
     assert 429 in burst, burst
 
+    oidc_traffic(operator, admin_token, users[3], record)
+
     anonymous = Client(stack.api, "198.51.100.200")
     assert record("anonymous", anonymous.call("GET", "/api/v1/users/me")).status_code == 401
     assert record("unmatched", anonymous.call("GET", "/no/such/page")).status_code == 404
@@ -738,6 +744,122 @@ def traffic(stack: Stack) -> dict[str, Any]:
         stack.processes,
     )
     return {"users": users, "statuses": statuses}
+
+
+def _form_field(page: requests.Response, name: str) -> str:
+    match = re.search(rf'name="{name}"[^>]*?value="([^"]*)"', page.text)
+    assert match, f"no field {name} in {page.text[:1000]}"
+    return html.unescape(match.group(1))
+
+
+def oidc_traffic(
+    operator: Client,
+    admin_token: str,
+    user: dict[str, Any],
+    record: Callable[[str, requests.Response], requests.Response],
+) -> None:
+    """The provider's panels: a machine client's `client_credentials` token (and one refused as
+    `invalid_client`), an authorization request for an unknown client (the error page), and a
+    user's sign-in through the pages to a code, exchanged for tokens. The user signs in from the
+    address and client it used before (no new-device email), within its IP's auth budget."""
+    machine = operator.call(
+        "POST",
+        "/api/v1/oauth/clients/",
+        admin_token,
+        json={"client_name": "E2E machine", "grant_types": ["client_credentials"]},
+    )
+    assert machine.status_code == 201, machine.text
+    portal = operator.call(
+        "POST",
+        "/api/v1/oauth/clients/",
+        admin_token,
+        json={
+            "client_name": "E2E portal",
+            "redirect_uris": ["https://portal.example.com/callback"],
+            "scope": "openid email",
+            "first_party": True,
+        },
+    )
+    assert portal.status_code == 201, portal.text
+    machine_auth = (machine.json()["client_id"], machine.json()["client_secret"])
+    granted = record(
+        "oauth token",
+        operator.call(
+            "POST", "/oauth/token", data={"grant_type": "client_credentials"}, auth=machine_auth
+        ),
+    )
+    assert granted.status_code == 200, granted.text
+    refused = record(
+        "oauth token",
+        operator.call(
+            "POST",
+            "/oauth/token",
+            data={"grant_type": "client_credentials"},
+            auth=(machine_auth[0], "not-the-secret"),
+        ),
+    )
+    assert (refused.status_code, refused.json()["error"]) == (401, "invalid_client")
+    unknown = record(
+        "oauth authorize",
+        operator.call("GET", "/oauth/authorize?client_id=no-such-client&response_type=code"),
+    )
+    assert unknown.status_code == 400
+    assert "Location" not in unknown.headers  # an error page, never a redirect
+
+    browser: Client = user["client"]
+    verifier = "e2e-" + uuid.uuid4().hex * 2
+    challenge = (
+        base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
+    )
+    callback = "https://portal.example.com/callback"
+    query = urlencode(
+        {
+            "client_id": portal.json()["client_id"],
+            "redirect_uri": callback,
+            "response_type": "code",
+            "scope": "openid email",
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        }
+    )
+    page = record("oauth authorize", browser.call("GET", f"/oauth/authorize?{query}"))
+    assert page.status_code == 200, page.text[:500]
+    # The cookie is Secure (the issuer is https): sent back by hand over this plain http.
+    cookie = re.search(r"gh_op_session=([^;]+)", page.headers["Set-Cookie"])
+    assert cookie, page.headers
+    signed_in = record(
+        "oauth login",
+        browser.call(
+            "POST",
+            "/oauth/login",
+            headers={"Cookie": f"gh_op_session={cookie.group(1)}"},
+            data={
+                "csrf_token": _form_field(page, "csrf_token"),
+                "request": _form_field(page, "request"),
+                "email": user["email"],
+                "password": STRONG_PASSWORD,
+            },
+            allow_redirects=False,
+        ),
+    )
+    assert signed_in.status_code == 303, signed_in.text[:500]
+    code = parse_qs(urlsplit(signed_in.headers["Location"]).query)["code"][0]
+    exchanged = record(
+        "oauth token",
+        browser.call(
+            "POST",
+            "/oauth/token",
+            data={
+                "grant_type": "authorization_code",
+                "code": code,
+                "redirect_uri": callback,
+                "code_verifier": verifier,
+            },
+            auth=(portal.json()["client_id"], portal.json()["client_secret"]),
+        ),
+    )
+    assert exchanged.status_code == 200, exchanged.text
+    assert "id_token" in exchanged.json()
 
 
 # --- the tests -----------------------------------------------------------------------------------
@@ -929,6 +1051,18 @@ def test_every_dashboard_query_returns_data(stack: Stack, traffic: dict[str, Any
     # The worker's counters were among them, scraped from the worker's own target.
     for name in ("gatehouse_emails_total", "gatehouse_jobs_total"):
         assert stack.query(f'{name}{{job="{WORKER_JOB}", namespace="{NAMESPACE}"}}'), name
+    # The provider's panels saw its traffic: both grants, a refusal, the error page, a code and
+    # the sign-in that led to it.
+    for name, labels in (
+        ("gatehouse_oauth_token_grants_total", 'grant="client_credentials", result="success"'),
+        ("gatehouse_oauth_token_grants_total", 'grant="authorization_code", result="success"'),
+        ("gatehouse_oauth_token_grants_total", 'result="invalid_client"'),
+        ("gatehouse_oauth_authorizations_total", 'result="error_page"'),
+        ("gatehouse_oauth_authorizations_total", 'result="login_page"'),
+        ("gatehouse_oauth_authorizations_total", 'result="code_issued"'),
+        ("gatehouse_oauth_signins_total", 'result="success"'),
+    ):
+        assert stack.query(f'{name}{{job="{API_JOB}", {labels}}}'), (name, labels)
     # The webhook panels saw real deliveries: both results, and the failing endpoint (read by
     # the API from the database) — the accepting one's latest attempt succeeded.
     for result in ("delivered", "failed"):

@@ -92,6 +92,7 @@ def test_there_are_promtool_unit_tests_for_every_group_of_alerts() -> None:
         "dependencies_test",
         "edge_test",
         "webhooks_test",
+        "oidc_test",
     }
 
 
@@ -447,6 +448,18 @@ def test_alerts_are_grouped_and_a_warning_is_inhibited_by_its_critical_twin() ->
     assert inhibited == {"GatehouseEdgeAvailabilityBudgetBurn", "GatehouseTrafficDropped"}
     assert inhibited <= alert_names()
     assert outage[0]["equal"] == ["namespace"]
+    # The service-wide 5xx page covers the provider's: one page for one outage.
+    (provider,) = [
+        rule
+        for rule in config["inhibit_rules"]
+        if rule.get("target_matchers") == ['alertname="GatehouseOAuthHigh5xxRatio"']
+    ]
+    assert provider["source_matchers"] == [
+        'alertname="GatehouseHigh5xxRatio"',
+        'severity="critical"',
+    ]
+    assert set(provider["equal"]) == {"namespace", "job"}
+    assert {"GatehouseHigh5xxRatio", "GatehouseOAuthHigh5xxRatio"} <= alert_names()
     receivers = {route["receiver"] for route in _walk_routes(config["route"])}
     assert receivers == {r["name"] for r in config["receivers"]}
 

@@ -141,16 +141,22 @@ def at_hash(access_token: str) -> str:
     return base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode()
 
 
-def grants_counted(client: FlaskClient, **labels: str) -> float:
-    """The value of gatehouse_oauth_token_grants_total for exactly these labels (0 if absent)."""
+def counted(client: FlaskClient, metric: str, **labels: str) -> float:
+    """The value of the counter `metric` (its `_total` sample) for exactly these labels in a
+    real /metrics scrape (0 if absent)."""
     text = client.get("/metrics").get_data(as_text=True)
     wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
     for found, value in re.findall(
-        r"^gatehouse_oauth_token_grants_total\{([^}]*)\} (\S+)$", text, re.MULTILINE
+        rf"^{re.escape(metric)}\{{([^}}]*)\}} (\S+)$", text, re.MULTILINE
     ):
         if ",".join(sorted(found.split(","))) == wanted:
             return float(value)
     return 0.0
+
+
+def grants_counted(client: FlaskClient, **labels: str) -> float:
+    """The value of gatehouse_oauth_token_grants_total for exactly these labels (0 if absent)."""
+    return counted(client, "gatehouse_oauth_token_grants_total", **labels)
 
 
 @pytest.fixture

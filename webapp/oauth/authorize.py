@@ -7,6 +7,9 @@ user sees an error page (`PageError`). Once both are known good, every other err
 to the client at its redirect URI (`RedirectError`) with `error`, `error_description`, `state`
 and `iss` (RFC 9207), as OAuth client libraries expect.
 
+Every answer is counted by what it gave the browser (`gatehouse_oauth_authorizations_total`):
+the code, the sign-in or consent page, the error sent to the client, or the error page.
+
 The request travels through the sign-in and consent forms as its own query string, parsed and
 checked again at every step: nothing the browser sends is trusted because an earlier page
 showed it.
@@ -21,6 +24,7 @@ from datetime import timedelta
 from enum import Enum
 from urllib.parse import urlencode
 
+from observability import metrics
 from webapp.config import current_settings
 from webapp.context import Origin
 from webapp.db import DbSession, utcnow
@@ -98,9 +102,25 @@ def _single(params: Mapping[str, Sequence[str]], name: str) -> str | None:
     return values[0] if values else None
 
 
+def _counted(result: str) -> None:
+    metrics.OAUTH_AUTHORIZATIONS.labels(result=result).inc()
+
+
 def parse(db: DbSession, params: Mapping[str, Sequence[str]]) -> AuthorizationRequest:
-    """The checked request, or `PageError` / `RedirectError`. `params` maps each name to every
-    value it was given (RFC 6749 §3.1: a parameter given twice is an error)."""
+    """The checked request, or `PageError` / `RedirectError` (counted: the refusal is this
+    answer). `params` maps each name to every value it was given (RFC 6749 §3.1: a parameter
+    given twice is an error)."""
+    try:
+        return _parse(db, params)
+    except PageError:
+        _counted("error_page")
+        raise
+    except RedirectError as refused:
+        _counted(refused.error)
+        raise
+
+
+def _parse(db: DbSession, params: Mapping[str, Sequence[str]]) -> AuthorizationRequest:
     try:
         client_id = _single(params, "client_id")
         redirect_uri = _single(params, "redirect_uri")
@@ -230,15 +250,20 @@ def next_step(
     *,
     fresh: bool = False,
 ) -> Step:
-    """What the browser sees next; `prompt=none` turns a page into an error for the client."""
+    """What the browser sees next; `prompt=none` turns a page into an error for the client.
+    A page or an error is counted here; `DONE` is counted by `issue`."""
     if needs_login(request, browser, fresh=fresh):
         if "none" in request.prompt:
+            _counted("login_required")
             raise request.error("login_required", "The user is not signed in.")
+        _counted("login_page")
         return Step.LOGIN
     assert browser is not None
     if needs_consent(db, request, browser):
         if "none" in request.prompt:
+            _counted("consent_required")
             raise request.error("consent_required", "The user has not consented yet.")
+        _counted("consent_page")
         return Step.CONSENT
     return Step.DONE
 
@@ -268,6 +293,7 @@ def issue(
     )
     touch(db, browser)
     db.commit()
+    _counted("code_issued")
     return with_params(
         request.redirect_uri,
         code=plain,
@@ -277,4 +303,6 @@ def issue(
 
 
 def denied(request: AuthorizationRequest) -> RedirectError:
+    """The user pressed Deny (counted)."""
+    _counted("access_denied")
     return request.error("access_denied", "The user denied the request.")

@@ -6,6 +6,11 @@ Every page gets its own Content-Security-Policy: styles from this origin only, n
 forms may post only here — and, because a browser applies `form-action` to the redirect that
 follows a post, to the client's redirect URI. Every POST carries the CSRF token of the browser's
 cookie (`webapp.oauth.browser_sessions`); a form without the right one is refused (400).
+
+Sign-ins through these pages are counted by result (`gatehouse_oauth_signins_total`): the
+login service counts them in `gatehouse_logins_total` as well, whatever the channel; this
+counter tells the pages apart and adds the refusals only a page makes (a form without its CSRF
+token or that does not validate, a spent rate limit).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from flask import (
 from marshmallow import ValidationError
 from werkzeug.wrappers import Response as WerkzeugResponse
 
+from observability import metrics
 from webapp.auth import service as auth_service
 from webapp.auth.schemas import LoginIn, LoginMfaIn
 from webapp.config import current_settings
@@ -194,6 +200,23 @@ ENTER_CREDENTIALS = "Enter your email address and your password."
 ENTER_CODE = "Enter the 6-digit code from your authenticator app, or one recovery code."
 _LOGIN_IN = LoginIn()
 _LOGIN_MFA_IN = LoginMfaIn()
+# The login service's refusals, as gatehouse_logins_total names them.
+_SIGNIN_RESULTS = {
+    "invalid-credentials": "invalid_credentials",
+    "email-unverified": "unverified",
+    "account-locked": "locked",
+    "login-throttled": "locked",
+    "invalid-mfa-token": "invalid_mfa_token",
+    "invalid-mfa-code": "invalid_mfa_code",
+}
+
+
+def _signin_counted(result: str) -> None:
+    metrics.OAUTH_SIGNINS.labels(result=result).inc()
+
+
+def _signin_refused(exc: DomainError) -> None:
+    _signin_counted(_SIGNIN_RESULTS.get(exc.slug, exc.slug.replace("-", "_")))
 
 
 # --- the routes --------------------------------------------------------------------------------
@@ -219,15 +242,18 @@ def login_post() -> WerkzeugResponse:
         req = _form_request()
         email = request.form.get("email", "").strip()
         if _csrf_failed():
+            _signin_counted("csrf_failed")
             return login_page(req, email=email, error=FORM_EXPIRED, status=400)
         try:
             # The API login's own schema: the same limits before any hashing.
             body = _LOGIN_IN.load({"email": email, "password": request.form.get("password", "")})
         except ValidationError:
+            _signin_counted("invalid_form")
             return login_page(req, email=email, error=ENTER_CREDENTIALS, status=400)
         try:
             result = auth_service.sign_in(db.session, request_origin(), **body)
         except DomainError as exc:
+            _signin_refused(exc)
             return login_page(
                 req,
                 email=email,
@@ -236,7 +262,9 @@ def login_post() -> WerkzeugResponse:
                 retry_after=exc.retry_after if isinstance(exc, TooManyRequests) else None,
             )
         if isinstance(result, auth_service.MfaChallenge):
+            _signin_counted("mfa_required")
             return mfa_page(req, result.mfa_token)
+        _signin_counted("success")
         return _signed_in(req, result)
     except (PageError, RedirectError) as exc:
         return _refused(exc)
@@ -250,18 +278,22 @@ def login_mfa_post() -> WerkzeugResponse:
         req = _form_request()
         mfa_token = request.form.get("mfa_token", "")
         if _csrf_failed():
+            _signin_counted("csrf_failed")
             return mfa_page(req, mfa_token, error=FORM_EXPIRED, status=400)
         proof = {k: v for k in ("code", "recovery_code") if (v := request.form.get(k, "").strip())}
         try:
             body = _LOGIN_MFA_IN.load({"mfa_token": mfa_token, **proof})
         except ValidationError:
+            _signin_counted("invalid_form")
             return mfa_page(req, mfa_token, error=ENTER_CODE, status=400)
         try:
             result = auth_service.sign_in_mfa(db.session, request_origin(), **body)
         except DomainError as exc:
+            _signin_refused(exc)
             if exc.slug == "invalid-mfa-code":
                 return mfa_page(req, mfa_token, error=exc.detail, status=exc.status)
             return login_page(req, error=exc.detail, status=exc.status)
+        _signin_counted("success")
         return _signed_in(req, result)
     except (PageError, RedirectError) as exc:
         return _refused(exc)
@@ -285,7 +317,7 @@ def consent_post() -> WerkzeugResponse:
         req = _form_request()
         browser = browser_sessions.find_live(db.session, cookie())
         if browser is None:
-            return login_page(req)
+            return proceed(req, None)  # the sign-in page (counted as such)
         if _csrf_failed():
             return consent_page(req, error=FORM_EXPIRED, status=400)
         if request.form.get("decision") != "allow":
@@ -300,6 +332,8 @@ def consent_post() -> WerkzeugResponse:
 def too_many_attempts(_exc: Exception) -> WerkzeugResponse:
     """The shared sign-in budget is spent: a page, not problem+json (Retry-After is added by the
     rate-limit layer)."""
+    if request.endpoint in ("oauth_pages.login_post", "oauth_pages.login_mfa_post"):
+        _signin_counted("rate_limited")
     return error_page(
         "Too many sign-in attempts from your network. Wait a minute, then try again.", 429
     )
