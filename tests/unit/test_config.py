@@ -298,3 +298,20 @@ def test_a_refused_value_is_never_echoed(monkeypatch, declared_in, name, value):
         declared_in.from_env()
     assert "hunter2" not in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+def test_a_flask_command_beside_make_run_opens_make_runs_database():
+    """`flask --app wsgi …` in a second terminal (the docs' walk-throughs) has no DATABASE_URL:
+    the default must name the file `make run` serves (scripts/dev_run.py), not a path that
+    Flask-SQLAlchemy resolves inside the instance folder a second time."""
+    from scripts import dev_run
+    from webapp import create_app
+    from webapp.extensions import db
+
+    keys = json.dumps({"keys": [generate_jwk()]})
+    app = create_app(Settings(jwt_keys=keys))
+
+    with app.app_context():
+        served = db.engine.url.database
+    assert served == str(dev_run.INSTANCE / "gatehouse.db")
+    assert served == str(Path(app.instance_path) / "gatehouse.db")

@@ -25,7 +25,10 @@ from webapp.security.encryption import EncryptionKeyError, EncryptionKeyRing
 
 Environment = Literal["development", "test", "production"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
-DEV_DATABASE_URL = "sqlite:///instance/gatehouse.db"
+# Flask-SQLAlchemy resolves a relative SQLite path against the app's instance folder
+# (`instance/` beside the package): this is the file `make run` serves, so a `flask --app wsgi …`
+# command run beside it without DATABASE_URL works on the same database.
+DEV_DATABASE_URL = "sqlite:///gatehouse.db"
 
 
 def _comma_list(value: Any) -> Any:
