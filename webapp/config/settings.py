@@ -114,7 +114,8 @@ class Settings(DeclaredSettings):
     database_url: str = Field(
         DEV_DATABASE_URL,
         description="`postgresql://user:pass@host:port/db` (the plain form platforms hand out; "
-        "psycopg 3 is used underneath)",
+        "psycopg 3 is used underneath); the default is `instance/gatehouse.db` (a relative SQLite "
+        "path is read from the instance folder), the file `make run` serves",
     )
     database_replica_url: str | None = Field(
         None, description="a read replica; list endpoints read from it"
