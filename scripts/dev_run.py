@@ -8,9 +8,9 @@
 - mail: a job worker (`flask --app wsgi jobs worker`, with the outbox dispatcher) delivers
   the emails over SMTP to a development mail sink that prints each one, link included, to this
   terminal (unless SMTP_URL is set: then to that server).
-Then it migrates and serves the API with gunicorn on http://127.0.0.1:8000 (`BIND` moves it), the
-worker beside it. `--instance DIR` keeps the database, the Redis file and the keys in DIR instead
-of `instance/` (the e2e tests use it).
+Then it migrates and serves the API with gunicorn on http://127.0.0.1:8000 (`BIND` moves it, and
+`PUBLIC_BASE_URL`, unless set, follows), the worker beside it. `--instance DIR` keeps the database,
+the Redis file and the keys in DIR instead of `instance/` (the e2e tests use it).
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     env.setdefault("DATABASE_URL", f"sqlite:///{instance / 'gatehouse.db'}")
     env.setdefault("JWT_KEYS_FILE", str(instance / "jwt-keys.json"))
     env.setdefault("BIND", "127.0.0.1:8000")
+    # Links in emails and the OpenID issuer name the address this server really answers on.
+    env.setdefault("PUBLIC_BASE_URL", _base_url(env["BIND"]))
     # A developer reads every request in the terminal (production samples successful ones).
     env.setdefault("ACCESS_LOG_SAMPLE", "1")
     mail_sink_port = None
@@ -69,6 +71,15 @@ def main(argv: list[str] | None = None) -> int:
             redis_server.shutdown()
 
 
+def _base_url(bind: str) -> str:
+    """`http://host:port` for a gunicorn BIND (`host:port`); an any-address bind is reached on
+    the loopback."""
+    host, _, port = bind.rpartition(":")
+    if host in ("", "0.0.0.0", "[::]", "::"):
+        host = "127.0.0.1"
+    return f"http://{host}:{port}"
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -90,7 +101,7 @@ def _serve(env: dict[str, str], mail_sink_port: int | None) -> int:
         subprocess.Popen([*flask, "jobs", "worker"], env=env, cwd=ROOT),
     ]
     api = children[-2]
-    base = f"http://{env['BIND']}"
+    base = env["PUBLIC_BASE_URL"]
     print(f"\nGatehouse is serving on {base}  (API docs: {base}/api/docs)\n", flush=True)
     try:
         return api.wait()

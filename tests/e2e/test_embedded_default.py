@@ -188,6 +188,10 @@ def test_every_registration_prints_its_link_at_once_and_the_account_then_works(
     print(f"verification email printed after (s): {', '.join(f'{d:.2f}' for d in delays)}")
 
     email, _ = embedded.wait_for_email(recipients[0], "Confirm your email address")
+    # The link and the OpenID issuer name the address this server answers on, not a default port.
+    assert f"{embedded.base}/verify-email?token=" in email
+    status, discovery = embedded.call("GET", "/.well-known/openid-configuration")
+    assert status == 200 and discovery["issuer"] == embedded.base, discovery
     status, body = embedded.call(
         "POST", "/api/v1/auth/verify-email", {"token": _token(email, "/verify-email")}
     )
