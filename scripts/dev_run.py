@@ -75,7 +75,7 @@ def _base_url(bind: str) -> str:
     """`http://host:port` for a gunicorn BIND (`host:port`); an any-address bind is reached on
     the loopback."""
     host, _, port = bind.rpartition(":")
-    if host in ("", "0.0.0.0", "[::]", "::"):
+    if host in ("", "0.0.0.0", "[::]", "::"):  # noqa: S104 - compared, never bound
         host = "127.0.0.1"
     return f"http://{host}:{port}"
 
