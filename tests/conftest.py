@@ -19,4 +19,5 @@ pytest_plugins = [
     "tests.support.oidc",
     "tests.support.webhook_admin",
     "tests.support.browser",
+    "tests.support.oauth_browser",
 ]

@@ -10,42 +10,16 @@ import os
 import signal
 import threading
 
-import pytest
 from sqlalchemy import func, select
 
 from tests.support.waiting import wait_until
+from tests.support.webhook_admin import rename, subscribe_to_updates
 from webapp.events.models import DomainEvent
 from webapp.extensions import db
 from webapp.outbox.models import SENT, OutboxMessage
 from webapp.webhooks.models import WebhookAttempt
 
-HOOKS = "/api/v1/webhooks/"
 WORKER = {"WEBHOOK_ALLOW_PRIVATE": "true"}
-
-
-@pytest.fixture
-def hooks_app(make_app):
-    application = make_app(webhook_allow_private=True)
-    yield application
-    with application.app_context():
-        db.session.remove()
-        for engine in db.engines.values():
-            engine.dispose()
-
-
-def subscribe(application, admin, url) -> str:
-    response = application.test_client().post(
-        HOOKS, json={"url": url, "event_types": ["user.updated"]}, headers=admin.headers
-    )
-    assert response.status_code == 201, response.json
-    return str(response.json["id"])
-
-
-def rename(application, admin, user_id, name: str) -> None:
-    response = application.test_client().patch(
-        f"/api/v1/users/{user_id}", json={"name": name}, headers=admin.headers
-    )
-    assert response.status_code == 200, response.json
 
 
 def event_ids(application) -> list[str]:
@@ -101,7 +75,7 @@ def test_a_receiver_down_then_back_gets_every_event(
     hooks_app, admin, member, make_receiver, start_worker
 ):
     receiver = make_receiver()
-    subscribe(hooks_app, admin, receiver.url)
+    subscribe_to_updates(hooks_app, admin, receiver.url)
     receiver.stop()  # connection refused from now on
     for name in ("One", "Two", "Three"):
         rename(hooks_app, admin, member.id, name)
@@ -123,7 +97,7 @@ def test_a_worker_killed_mid_delivery_leaves_the_event_to_be_delivered_again(
 ):
     receiver = make_receiver()
     receiver.hold = threading.Event()
-    subscribe(hooks_app, admin, receiver.url)
+    subscribe_to_updates(hooks_app, admin, receiver.url)
     rename(hooks_app, admin, member.id, "Doomed")
     rename(hooks_app, admin, member.id, "After")
     doomed = start_worker(**WORKER)
@@ -149,8 +123,8 @@ def test_after_redis_is_wiped_every_event_is_delivered(
 ):
     slow, other = make_receiver(), make_receiver()
     slow.hold = threading.Event()
-    subscribe(hooks_app, admin, slow.url)
-    subscribe(hooks_app, admin, other.url)
+    subscribe_to_updates(hooks_app, admin, slow.url)
+    subscribe_to_updates(hooks_app, admin, other.url)
     for name in ("One", "Two", "Three"):
         rename(hooks_app, admin, member.id, name)
     # A single job process: while it is held by `slow`, the other endpoint's job waits in Redis.
@@ -172,8 +146,8 @@ def test_two_workers_a_slow_endpoint_holds_one_and_the_other_delivers_the_rest(
 ):
     slow, fast = make_receiver(), make_receiver()
     slow.hold = threading.Event()
-    subscribe(hooks_app, admin, slow.url)
-    subscribe(hooks_app, admin, fast.url)
+    subscribe_to_updates(hooks_app, admin, slow.url)
+    subscribe_to_updates(hooks_app, admin, fast.url)
     for name in ("One", "Two", "Three"):
         rename(hooks_app, admin, member.id, name)
     for _ in range(2):  # a lease longer than the hold: no duplicate job in transit

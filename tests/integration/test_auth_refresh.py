@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
 
 import jwt
 from sqlalchemy import select, update
 
 from tests.support.accounts import STRONG_PASSWORD
+from tests.support.refresh_tokens import backdate_used_refresh_tokens
 from tests.support.rows import stored_row
 from webapp.audit.models import AuditEvent
-from webapp.auth.models import AuthSession, RefreshToken
+from webapp.auth.models import AuthSession
 from webapp.auth.tokens import format_refresh_token
-from webapp.db import utcnow
 from webapp.extensions import db
 
 REFRESH = "/api/v1/auth/refresh"
@@ -127,14 +126,7 @@ def test_reuse_after_the_grace_window_still_revokes_the_session(make_app, make_u
         "/api/v1/auth/login", json={"email": account.email, "password": STRONG_PASSWORD}
     ).json
     successor = refresh(client, pair["refresh_token"]).json
-    with app.app_context():
-        db.session.execute(
-            update(RefreshToken)
-            .where(RefreshToken.used_at.is_not(None))
-            .values(used_at=utcnow() - timedelta(seconds=60))
-        )
-        db.session.commit()
-        db.session.remove()
+    backdate_used_refresh_tokens(app, 60)
 
     late = refresh(client, pair["refresh_token"])
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from sqlalchemy import select, update
@@ -28,21 +27,6 @@ from webapp.extensions import db
 from webapp.oauth import codes
 from webapp.oauth.browser_models import OAuthBrowserSession
 from webapp.oauth.models import OAuthAuthorizationCode, OAuthClient
-
-
-@pytest.fixture
-def web(client, admin) -> dict[str, Any]:
-    return register(client, admin, **WEB_APP)
-
-
-@pytest.fixture
-def first_party(client, admin) -> dict[str, Any]:
-    return register(client, admin, **{**WEB_APP, "client_name": "Portal", "first_party": True})
-
-
-@pytest.fixture
-def browser(app):
-    return app.test_client()
 
 
 def _signed_in(browser, first_party, account) -> dict[str, str]:

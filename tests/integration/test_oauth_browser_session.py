@@ -5,17 +5,16 @@ with its API session."""
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from sqlalchemy import select, update
 
-from tests.support.oauth import WEB_APP, register
 from tests.support.oauth_browser import (
     authorize,
     authorize_params,
     cookie_value,
     redirect_params,
+    start_authorization,
     submit_login,
 )
 from webapp.auth.models import AuthSession
@@ -24,26 +23,10 @@ from webapp.extensions import db
 from webapp.oauth.browser_models import OAuthBrowserSession
 
 
-@pytest.fixture
-def first_party(client, admin) -> dict[str, Any]:
-    return register(client, admin, **{**WEB_APP, "client_name": "Portal", "first_party": True})
-
-
-@pytest.fixture
-def browser(app):
-    return app.test_client()
-
-
-def _start(browser, client_body: dict[str, Any], **params: Any):
-    page = authorize(browser, authorize_params(client_body["client_id"], **params))
-    assert page.status_code == 200, page.text[:300]
-    return page
-
-
 def test_the_cookie_is_secure_httponly_lax_on_oauth_and_rotated_at_every_sign_in(
     app, browser, first_party, member
 ):
-    page = _start(browser, first_party)
+    page = start_authorization(browser, first_party)
     anonymous = cookie_value(browser)
     set_cookie = page.headers["Set-Cookie"]
     for attribute in ("Secure", "HttpOnly", "SameSite=Lax", "Path=/oauth"):
@@ -76,7 +59,9 @@ def test_the_cookie_is_secure_httponly_lax_on_oauth_and_rotated_at_every_sign_in
 
 def test_an_idle_session_ends(app, browser, first_party, member):
     redirect_params(
-        submit_login(browser, _start(browser, first_party), member.email, member.password)
+        submit_login(
+            browser, start_authorization(browser, first_party), member.email, member.password
+        )
     )
     with app.app_context():
         db.session.execute(
@@ -96,7 +81,9 @@ def test_revoking_the_api_session_ends_the_browser_session(
     app, client, browser, first_party, member
 ):
     redirect_params(
-        submit_login(browser, _start(browser, first_party), member.email, member.password)
+        submit_login(
+            browser, start_authorization(browser, first_party), member.email, member.password
+        )
     )
     with app.app_context():
         session_id = db.session.scalar(select(OAuthBrowserSession.auth_session_id))
@@ -125,6 +112,6 @@ def test_the_cookie_drops_secure_only_for_a_local_http_issuer(
 ):
     local = make_app(public_base_url=base_url)
 
-    page = _start(local.test_client(), first_party)
+    page = start_authorization(local.test_client(), first_party)
 
     assert ("Secure" in page.headers["Set-Cookie"]) is secure

@@ -5,19 +5,15 @@ updates, deletion, audit, administrators only. Time is moved by rewriting stored
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
 from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import update
 
+from tests.support.accounts import age_sessions
 from tests.support.oauth import CLIENTS, MACHINE, WEB_APP, register, row, secret_works
 from tests.support.problems import assert_problem
 from tests.support.rows import audit_events
-from webapp.auth.models import AuthSession
-from webapp.db import utcnow
-from webapp.extensions import db
 from webapp.oauth import credentials
 
 # --- registration ----------------------------------------------------------------------------
@@ -246,20 +242,9 @@ def test_an_api_key_cannot_manage_clients_whatever_its_scopes(client, admin):
     assert_problem(response, 403, "api-key-not-allowed")
 
 
-def _age_sessions(app: Flask, user_id: uuid.UUID) -> None:
-    with app.app_context():
-        db.session.execute(
-            update(AuthSession)
-            .where(AuthSession.user_id == user_id)
-            .values(auth_time=utcnow() - timedelta(minutes=16))
-        )
-        db.session.commit()
-        db.session.remove()
-
-
 def test_registering_and_rotating_need_a_recent_authentication(app, client, admin):
     created = register(client, admin, **MACHINE)
-    _age_sessions(app, admin.id)
+    age_sessions(app, admin.id)
 
     assert_problem(
         client.post(CLIENTS, json=MACHINE, headers=admin.headers), 403, "reauthentication-required"

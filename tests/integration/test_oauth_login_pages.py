@@ -4,13 +4,10 @@ on every form, consent remembered and revocable through /api/v1/users/me/oauth-c
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from sqlalchemy import select, update
 
 from tests.support.mfa import code_at, enable
-from tests.support.oauth import WEB_APP, register
 from tests.support.oauth_browser import (
     CONSENT,
     LOGIN,
@@ -19,6 +16,7 @@ from tests.support.oauth_browser import (
     cookie_value,
     field,
     redirect_params,
+    start_authorization,
     submit_consent,
     submit_login,
     submit_mfa,
@@ -32,27 +30,6 @@ from webapp.users.models import User
 
 CONSENTS = "/api/v1/users/me/oauth-consents/"
 WRONG = "wrong-Password-but-long-77"
-
-
-@pytest.fixture
-def web(client, admin) -> dict[str, Any]:
-    return register(client, admin, **WEB_APP)
-
-
-@pytest.fixture
-def first_party(client, admin) -> dict[str, Any]:
-    return register(client, admin, **{**WEB_APP, "client_name": "Portal", "first_party": True})
-
-
-@pytest.fixture
-def browser(app):
-    return app.test_client()
-
-
-def _start(browser, client_body: dict[str, Any], **params: Any):
-    page = authorize(browser, authorize_params(client_body["client_id"], **params))
-    assert page.status_code == 200, page.text[:300]
-    return page
 
 
 def _amr(app) -> list[str]:
@@ -107,7 +84,9 @@ def test_deny_sends_access_denied_with_state(browser, web, member):
 
 def test_a_first_party_client_skips_consent(app, browser, first_party, member):
     answer = redirect_params(
-        submit_login(browser, _start(browser, first_party), member.email, member.password)
+        submit_login(
+            browser, start_authorization(browser, first_party), member.email, member.password
+        )
     )
 
     assert answer["code"]
@@ -117,7 +96,7 @@ def test_a_first_party_client_skips_consent(app, browser, first_party, member):
 def test_a_wrong_password_shows_the_form_again_with_a_linked_error_and_is_audited(
     app, browser, first_party, member
 ):
-    page = _start(browser, first_party)
+    page = start_authorization(browser, first_party)
 
     again = submit_login(browser, page, member.email, WRONG)
 
@@ -131,7 +110,7 @@ def test_a_wrong_password_shows_the_form_again_with_a_linked_error_and_is_audite
 
 
 def test_failures_lock_the_sign_in_page_as_they_lock_the_api(app, browser, first_party, member):
-    page = _start(browser, first_party)
+    page = start_authorization(browser, first_party)
     for _ in range(5):  # LOCKOUT_THRESHOLD
         assert submit_login(browser, page, member.email, WRONG).status_code == 401
 
@@ -153,7 +132,9 @@ def test_an_unverified_email_is_refused_as_on_the_api(app, browser, first_party,
         db.session.commit()
         db.session.remove()
 
-    refused = submit_login(browser, _start(browser, first_party), account.email, account.password)
+    refused = submit_login(
+        browser, start_authorization(browser, first_party), account.email, account.password
+    )
 
     assert refused.status_code == 403
     assert "Verify your email" in refused.text
@@ -182,7 +163,7 @@ def test_a_sign_in_from_a_new_device_emails_the_owner(app, browser, first_party,
 
 def test_totp_sign_in_goes_through_the_code_step(app, client, browser, first_party, member):
     secret, _ = enable(client, member)
-    page = _start(browser, first_party)
+    page = start_authorization(browser, first_party)
 
     step = submit_login(browser, page, member.email, member.password)
     assert step.status_code == 200
@@ -204,7 +185,9 @@ def test_a_recovery_code_signs_in_once_and_the_owner_is_told(
     app, client, browser, first_party, member
 ):
     _, recovery = enable(client, member)
-    step = submit_login(browser, _start(browser, first_party), member.email, member.password)
+    step = submit_login(
+        browser, start_authorization(browser, first_party), member.email, member.password
+    )
 
     answer = redirect_params(submit_mfa(browser, step, recovery_code=recovery[0]))
 
@@ -212,13 +195,15 @@ def test_a_recovery_code_signs_in_once_and_the_owner_is_told(
     assert _amr(app) == ["pwd", "mfa"]
     assert len(audit_events(app, "mfa.recovery_code_used")) == 1
     other = app.test_client()
-    step = submit_login(other, _start(other, first_party), member.email, member.password)
+    step = submit_login(
+        other, start_authorization(other, first_party), member.email, member.password
+    )
     assert submit_mfa(other, step, recovery_code=recovery[0]).status_code == 401
 
 
 @pytest.mark.parametrize("token", [None, "forged"])
 def test_a_login_post_without_the_right_csrf_token_is_400(app, browser, first_party, member, token):
-    page = _start(browser, first_party)
+    page = start_authorization(browser, first_party)
     form = {"request": field(page, "request"), "email": member.email, "password": member.password}
     if token:
         form["csrf_token"] = token
@@ -233,7 +218,9 @@ def test_a_login_post_without_the_right_csrf_token_is_400(app, browser, first_pa
 
 
 def test_a_consent_post_without_the_csrf_token_is_400(app, browser, web, member):
-    consent = submit_login(browser, _start(browser, web), member.email, member.password)
+    consent = submit_login(
+        browser, start_authorization(browser, web), member.email, member.password
+    )
 
     refused = browser.post(
         CONSENT, data={"request": field(consent, "request"), "decision": "allow"}
@@ -244,9 +231,9 @@ def test_a_consent_post_without_the_csrf_token_is_400(app, browser, web, member)
 
 
 def test_another_browsers_csrf_token_is_refused(app, browser, first_party, member):
-    mine = _start(browser, first_party)
+    mine = start_authorization(browser, first_party)
     other = app.test_client()
-    _start(other, first_party)
+    start_authorization(other, first_party)
 
     form = {
         "csrf_token": field(mine, "csrf_token"),
@@ -260,7 +247,9 @@ def test_another_browsers_csrf_token_is_refused(app, browser, first_party, membe
 def test_consents_are_listed_and_revoked_by_their_owner_only(
     app, client, browser, web, member, make_user
 ):
-    consent = submit_login(browser, _start(browser, web), member.email, member.password)
+    consent = submit_login(
+        browser, start_authorization(browser, web), member.email, member.password
+    )
     redirect_params(submit_consent(browser, consent, "allow"))
 
     listed = client.get(CONSENTS, headers=member.headers)
@@ -294,7 +283,7 @@ def test_the_sign_in_pages_share_the_api_logins_rate_limit(make_app, first_party
         ratelimit_enabled=True, ratelimit_default="100 per minute", ratelimit_auth="2 per minute"
     )
     browser = limited.test_client()
-    page = _start(browser, first_party)
+    page = start_authorization(browser, first_party)
     api = browser.post("/api/v1/auth/login", json={"email": member.email, "password": WRONG})
     assert api.status_code == 401
 
@@ -309,7 +298,7 @@ def test_the_sign_in_pages_share_the_api_logins_rate_limit(make_app, first_party
 def test_a_malformed_form_is_refused_before_any_password_check(
     app, client, browser, first_party, member
 ):
-    page = _start(browser, first_party)
+    page = start_authorization(browser, first_party)
 
     for email, password in (("", member.password), ("not-an-email", "x"), (member.email, "")):
         refused = submit_login(browser, page, email, password)

@@ -22,6 +22,7 @@ from tests.support.oauth_browser import (
     field,
     redirect_params,
     sign_in,
+    submit_logout,
 )
 from tests.support.rows import audit_events
 from webapp.auth.models import AuthSession
@@ -30,16 +31,6 @@ from webapp.extensions import db
 from webapp.oauth.browser_models import OAuthBrowserSession
 
 AFTER = WEB_APP["post_logout_redirect_uris"][0]
-
-
-@pytest.fixture
-def portal(client, admin) -> dict[str, Any]:
-    return register(client, admin, **{**WEB_APP, "client_name": "Portal", "first_party": True})
-
-
-@pytest.fixture
-def browser(app):
-    return app.test_client()
 
 
 def id_token(app, client_id: str, user_id: uuid.UUID, *, key: Any = None, **claims: Any) -> str:
@@ -57,8 +48,8 @@ def id_token(app, client_id: str, user_id: uuid.UUID, *, key: Any = None, **clai
         )
 
 
-def _signed_in(browser, portal, account) -> None:
-    redirect_params(sign_in(browser, portal["client_id"], account))
+def _signed_in(browser, first_party, account) -> None:
+    redirect_params(sign_in(browser, first_party["client_id"], account))
 
 
 def _browser_sessions(app) -> list[OAuthBrowserSession]:
@@ -69,11 +60,11 @@ def _browser_sessions(app) -> list[OAuthBrowserSession]:
 
 
 def test_logout_with_a_hint_confirms_then_ends_both_sessions_and_returns_with_state(
-    app, browser, portal, member
+    app, browser, first_party, member
 ):
-    _signed_in(browser, portal, member)
+    _signed_in(browser, first_party, member)
     (row,) = _browser_sessions(app)
-    hint = id_token(app, portal["client_id"], member.id)
+    hint = id_token(app, first_party["client_id"], member.id)
 
     page = browser.get(
         LOGOUT,
@@ -85,14 +76,7 @@ def test_logout_with_a_hint_confirms_then_ends_both_sessions_and_returns_with_st
     assert 'name="confirm"' in page.text
     assert f"form-action 'self' {AFTER}" in page.headers["Content-Security-Policy"]
     assert _browser_sessions(app)  # not yet: a link alone signs nobody out
-    done = browser.post(
-        LOGOUT,
-        data={
-            "csrf_token": field(page, "csrf_token"),
-            "request": field(page, "request"),
-            "confirm": "yes",
-        },
-    )
+    done = submit_logout(browser, page)
     assert done.status_code == 303
     assert done.headers["Location"] == f"{AFTER}?state=s1"
     assert _browser_sessions(app) == []
@@ -100,26 +84,27 @@ def test_logout_with_a_hint_confirms_then_ends_both_sessions_and_returns_with_st
         assert db.session.get(AuthSession, row.auth_session_id).revoked_reason == "logout"
         db.session.remove()
     assert [e.target_id for e in audit_events(app, "auth.logout")] == [row.auth_session_id]
-    silent = authorize(browser, authorize_params(portal["client_id"], prompt="none"))
+    silent = authorize(browser, authorize_params(first_party["client_id"], prompt="none"))
     assert redirect_params(silent)["error"] == "login_required"
 
 
-def test_client_id_alone_names_the_client_for_the_return_address(app, browser, portal, member):
-    _signed_in(browser, portal, member)
+def test_client_id_alone_names_the_client_for_the_return_address(app, browser, first_party, member):
+    _signed_in(browser, first_party, member)
 
     page = browser.get(
-        LOGOUT, query_string={"client_id": portal["client_id"], "post_logout_redirect_uri": AFTER}
+        LOGOUT,
+        query_string={"client_id": first_party["client_id"], "post_logout_redirect_uri": AFTER},
     )
 
     assert page.status_code == 200
     assert 'name="confirm"' in page.text
 
 
-def test_a_post_from_the_client_is_shown_for_confirmation_too(app, browser, portal, member):
-    _signed_in(browser, portal, member)
+def test_a_post_from_the_client_is_shown_for_confirmation_too(app, browser, first_party, member):
+    _signed_in(browser, first_party, member)
 
     page = browser.post(
-        LOGOUT, data={"client_id": portal["client_id"], "post_logout_redirect_uri": AFTER}
+        LOGOUT, data={"client_id": first_party["client_id"], "post_logout_redirect_uri": AFTER}
     )
 
     assert page.status_code == 200
@@ -137,9 +122,9 @@ def test_a_post_from_the_client_is_shown_for_confirmation_too(app, browser, port
     ],
 )
 def test_a_return_address_not_registered_for_the_client_is_shown_never_followed(
-    browser, portal, params
+    browser, first_party, params
 ):
-    query = {"client_id": portal["client_id"], **params}
+    query = {"client_id": first_party["client_id"], **params}
     query = {k: v for k, v in query.items() if v is not None}
 
     page = browser.get(LOGOUT, query_string=query)
@@ -150,16 +135,16 @@ def test_a_return_address_not_registered_for_the_client_is_shown_never_followed(
 
 
 def test_a_hint_signed_by_another_key_or_for_another_client_is_refused(
-    app, client, admin, browser, portal, member
+    app, client, admin, browser, first_party, member
 ):
     other = register(client, admin, **WEB_APP)
     stranger_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    forged = id_token(app, portal["client_id"], member.id, key=stranger_key)
+    forged = id_token(app, first_party["client_id"], member.id, key=stranger_key)
     elsewhere = id_token(app, other["client_id"], member.id)
 
     for query in (
         {"id_token_hint": forged, "post_logout_redirect_uri": AFTER},
-        {"id_token_hint": elsewhere, "client_id": portal["client_id"]},
+        {"id_token_hint": elsewhere, "client_id": first_party["client_id"]},
         {"id_token_hint": member.access_token},  # Gatehouse's own access token is no ID token
         {"id_token_hint": "not-a-jwt"},
     ):
@@ -168,9 +153,9 @@ def test_a_hint_signed_by_another_key_or_for_another_client_is_refused(
         assert "Location" not in page.headers
 
 
-def test_a_confirmation_without_the_csrf_token_signs_nobody_out(app, browser, portal, member):
-    _signed_in(browser, portal, member)
-    page = browser.get(LOGOUT, query_string={"client_id": portal["client_id"]})
+def test_a_confirmation_without_the_csrf_token_signs_nobody_out(app, browser, first_party, member):
+    _signed_in(browser, first_party, member)
+    page = browser.get(LOGOUT, query_string={"client_id": first_party["client_id"]})
 
     refused = browser.post(LOGOUT, data={"request": field(page, "request"), "confirm": "yes"})
 
@@ -179,11 +164,11 @@ def test_a_confirmation_without_the_csrf_token_signs_nobody_out(app, browser, po
     assert audit_events(app, "auth.logout") == []
 
 
-def test_without_a_session_the_browser_goes_straight_back(browser, portal):
+def test_without_a_session_the_browser_goes_straight_back(browser, first_party):
     answer = browser.get(
         LOGOUT,
         query_string={
-            "client_id": portal["client_id"],
+            "client_id": first_party["client_id"],
             "post_logout_redirect_uri": AFTER,
             "state": "x y",
         },
@@ -193,18 +178,11 @@ def test_without_a_session_the_browser_goes_straight_back(browser, portal):
     assert answer.headers["Location"] == f"{AFTER}?state=x+y"
 
 
-def test_without_a_return_address_the_signed_out_page_is_shown(app, browser, portal, member):
-    _signed_in(browser, portal, member)
+def test_without_a_return_address_the_signed_out_page_is_shown(app, browser, first_party, member):
+    _signed_in(browser, first_party, member)
     page = browser.get(LOGOUT)
 
-    done = browser.post(
-        LOGOUT,
-        data={
-            "csrf_token": field(page, "csrf_token"),
-            "request": field(page, "request"),
-            "confirm": "yes",
-        },
-    )
+    done = submit_logout(browser, page)
 
     assert done.status_code == 200
     assert "You are signed out" in done.text

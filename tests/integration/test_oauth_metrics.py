@@ -5,13 +5,9 @@ token counted at the token endpoint, not among the API's refreshes."""
 
 from __future__ import annotations
 
-from typing import Any
-
-import pytest
 from flask.testing import FlaskClient
 
 from tests.support.mfa import enable
-from tests.support.oauth import WEB_APP, register
 from tests.support.oauth_browser import (
     LOGIN,
     authorize,
@@ -40,21 +36,6 @@ RESULTS = (
     "invalid_scope",
     "unsupported_response_type",
 )
-
-
-@pytest.fixture
-def web(client, admin) -> dict[str, Any]:
-    return register(client, admin, **WEB_APP)
-
-
-@pytest.fixture
-def first_party(client, admin) -> dict[str, Any]:
-    return register(client, admin, **{**WEB_APP, "client_name": "Portal", "first_party": True})
-
-
-@pytest.fixture
-def browser(app):
-    return app.test_client()
 
 
 def authorizations(client: FlaskClient) -> dict[str, float]:

@@ -9,18 +9,14 @@ import base64
 import hashlib
 import json
 from collections.abc import Callable
-from datetime import timedelta
 from typing import Any
 
 import jwt as pyjwt
 import pytest
 from flask import Flask
-from sqlalchemy import update
 
 from tests.support.oidc import ISSUER, USERINFO, refresh, tokens_for, verify_jwt
-from webapp.auth.models import RefreshToken
-from webapp.db import utcnow
-from webapp.extensions import db
+from tests.support.refresh_tokens import backdate_used_refresh_tokens
 from webapp.security.keys import KeyRing, generate_jwk
 
 
@@ -47,14 +43,7 @@ def test_a_retry_after_the_grace_window_revokes_the_family(grace_app, web_app, m
     client = grace_app.test_client()
     first = tokens_for(grace_app, client, web_app, member)
     successor = refresh(client, web_app, first["refresh_token"]).json
-    with grace_app.app_context():
-        db.session.execute(
-            update(RefreshToken)
-            .where(RefreshToken.used_at.is_not(None))
-            .values(used_at=utcnow() - timedelta(seconds=60))
-        )
-        db.session.commit()
-        db.session.remove()
+    backdate_used_refresh_tokens(grace_app, 60)
 
     late = refresh(client, web_app, first["refresh_token"])
 

@@ -5,99 +5,25 @@ verified with the `standardwebhooks` library; the delivery log; retries; the SSR
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 
-import pytest
 import standardwebhooks
-from sqlalchemy import select, update
+from sqlalchemy import select
 
-from tests.support.webhook_admin import fan_out
+from tests.support.webhook_admin import HOOKS, fan_out, make_due, rename, subscribe, webhook_rows
 from webapp.db import utcnow
 from webapp.events.models import DomainEvent
 from webapp.extensions import db
-from webapp.outbox.models import DEAD, PENDING, SENT, OutboxMessage
+from webapp.outbox.models import DEAD, PENDING, SENT
 from webapp.webhooks.delivery import RETRY_SCHEDULE
 
-HOOKS = "/api/v1/webhooks/"
 
-
-@pytest.fixture
-def hooks_app(make_app):
-    application = make_app(webhook_allow_private=True)
-    yield application
-    with application.app_context():
-        db.session.remove()
-        for engine in db.engines.values():
-            engine.dispose()
-
-
-def subscribe(application, admin, url, **fields) -> dict:
-    response = application.test_client().post(
-        HOOKS, json={"url": url, **fields}, headers=admin.headers
-    )
-    assert response.status_code == 201, response.json
-    return response.json
-
-
-def rename(application, admin, user_id, name: str) -> None:
-    response = application.test_client().patch(
-        f"/api/v1/users/{user_id}", json={"name": name}, headers=admin.headers
-    )
-    assert response.status_code == 200, response.json
-
-
-def webhook_rows(application) -> list[OutboxMessage]:
-    with application.app_context():
-        rows = list(
-            db.session.scalars(
-                select(OutboxMessage)
-                .where(OutboxMessage.template == "webhook")
-                .order_by(OutboxMessage.created_at)
-            )
-        )
-        db.session.expunge_all()
-        db.session.remove()
-        return rows
-
-
-@pytest.fixture
-def deliver(work_jobs):
-    """Dispatch and work jobs until no webhook message is due or in flight (the emails the
-    accounts queued are left to fail on their own: this app has no SMTP server)."""
-    from webapp.outbox.models import ENQUEUED
-
-    def run(application) -> None:
-        for _ in range(50):
-            work_jobs(application, until_idle=False)
-            open_rows = [
-                row
-                for row in webhook_rows(application)
-                if row.status == ENQUEUED
-                or (row.status == PENDING and row.available_at <= utcnow())
-            ]
-            if not open_rows:
-                return
-        raise AssertionError("webhook deliveries still open")
-
-    return run
-
-
-def make_due(application) -> None:
-    with application.app_context():
-        db.session.execute(
-            update(OutboxMessage)
-            .where(OutboxMessage.status == PENDING)
-            .values(available_at=utcnow() - timedelta(seconds=1))
-        )
-        db.session.commit()
-        db.session.remove()
-
-
-def test_a_change_is_delivered_signed_and_logged(hooks_app, admin, member, receiver, deliver):
+def test_a_change_is_delivered_signed_and_logged(
+    hooks_app, admin, member, receiver, deliver_webhooks
+):
     hook = subscribe(hooks_app, admin, receiver.url, event_types=["user.updated"])
 
     rename(hooks_app, admin, member.id, "Delivered")
-    deliver(hooks_app)
+    deliver_webhooks(hooks_app)
 
     [(headers, body)] = receiver.requests
     payload = standardwebhooks.Webhook(hook["secret"]).verify(body, headers)
@@ -120,26 +46,28 @@ def test_a_change_is_delivered_signed_and_logged(hooks_app, admin, member, recei
     assert attempt["latency_ms"] >= 0
 
 
-def test_one_delivery_per_subscribed_enabled_endpoint(hooks_app, admin, member, receiver, deliver):
+def test_one_delivery_per_subscribed_enabled_endpoint(
+    hooks_app, admin, member, receiver, deliver_webhooks
+):
     subscribe(hooks_app, admin, receiver.url)  # all types
     subscribe(hooks_app, admin, receiver.url, event_types=["user.deleted"])
     subscribe(hooks_app, admin, receiver.url, enabled=False)
 
     rename(hooks_app, admin, member.id, "Once")
-    deliver(hooks_app)
+    deliver_webhooks(hooks_app)
 
     assert [json.loads(body)["type"] for _, body in receiver.requests] == ["user.updated"]
 
 
 def test_a_failed_attempt_is_logged_and_retried_with_the_same_webhook_id(
-    hooks_app, admin, member, receiver, deliver
+    hooks_app, admin, member, receiver, deliver_webhooks
 ):
     hook = subscribe(hooks_app, admin, receiver.url)
     receiver.replies = [(503, b"busy" * 1000, {})]
 
     rename(hooks_app, admin, member.id, "Retried")
     before = utcnow()
-    deliver(hooks_app)
+    deliver_webhooks(hooks_app)
 
     [row] = webhook_rows(hooks_app)
     assert (row.status, row.attempts, row.last_error) == (PENDING, 1, "HTTP 503")
@@ -147,7 +75,7 @@ def test_a_failed_attempt_is_logged_and_retried_with_the_same_webhook_id(
     assert RETRY_SCHEDULE[0] - 1 < wait < RETRY_SCHEDULE[0] + 5
 
     make_due(hooks_app)
-    deliver(hooks_app)
+    deliver_webhooks(hooks_app)
 
     first, second = receiver.requests
     assert first[0]["webhook-id"] == second[0]["webhook-id"]
@@ -160,14 +88,14 @@ def test_a_failed_attempt_is_logged_and_retried_with_the_same_webhook_id(
     assert [row.status for row in webhook_rows(hooks_app)] == [SENT]
 
 
-def test_the_last_try_makes_a_dead_letter(hooks_app, admin, member, receiver, deliver):
+def test_the_last_try_makes_a_dead_letter(hooks_app, admin, member, receiver, deliver_webhooks):
     subscribe(hooks_app, admin, receiver.url)
     receiver.replies = [(500, b"", {})] * (len(RETRY_SCHEDULE) + 1)
     rename(hooks_app, admin, member.id, "Dead")
 
     for _ in range(len(RETRY_SCHEDULE) + 1):
         make_due(hooks_app)
-        deliver(hooks_app)
+        deliver_webhooks(hooks_app)
 
     [row] = webhook_rows(hooks_app)
     assert (row.status, row.attempts) == (DEAD, len(RETRY_SCHEDULE) + 1)
@@ -178,19 +106,19 @@ def test_the_last_try_makes_a_dead_letter(hooks_app, admin, member, receiver, de
     assert [item["id"] for item in failed.json["items"]] == [str(row.id)]
     requeued = api.post(f"/api/v1/admin/jobs/failed/{row.id}/requeue", headers=admin.headers)
     assert requeued.status_code == 202, requeued.json
-    deliver(hooks_app)
+    deliver_webhooks(hooks_app)
     assert [r.status for r in webhook_rows(hooks_app)] == [SENT]
     ids = {headers["webhook-id"] for headers, _ in receiver.requests}
     assert len(receiver.requests) == len(RETRY_SCHEDULE) + 2
     assert len(ids) == 1
 
 
-def test_redirects_are_not_followed(hooks_app, admin, member, receiver, deliver):
+def test_redirects_are_not_followed(hooks_app, admin, member, receiver, deliver_webhooks):
     subscribe(hooks_app, admin, receiver.url)
     receiver.replies = [(302, b"", {"Location": "http://169.254.169.254/latest/meta-data/"})]
 
     rename(hooks_app, admin, member.id, "Redirected")
-    deliver(hooks_app)
+    deliver_webhooks(hooks_app)
 
     assert len(receiver.requests) == 1
     [row] = webhook_rows(hooks_app)
@@ -198,13 +126,13 @@ def test_redirects_are_not_followed(hooks_app, admin, member, receiver, deliver)
 
 
 def test_a_private_target_is_refused_at_delivery_when_not_allowed(
-    hooks_app, app, admin, member, receiver, deliver
+    hooks_app, app, admin, member, receiver, deliver_webhooks
 ):
     # Saved while private targets were allowed; delivered by an app with the guard on.
     hook = subscribe(hooks_app, admin, receiver.url)
 
     rename(app, admin, member.id, "Guarded")
-    deliver(app)
+    deliver_webhooks(app)
 
     assert receiver.requests == []
     [row] = webhook_rows(app)
@@ -227,14 +155,14 @@ def test_a_rolled_back_change_queues_no_delivery(hooks_app, admin, receiver):
 
 
 def test_a_deleted_endpoint_skips_its_waiting_deliveries(
-    hooks_app, admin, member, receiver, deliver
+    hooks_app, admin, member, receiver, deliver_webhooks
 ):
     hook = subscribe(hooks_app, admin, receiver.url)
     rename(hooks_app, admin, member.id, "Orphan")
     fan_out(hooks_app)  # its delivery is written, then the endpoint goes
     hooks_app.test_client().delete(f"{HOOKS}{hook['id']}", headers=admin.headers)
 
-    deliver(hooks_app)
+    deliver_webhooks(hooks_app)
 
     assert receiver.requests == []
     [row] = webhook_rows(hooks_app)
@@ -242,14 +170,14 @@ def test_a_deleted_endpoint_skips_its_waiting_deliveries(
 
 
 def test_a_duplicate_job_finds_the_message_sent_and_posts_nothing(
-    hooks_app, admin, member, receiver, deliver
+    hooks_app, admin, member, receiver, deliver_webhooks
 ):
     from webapp.webhooks.delivery import Result
     from webapp.webhooks.delivery import deliver as deliver_one
 
     subscribe(hooks_app, admin, receiver.url)
     rename(hooks_app, admin, member.id, "Once only")
-    deliver(hooks_app)
+    deliver_webhooks(hooks_app)
     [row] = webhook_rows(hooks_app)
 
     with hooks_app.app_context():
@@ -261,7 +189,7 @@ def test_a_duplicate_job_finds_the_message_sent_and_posts_nothing(
 
 
 def test_410_gone_disables_the_endpoint_and_skips_what_waits(
-    hooks_app, admin, member, receiver, deliver
+    hooks_app, admin, member, receiver, deliver_webhooks
 ):
     from webapp.audit.models import AuditEvent
 
@@ -270,7 +198,7 @@ def test_410_gone_disables_the_endpoint_and_skips_what_waits(
     rename(hooks_app, admin, member.id, "First")
     rename(hooks_app, admin, member.id, "Second")
 
-    deliver(hooks_app)
+    deliver_webhooks(hooks_app)
 
     assert len(receiver.requests) == 1
     first, second = webhook_rows(hooks_app)
@@ -293,7 +221,7 @@ def test_410_gone_disables_the_endpoint_and_skips_what_waits(
 
 
 def test_a_test_event_goes_to_that_endpoint_alone_even_disabled(
-    hooks_app, admin, member, receiver, deliver
+    hooks_app, admin, member, receiver, deliver_webhooks
 ):
     api = hooks_app.test_client()
     other = subscribe(hooks_app, admin, receiver.url)
@@ -302,7 +230,7 @@ def test_a_test_event_goes_to_that_endpoint_alone_even_disabled(
     assert api.post(f"{HOOKS}{hook['id']}/test", headers=member.headers).status_code == 403
     response = api.post(f"{HOOKS}{hook['id']}/test", headers=admin.headers)
     assert response.status_code == 202, response.json
-    deliver(hooks_app)
+    deliver_webhooks(hooks_app)
 
     [(headers, body)] = receiver.requests
     event = standardwebhooks.Webhook(hook["secret"]).verify(body, headers)

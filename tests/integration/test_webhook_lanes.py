@@ -18,101 +18,33 @@ from jobs import runtime
 from jobs.tasks import deliver_webhook
 from tests.support.jobs import FAST_JOBS
 from tests.support.waiting import wait_until
+from tests.support.webhook_admin import (
+    HOOKS,
+    fan_out,
+    make_due,
+    rename,
+    subscribe_to_updates,
+    webhook_rows,
+)
 from webapp.audit.models import AuditEvent
 from webapp.db import utcnow
 from webapp.events.models import DomainEvent
 from webapp.extensions import db
 from webapp.outbox.models import ENQUEUED, PENDING, SENT, OutboxMessage
 from webapp.users.models import User
-from webapp.webhooks.fanout import fan_out_pending
 from webapp.webhooks.models import WebhookEndpoint
 
-HOOKS = "/api/v1/webhooks/"
 DISABLE_AFTER = 259200
 
 
 @pytest.fixture
-def hooks_app(make_app):
-    application = make_app(webhook_allow_private=True)
-    runtime.bind_app(application)  # the job functions run in it
-    yield application
-    with application.app_context():
-        db.session.remove()
-        for engine in db.engines.values():
-            engine.dispose()
-
-
-def subscribe(application, admin, url, **fields) -> dict:
-    fields.setdefault("event_types", ["user.updated"])
-    response = application.test_client().post(
-        HOOKS, json={"url": url, **fields}, headers=admin.headers
-    )
-    assert response.status_code == 201, response.json
-    return response.json
-
-
-def rename(application, admin, user_id, name: str) -> None:
-    response = application.test_client().patch(
-        f"/api/v1/users/{user_id}", json={"name": name}, headers=admin.headers
-    )
-    assert response.status_code == 200, response.json
-
-
-def rows(application, endpoint_id: str | None = None) -> list[OutboxMessage]:
-    """The webhook messages (of one endpoint), in event order."""
-    with application.app_context():
-        query = select(OutboxMessage).where(OutboxMessage.template == "webhook")
-        if endpoint_id:
-            query = query.where(OutboxMessage.recipient == endpoint_id)
-        found = list(
-            db.session.scalars(
-                query.order_by(OutboxMessage.created_at, OutboxMessage.idempotency_key)
-            )
-        )
-        db.session.expunge_all()
-        db.session.remove()
-        return found
-
-
-def fan_out(application) -> int:
-    with application.app_context():
-        count = fan_out_pending(db.session)
-        db.session.remove()
-        return count
-
-
-def make_due(application, *only: uuid.UUID) -> None:
-    """Pending messages (or those of `only`) due now: their wait or backoff is over."""
-    with application.app_context():
-        statement = update(OutboxMessage).where(OutboxMessage.status == PENDING)
-        if only:
-            statement = statement.where(OutboxMessage.id.in_(only))
-        db.session.execute(statement.values(available_at=utcnow() - timedelta(seconds=1)))
-        db.session.commit()
-        db.session.remove()
+def hooks_app(hooks_app):
+    runtime.bind_app(hooks_app)  # the job functions run in it
+    return hooks_app
 
 
 def names(receiver) -> list[str]:
     return [json.loads(body)["data"]["name"] for _, body in list(receiver.requests)]
-
-
-@pytest.fixture
-def deliver(work_jobs):
-    """Dispatch and work jobs until no webhook message is due or in flight."""
-
-    def run(application) -> None:
-        for _ in range(50):
-            work_jobs(application, until_idle=False)
-            if not [
-                row
-                for row in rows(application)
-                if row.status == ENQUEUED
-                or (row.status == PENDING and row.available_at <= utcnow())
-            ]:
-                return
-        raise AssertionError("webhook deliveries still open")
-
-    return run
 
 
 # --- the fan-out ---------------------------------------------------------------------------------
@@ -121,16 +53,18 @@ def deliver(work_jobs):
 def test_the_request_writes_the_event_and_the_dispatcher_its_deliveries(
     hooks_app, admin, member, receiver
 ):
-    hook = subscribe(hooks_app, admin, receiver.url)
+    hook = subscribe_to_updates(hooks_app, admin, receiver.url)
     rename(hooks_app, admin, member.id, "One")
     rename(hooks_app, admin, member.id, "Two")
 
-    assert rows(hooks_app) == []  # the requests wrote the events alone
-    late = subscribe(hooks_app, admin, receiver.url)  # after the events, before their fan-out
+    assert webhook_rows(hooks_app) == []  # the requests wrote the events alone
+    late = subscribe_to_updates(
+        hooks_app, admin, receiver.url
+    )  # after the events, before their fan-out
     assert fan_out(hooks_app) >= 2
     assert fan_out(hooks_app) == 0  # each event once
 
-    written = rows(hooks_app)
+    written = webhook_rows(hooks_app)
     assert {row.recipient for row in written} == {hook["id"]}
     assert late["id"] not in {row.recipient for row in written}
     with hooks_app.app_context():
@@ -155,7 +89,7 @@ def test_a_fan_out_pass_that_fails_writes_nothing_and_loses_no_event(
     from jobs.settings import jobs_settings_of
     from webapp.config import settings_of
 
-    hook = subscribe(hooks_app, admin, receiver.url)
+    hook = subscribe_to_updates(hooks_app, admin, receiver.url)
     rename(hooks_app, admin, member.id, "One")
     rename(hooks_app, admin, member.id, "Two")
     with hooks_app.app_context():
@@ -186,18 +120,18 @@ def test_a_fan_out_pass_that_fails_writes_nothing_and_loses_no_event(
             >= 2
         )
         db.session.remove()
-    assert rows(hooks_app) == []  # not even the first event's: one transaction
+    assert webhook_rows(hooks_app) == []  # not even the first event's: one transaction
 
     with hooks_app.app_context():
         db.session.execute(delete(OutboxMessage).where(OutboxMessage.id == blocker_id))
         db.session.commit()
         db.session.remove()
     fan_out(hooks_app)
-    assert len(rows(hooks_app, hook["id"])) == 2
+    assert len(webhook_rows(hooks_app, hook["id"])) == 2
 
 
 def test_a_rolled_back_change_is_never_fanned_out(hooks_app, admin, receiver):
-    subscribe(hooks_app, admin, receiver.url, event_types=[])
+    subscribe_to_updates(hooks_app, admin, receiver.url, event_types=[])
     response = hooks_app.test_client().patch(
         f"/api/v1/users/{admin.id}", json={"active": False}, headers=admin.headers
     )
@@ -205,7 +139,7 @@ def test_a_rolled_back_change_is_never_fanned_out(hooks_app, admin, receiver):
 
     fan_out(hooks_app)
 
-    assert rows(hooks_app) == []
+    assert webhook_rows(hooks_app) == []
     with hooks_app.app_context():
         kinds = set(db.session.scalars(select(DomainEvent.type)))
         db.session.remove()
@@ -216,15 +150,15 @@ def test_a_rolled_back_change_is_never_fanned_out(hooks_app, admin, receiver):
 
 
 def test_an_endpoint_gets_its_events_in_order_even_when_later_ones_are_due_first(
-    hooks_app, admin, member, receiver, deliver, work_jobs
+    hooks_app, admin, member, receiver, deliver_webhooks, work_jobs
 ):
-    subscribe(hooks_app, admin, receiver.url)
+    subscribe_to_updates(hooks_app, admin, receiver.url)
     for name in ("A", "B", "C", "D"):
         rename(hooks_app, admin, member.id, name)
     fan_out(hooks_app)
     # The later a message, the earlier it is due: without the lane, D would go first.
     with hooks_app.app_context():
-        for position, row in enumerate(rows(hooks_app)):
+        for position, row in enumerate(webhook_rows(hooks_app)):
             db.session.execute(
                 update(OutboxMessage)
                 .where(OutboxMessage.id == row.id)
@@ -233,10 +167,10 @@ def test_an_endpoint_gets_its_events_in_order_even_when_later_ones_are_due_first
         db.session.commit()
         db.session.remove()
 
-    deliver(hooks_app)
+    deliver_webhooks(hooks_app)
 
     assert names(receiver) == ["A", "B", "C", "D"]
-    assert [row.status for row in rows(hooks_app)] == [SENT] * 4
+    assert [row.status for row in webhook_rows(hooks_app)] == [SENT] * 4
 
 
 def test_the_dispatcher_enqueues_one_delivery_per_endpoint_at_a_time(
@@ -248,7 +182,10 @@ def test_the_dispatcher_enqueues_one_delivery_per_endpoint_at_a_time(
     from webapp.config import settings_of
 
     first, second = make_receiver(), make_receiver()
-    one, two = subscribe(hooks_app, admin, first.url), subscribe(hooks_app, admin, second.url)
+    one, two = (
+        subscribe_to_updates(hooks_app, admin, first.url),
+        subscribe_to_updates(hooks_app, admin, second.url),
+    )
     for name in ("A", "B", "C"):
         rename(hooks_app, admin, member.id, name)
 
@@ -259,18 +196,22 @@ def test_the_dispatcher_enqueues_one_delivery_per_endpoint_at_a_time(
         db.session.remove()
 
     for hook in (one, two):
-        assert [row.status for row in rows(hooks_app, hook["id"])] == [ENQUEUED, PENDING, PENDING]
+        assert [row.status for row in webhook_rows(hooks_app, hook["id"])] == [
+            ENQUEUED,
+            PENDING,
+            PENDING,
+        ]
 
 
 def test_a_failed_delivery_in_backoff_lets_later_events_go_but_not_past_the_limit(
     hooks_app, admin, member, receiver
 ):
-    subscribe(hooks_app, admin, receiver.url)
+    subscribe_to_updates(hooks_app, admin, receiver.url)
     receiver.replies = [(503, b"busy", {})]
     rename(hooks_app, admin, member.id, "One")
     rename(hooks_app, admin, member.id, "Two")
     fan_out(hooks_app)
-    first, second = rows(hooks_app)
+    first, second = webhook_rows(hooks_app)
 
     assert deliver_webhook(str(first.id)) == "retry"
     receiver.hold, receiver.entered = threading.Event(), threading.Event()
@@ -296,12 +237,12 @@ def test_with_two_slots_two_deliveries_to_one_endpoint_run_at_once(
 ):
     application = make_app(webhook_allow_private=True, webhook_endpoint_concurrency=2)
     runtime.bind_app(application)
-    subscribe(application, admin, receiver.url)
+    subscribe_to_updates(application, admin, receiver.url)
     rename(application, admin, member.id, "One")
     rename(application, admin, member.id, "Two")
     rename(application, admin, member.id, "Three")
     fan_out(application)
-    first, second, third = rows(application)
+    first, second, third = webhook_rows(application)
     receiver.hold = threading.Event()
 
     results: list[str] = []
@@ -326,13 +267,13 @@ def test_with_two_slots_two_deliveries_to_one_endpoint_run_at_once(
 def test_a_slow_endpoint_does_not_hold_back_another(hooks_app, admin, member, make_receiver):
     slow, fast = make_receiver(), make_receiver()
     slow.hold = threading.Event()
-    slow_hook = subscribe(hooks_app, admin, slow.url)
-    fast_hook = subscribe(hooks_app, admin, fast.url)
+    slow_hook = subscribe_to_updates(hooks_app, admin, slow.url)
+    fast_hook = subscribe_to_updates(hooks_app, admin, fast.url)
     rename(hooks_app, admin, member.id, "One")
     rename(hooks_app, admin, member.id, "Two")
     fan_out(hooks_app)
-    slow_first, slow_second = rows(hooks_app, slow_hook["id"])
-    fast_first, fast_second = rows(hooks_app, fast_hook["id"])
+    slow_first, slow_second = webhook_rows(hooks_app, slow_hook["id"])
+    fast_first, fast_second = webhook_rows(hooks_app, fast_hook["id"])
 
     # One worker is stuck in the slow endpoint's first delivery...
     results: list[str] = []
@@ -379,17 +320,17 @@ def endpoint_row(application, endpoint_id: str) -> WebhookEndpoint:
         return row
 
 
-def test_a_success_ends_the_failing_period(hooks_app, admin, member, receiver, deliver):
-    hook = subscribe(hooks_app, admin, receiver.url)
+def test_a_success_ends_the_failing_period(hooks_app, admin, member, receiver, deliver_webhooks):
+    hook = subscribe_to_updates(hooks_app, admin, receiver.url)
     receiver.replies = [(500, b"", {})]
     rename(hooks_app, admin, member.id, "One")
-    deliver(hooks_app)
+    deliver_webhooks(hooks_app)
     since = endpoint_row(hooks_app, hook["id"]).failing_since
     assert since is not None
     etag = hooks_app.test_client().get(f"{HOOKS}{hook['id']}", headers=admin.headers).headers
 
     make_due(hooks_app)
-    deliver(hooks_app)
+    deliver_webhooks(hooks_app)
 
     row = endpoint_row(hooks_app, hook["id"])
     assert (row.failing_since, row.enabled) == (None, True)
@@ -399,7 +340,7 @@ def test_a_success_ends_the_failing_period(hooks_app, admin, member, receiver, d
 
 @pytest.mark.parametrize("reason", ["failing", "gone"])
 def test_an_endpoint_disabled_automatically_is_audited_and_every_active_admin_emailed(
-    reason, mail_app, admin, make_user, member, receiver, smtp_sink, deliver, work_jobs
+    reason, mail_app, admin, make_user, member, receiver, smtp_sink, deliver_webhooks, work_jobs
 ):
     other_admin = make_user("admin", login=False)
     retired = make_user("admin", login=False)
@@ -407,11 +348,11 @@ def test_an_endpoint_disabled_automatically_is_audited_and_every_active_admin_em
         db.session.execute(update(User).where(User.id == retired.id).values(active=False))
         db.session.commit()
         db.session.remove()
-    hook = subscribe(mail_app, admin, receiver.url + "?token=not-in-emails")
+    hook = subscribe_to_updates(mail_app, admin, receiver.url + "?token=not-in-emails")
     rename(mail_app, admin, member.id, "One")
     if reason == "failing":
         receiver.replies = [(500, b"", {})] * 2
-        deliver(mail_app)
+        deliver_webhooks(mail_app)
         assert endpoint_row(mail_app, hook["id"]).enabled is True  # failing, not for long yet
         # Failing for longer than WEBHOOK_DISABLE_AFTER: written in the row, not waited for.
         with mail_app.app_context():
@@ -425,10 +366,10 @@ def test_an_endpoint_disabled_automatically_is_audited_and_every_active_admin_em
         make_due(mail_app)
     else:
         receiver.replies = [(410, b"gone", {})]
-    deliver(mail_app)
+    deliver_webhooks(mail_app)
 
     assert endpoint_row(mail_app, hook["id"]).enabled is False
-    [row] = rows(mail_app)
+    [row] = webhook_rows(mail_app)
     expected = (
         "HTTP 500: endpoint disabled" if reason == "failing" else "HTTP 410: endpoint disabled"
     )
@@ -455,7 +396,7 @@ def test_an_endpoint_disabled_automatically_is_audited_and_every_active_admin_em
     assert ("Failing since" in text) is (reason == "failing")
     rename(mail_app, admin, member.id, "Two")
     fan_out(mail_app)
-    assert len(rows(mail_app)) == 1  # nothing more for a disabled endpoint
+    assert len(webhook_rows(mail_app)) == 1  # nothing more for a disabled endpoint
 
 
 def _disabled_notices(sink) -> list:
@@ -497,7 +438,7 @@ def test_on_sqlite_the_dispatcher_fans_out_and_delivers_in_order(
     work_jobs(application)
 
     assert names(receiver) == ["Ada", "Grace", "Edsger"]
-    assert [row.status for row in rows(application)] == [SENT] * 3
+    assert [row.status for row in webhook_rows(application)] == [SENT] * 3
     with application.app_context():
         db.session.remove()
         db.engine.dispose()

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
 
 from tests.support.waiting import free_port
-from tests.support.webhook_admin import fan_out, rename, subscribe, webhook_rows
+from tests.support.webhook_admin import fan_out, make_due, rename, subscribe, webhook_rows
 from webapp.db import utcnow
 from webapp.events.models import DomainEvent
 from webapp.extensions import db
@@ -37,38 +36,8 @@ def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: s
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-def make_due(application) -> None:
-    with application.app_context():
-        db.session.execute(
-            update(OutboxMessage)
-            .where(OutboxMessage.status == PENDING)
-            .values(available_at=utcnow() - timedelta(seconds=1))
-        )
-        db.session.commit()
-        db.session.remove()
-
-
-@pytest.fixture
-def deliver(work_jobs):
-    """Dispatch and work jobs until no webhook message is due or in flight."""
-
-    def run(application) -> None:
-        for _ in range(50):
-            work_jobs(application, until_idle=False)
-            if not [
-                row
-                for row in webhook_rows(application)
-                if row.status == ENQUEUED
-                or (row.status == PENDING and row.available_at <= utcnow())
-            ]:
-                return
-        raise AssertionError("webhook deliveries still open")
-
-    return run
-
-
 def test_attempts_are_counted_by_event_type_and_result_and_timed(
-    hooks_app, app, admin, member, receiver, deliver
+    hooks_app, app, admin, member, receiver, deliver_webhooks
 ):
     before = scrape(hooks_app)
     subscribe(hooks_app, admin, receiver.url, event_types=["user.updated"])
@@ -76,20 +45,20 @@ def test_attempts_are_counted_by_event_type_and_result_and_timed(
     receiver.replies = [(200, b"ok", {}), (503, b"busy", {}), (200, b"ok", {})]
     receiver.delay = 1.2  # the first attempt is slow: the histogram must place it above 1 s
     rename(hooks_app, admin, member.id, "Delivered")
-    deliver(hooks_app)
+    deliver_webhooks(hooks_app)
     receiver.delay = 0.0
     rename(hooks_app, admin, member.id, "Failed once")
-    deliver(hooks_app)  # 503: retried
+    deliver_webhooks(hooks_app)  # 503: retried
     make_due(hooks_app)
-    deliver(hooks_app)  # delivered on its second try
+    deliver_webhooks(hooks_app)  # delivered on its second try
     # The SSRF guard on (the `app` fixture): the loopback receiver is refused, never POSTed to.
     rename(app, admin, member.id, "Refused")
-    deliver(app)
+    deliver_webhooks(app)
     make_due(hooks_app)
     receiver.replies = [(200, b"ok", {}), (410, b"gone", {})]
-    deliver(hooks_app)  # the refused one, delivered with the guard off
+    deliver_webhooks(hooks_app)  # the refused one, delivered with the guard off
     rename(hooks_app, admin, member.id, "Gone")
-    deliver(hooks_app)
+    deliver_webhooks(hooks_app)
 
     after = scrape(hooks_app)
 
@@ -114,7 +83,7 @@ def test_attempts_are_counted_by_event_type_and_result_and_timed(
 
 
 def test_the_state_gauges_read_endpoints_ages_and_dead_letters(
-    hooks_app, admin, member, receiver, deliver
+    hooks_app, admin, member, receiver, deliver_webhooks
 ):
     subscribe(hooks_app, admin, receiver.url)  # healthy: its latest attempt succeeds
     # Nothing listens there: every attempt fails (connection refused).
@@ -129,7 +98,7 @@ def test_the_state_gauges_read_endpoints_ages_and_dead_letters(
     assert value(quiet, "gatehouse_webhook_dead_messages") == 0
 
     rename(hooks_app, admin, member.id, "Half delivered")
-    deliver(hooks_app)
+    deliver_webhooks(hooks_app)
     [failing] = [row for row in webhook_rows(hooks_app) if row.status == PENDING]
     assert failing.attempts == 1
     # A second change, not tried yet; then both made old: the failing one an hour (its retry
@@ -167,7 +136,7 @@ def test_the_state_gauges_read_endpoints_ages_and_dead_letters(
     # The failing endpoint's messages run out of tries: dead letters.
     for _ in range(len(RETRY_SCHEDULE) + 1):
         make_due(hooks_app)
-        deliver(hooks_app)
+        deliver_webhooks(hooks_app)
     dead = [row for row in webhook_rows(hooks_app) if row.status == DEAD]
     assert len(dead) == 2
     samples = scrape(hooks_app)

@@ -12,13 +12,12 @@ from datetime import timedelta
 
 import pytest
 import standardwebhooks
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 
-from tests.support.accounts import log_in
+from tests.support.accounts import age_sessions, log_in
 from tests.support.problems import assert_problem
 from tests.support.webhook_admin import HOOKS, api_key_of, rename, set_endpoint, subscribe
 from webapp.audit.models import AuditEvent
-from webapp.auth.models import AuthSession
 from webapp.db import utcnow
 from webapp.extensions import db
 from webapp.outbox.models import OutboxMessage
@@ -162,14 +161,7 @@ def test_rotation_honours_if_match(hooks_app, admin):
 
 def test_rotation_needs_a_recent_authentication(hooks_app, admin):
     hook = subscribe(hooks_app, admin, "https://hooks.example.com/x")
-    with hooks_app.app_context():
-        db.session.execute(
-            update(AuthSession)
-            .where(AuthSession.user_id == admin.id)
-            .values(auth_time=utcnow() - timedelta(minutes=16))
-        )
-        db.session.commit()
-        db.session.remove()
+    age_sessions(hooks_app, admin.id)
 
     assert_problem(rotate(hooks_app, admin, hook["id"]), 403, "reauthentication-required")
 
@@ -179,14 +171,7 @@ def test_rotation_needs_a_recent_authentication(hooks_app, admin):
 
 def test_subscribing_needs_a_recent_authentication(hooks_app, admin):
     """A stolen administrator token must not point every user's events at the thief."""
-    with hooks_app.app_context():
-        db.session.execute(
-            update(AuthSession)
-            .where(AuthSession.user_id == admin.id)
-            .values(auth_time=utcnow() - timedelta(minutes=16))
-        )
-        db.session.commit()
-        db.session.remove()
+    age_sessions(hooks_app, admin.id)
 
     answer = hooks_app.test_client().post(
         HOOKS, json={"url": "https://thief.example.com/x"}, headers=admin.headers

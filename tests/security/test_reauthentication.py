@@ -23,9 +23,9 @@ from urllib.parse import parse_qs, urlsplit
 import pyotp
 import pytest
 from flask import Flask
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
-from tests.support.accounts import STRONG_PASSWORD, Account
+from tests.support.accounts import STRONG_PASSWORD, Account, age_sessions
 from webapp.apikeys.models import ApiKey
 from webapp.audit.models import AuditEvent
 from webapp.auth.models import AuthSession, OneTimeToken
@@ -39,23 +39,10 @@ KEYS = "/api/v1/api-keys/"
 MFA = "/api/v1/auth/mfa"
 REAUTH = "/api/v1/auth/reauthenticate"
 NEW_PASSWORD = "quiet-Harbour-41-meadow"
-STALE = 16 * 60  # older than REAUTH_MAX_AGE (300 s): a token stolen a quarter of an hour ago
 
 
 def slug(response: Any) -> str:
     return str(response.json["type"]).rsplit("/", 1)[-1]
-
-
-def age_sessions(app: Flask, user_id: uuid.UUID, seconds: int = STALE) -> None:
-    """Move the last password check of every session of the user `seconds` into the past."""
-    with app.app_context():
-        db.session.execute(
-            update(AuthSession)
-            .where(AuthSession.user_id == user_id)
-            .values(auth_time=utcnow() - timedelta(seconds=seconds))
-        )
-        db.session.commit()
-        db.session.remove()
 
 
 def count(app: Flask, model: Any, user_id: uuid.UUID) -> int:

@@ -5,14 +5,19 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import update
 
+from webapp.auth.models import AuthSession
+from webapp.db import utcnow
 from webapp.extensions import db
 
 STRONG_PASSWORD = "pale-Orbit-93-lantern"
+STALE = 16 * 60  # older than REAUTH_MAX_AGE (300 s): a token stolen a quarter of an hour ago
 
 
 @dataclass
@@ -37,6 +42,18 @@ def log_in(client: FlaskClient, account: Account) -> None:
     assert response.status_code == 200, response.get_json()
     account.access_token = response.json["access_token"]
     account.refresh_token = response.json["refresh_token"]
+
+
+def age_sessions(app: Flask, user_id: uuid.UUID, seconds: int = STALE) -> None:
+    """Move the last password check of every session of the user `seconds` into the past."""
+    with app.app_context():
+        db.session.execute(
+            update(AuthSession)
+            .where(AuthSession.user_id == user_id)
+            .values(auth_time=utcnow() - timedelta(seconds=seconds))
+        )
+        db.session.commit()
+        db.session.remove()
 
 
 @pytest.fixture

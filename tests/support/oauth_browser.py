@@ -1,5 +1,6 @@
-"""The provider's browser side in the tests: PKCE pairs, authorization requests, reading the
-pages' forms, and signing in through them."""
+"""The provider's browser side in the tests: the registered clients a browser signs in to and
+the browser itself (fixtures), PKCE pairs, authorization requests, reading the pages' forms,
+and signing in and out through them."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ import secrets
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from tests.support.accounts import Account
-from tests.support.oauth import WEB_APP
+from tests.support.oauth import WEB_APP, register
 from webapp.oauth.browser_sessions import COOKIE_NAME
 
 AUTHORIZE = "/oauth/authorize"
@@ -25,6 +28,24 @@ CONSENT = "/oauth/consent"
 LOGOUT = "/oauth/logout"
 CALLBACK = WEB_APP["redirect_uris"][0]
 ISSUER = "https://gatehouse.test"
+
+
+@pytest.fixture
+def web(client: FlaskClient, admin: Account) -> dict[str, Any]:
+    """A registered third-party web client: its users are asked for consent."""
+    return register(client, admin, **WEB_APP)
+
+
+@pytest.fixture
+def first_party(client: FlaskClient, admin: Account) -> dict[str, Any]:
+    """A registered first-party client ("Portal"): signed in to without a consent page."""
+    return register(client, admin, **{**WEB_APP, "client_name": "Portal", "first_party": True})
+
+
+@pytest.fixture
+def browser(app: Flask) -> FlaskClient:
+    """A browser of its own (its own cookie jar) on the `app` fixture."""
+    return app.test_client()
 
 
 def pkce() -> tuple[str, str]:
@@ -53,6 +74,16 @@ def authorize_params(client_id: str, **overrides: Any) -> dict[str, Any]:
 
 def authorize(browser: FlaskClient, params: dict[str, Any], **kwargs: Any) -> TestResponse:
     return browser.get(f"{AUTHORIZE}?{urlencode(params)}", **kwargs)
+
+
+def start_authorization(
+    browser: FlaskClient, client_body: dict[str, Any], **params: Any
+) -> TestResponse:
+    """A valid authorization request for the registered client `client_body`; the page it
+    answers with (sign-in or consent), asserted to be one."""
+    page = authorize(browser, authorize_params(client_body["client_id"], **params))
+    assert page.status_code == 200, page.text[:300]
+    return page
 
 
 def redirect_params(response: TestResponse) -> dict[str, str]:
@@ -105,6 +136,16 @@ def submit_consent(browser: FlaskClient, page: TestResponse, decision: str) -> T
         "decision": decision,
     }
     return browser.post(CONSENT, data=form)
+
+
+def submit_logout(browser: FlaskClient, page: TestResponse) -> TestResponse:
+    """Confirm the sign-out that the logout `page` asks about."""
+    form = {
+        "csrf_token": field(page, "csrf_token"),
+        "request": field(page, "request"),
+        "confirm": "yes",
+    }
+    return browser.post(LOGOUT, data=form)
 
 
 def sign_in(browser: FlaskClient, client_id: str, account: Account, **params: Any) -> TestResponse:

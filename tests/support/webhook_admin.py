@@ -1,11 +1,12 @@
 """Webhook administration in the tests: an app whose SSRF guard lets deliveries reach the local
 receiver, subscribing through the API, a change that emits an event, the webhook outbox rows,
-and running deliveries until none is due."""
+making waiting deliveries due, and running deliveries until none is due."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -41,6 +42,15 @@ def subscribe(application: Flask, admin: Account, url: str, **fields: Any) -> di
     return body
 
 
+def subscribe_to_updates(
+    application: Flask, admin: Account, url: str, **fields: Any
+) -> dict[str, Any]:
+    """Subscribe to `user.updated` alone (unless `fields` names the types): the event `rename`
+    emits, so that no other event of the test reaches the receiver."""
+    fields.setdefault("event_types", ["user.updated"])
+    return subscribe(application, admin, url, **fields)
+
+
 def rename(application: Flask, admin: Account, user_id: uuid.UUID, name: str) -> None:
     """A change that emits a `user.updated` event."""
     response = application.test_client().patch(
@@ -49,14 +59,16 @@ def rename(application: Flask, admin: Account, user_id: uuid.UUID, name: str) ->
     assert response.status_code == 200, response.json
 
 
-def webhook_rows(application: Flask) -> list[OutboxMessage]:
-    """The webhook outbox messages, oldest first (detached)."""
+def webhook_rows(application: Flask, endpoint_id: str | None = None) -> list[OutboxMessage]:
+    """The webhook outbox messages (of one endpoint), in event order (detached); the key breaks
+    ties between messages written in one fan-out."""
     with application.app_context():
+        query = select(OutboxMessage).where(OutboxMessage.template == "webhook")
+        if endpoint_id:
+            query = query.where(OutboxMessage.recipient == endpoint_id)
         rows = list(
             db.session.scalars(
-                select(OutboxMessage)
-                .where(OutboxMessage.template == "webhook")
-                .order_by(OutboxMessage.created_at)
+                query.order_by(OutboxMessage.created_at, OutboxMessage.idempotency_key)
             )
         )
         db.session.expunge_all()
@@ -64,10 +76,23 @@ def webhook_rows(application: Flask) -> list[OutboxMessage]:
         return rows
 
 
-def fan_out(application: Flask) -> None:
-    """What the dispatcher does first: write the deliveries of the events committed so far."""
+def fan_out(application: Flask) -> int:
+    """What the dispatcher does first: write the deliveries of the events committed so far;
+    returns how many events it fanned out."""
     with application.app_context():
-        fan_out_pending(db.session)
+        count = fan_out_pending(db.session)
+        db.session.remove()
+        return count
+
+
+def make_due(application: Flask, *only: uuid.UUID) -> None:
+    """Pending messages (or those of `only`) due now: their wait or backoff is over."""
+    with application.app_context():
+        statement = update(OutboxMessage).where(OutboxMessage.status == PENDING)
+        if only:
+            statement = statement.where(OutboxMessage.id.in_(only))
+        db.session.execute(statement.values(available_at=utcnow() - timedelta(seconds=1)))
+        db.session.commit()
         db.session.remove()
 
 

@@ -90,6 +90,25 @@ def revoke(db: DbSession, sessions: list[AuthSession], reason: str) -> list[uuid
     return revoked
 
 
+def revoke_audited(
+    db: DbSession, origin: Origin, sessions: list[AuthSession], reason: str
+) -> list[uuid.UUID]:
+    """Revoke the live ones of `sessions` for `reason`, each audited as `session.revoked` with
+    the reason (the event a revocation emits reads it there); the caller commits and publishes
+    the revocations to the auth cache."""
+    revoked = revoke(db, sessions, reason)
+    for session_id in revoked:
+        audit.record(
+            db,
+            origin,
+            "session.revoked",
+            target_type="session",
+            target_id=session_id,
+            reason=reason,
+        )
+    return revoked
+
+
 def end_idle_session(db: DbSession, origin: Origin, session: AuthSession) -> None:
     """A refresh came after the idle deadline: revoke the session (audited, committed)."""
     revoked = revoke(db, [session], "idle_timeout")
@@ -157,16 +176,7 @@ def revoke_all_sessions(
 ) -> int:
     """Revoke every live session of a user except `keep`; the caller commits."""
     sessions = [s for s in list_sessions(db, user_id) if s.id != keep]
-    revoked = revoke(db, sessions, reason)
-    for session_id in revoked:
-        audit.record(
-            db,
-            origin,
-            "session.revoked",
-            target_type="session",
-            target_id=session_id,
-            reason=reason,
-        )
+    revoked = revoke_audited(db, origin, sessions, reason)
     db.info.setdefault("revoked_sessions", []).extend(revoked)
     return len(revoked)
 

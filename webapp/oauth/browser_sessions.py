@@ -22,7 +22,6 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import select
 
-from webapp.audit import service as audit
 from webapp.auth import sessions
 from webapp.auth.models import AuthSession
 from webapp.auth.service import SignedIn
@@ -142,16 +141,9 @@ def _end_previous(db: DbSession, origin: Origin, cookie: str) -> None:
     replaced = db.get(AuthSession, previous.auth_session_id)
     db.delete(previous)
     if replaced is not None:
-        revoked = sessions.revoke(db, [replaced], "signed_in_again")
-        for session_id in revoked:
-            audit.record(
-                db,
-                origin.acting_as(previous.user_id),
-                "session.revoked",
-                target_type="session",
-                target_id=session_id,
-                reason="signed_in_again",
-            )
+        revoked = sessions.revoke_audited(
+            db, origin.acting_as(previous.user_id), [replaced], "signed_in_again"
+        )
         db.info.setdefault("revoked_sessions", []).extend(revoked)
 
 

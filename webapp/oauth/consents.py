@@ -93,16 +93,7 @@ def _end_client_grants(
             AuthSession.revoked_at.is_(None),
         )
     )
-    revoked = sessions.revoke(db, list(live), CONSENT_REVOKED)
-    for session_id in revoked:
-        audit.record(
-            db,
-            origin,
-            "session.revoked",
-            target_type="session",
-            target_id=session_id,
-            reason=CONSENT_REVOKED,
-        )
+    revoked = sessions.revoke_audited(db, origin, list(live), CONSENT_REVOKED)
     db.execute(
         delete(OAuthAuthorizationCode).where(
             OAuthAuthorizationCode.user_id == user_id,

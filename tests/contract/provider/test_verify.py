@@ -44,6 +44,19 @@ def verify(verifier: Verifier) -> dict[str, Any]:
     return verifier.results
 
 
+def web_app_verifier(port: int) -> Verifier:
+    """A verifier of the web app's pact against the server on `port`, setting each
+    interaction's provider state up through the server's state hook."""
+    base = f"http://127.0.0.1:{port}"
+    return (
+        Verifier(PROVIDER, host="127.0.0.1")
+        .add_source(PACT_DIR)
+        .filter_consumers(WEB_APP)
+        .add_transport(url=base)
+        .state_handler(base + STATE_HOOK, body=True)
+    )
+
+
 def test_the_api_honours_the_web_app_contract(
     app: Flask, database_url: str, redis_url: str, tmp_path: Path
 ) -> None:
@@ -55,15 +68,7 @@ def test_the_api_honours_the_web_app_contract(
         GATEHOUSE_ENV="test",
         PACT_PROVIDER_STATES="true",
     ) as (_, port):
-        base = f"http://127.0.0.1:{port}"
-        verifier = (
-            Verifier(PROVIDER, host="127.0.0.1")
-            .add_source(PACT_DIR)
-            .filter_consumers(WEB_APP)
-            .add_transport(url=base)
-            .state_handler(base + STATE_HOOK, body=True)
-            .set_error_on_empty_pact()
-        )
+        verifier = web_app_verifier(port).set_error_on_empty_pact()
         results = verify(verifier)
     assert results["result"], verifier.output(strip_ansi=True)
     assert verified(results) == interactions > 0
@@ -75,14 +80,7 @@ def test_without_the_hook_the_states_cannot_be_set_up(
     """The same server without PACT_PROVIDER_STATES: the hook is not there, so no interaction
     that needs an account can pass (the verification depends on its states being real)."""
     with serve(database_url, redis_url, tmp_path, GATEHOUSE_ENV="test") as (_, port):
-        base = f"http://127.0.0.1:{port}"
-        verifier = (
-            Verifier(PROVIDER, host="127.0.0.1")
-            .add_source(PACT_DIR)
-            .filter_consumers(WEB_APP)
-            .add_transport(url=base)
-            .state_handler(base + STATE_HOOK, body=True)
-        )
+        verifier = web_app_verifier(port)
         with pytest.raises(RuntimeError):
             verifier.verify()
     assert verified(verifier.results) == 0
