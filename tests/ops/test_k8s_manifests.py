@@ -213,6 +213,7 @@ def test_every_workload_is_hardened(rendered: dict[str, Objects], overlay: str) 
         "gatehouse-worker",
         "gatehouse-migrate",
         "gatehouse-backup",
+        "gatehouse-housekeeping",
     }
     for obj, spec in workloads:
         name = obj["metadata"]["name"]

@@ -26,6 +26,7 @@ import yaml
 from tests.support.rules import (
     ALERTMANAGER_CONFIG,
     EDGE_SERIES,
+    JOB_SERIES,
     PROMETHEUS_SERIES,
     ROOT,
     RULE_FILES,
@@ -93,6 +94,7 @@ def test_there_are_promtool_unit_tests_for_every_group_of_alerts() -> None:
         "edge_test",
         "webhooks_test",
         "oidc_test",
+        "housekeeping_test",
     }
 
 
@@ -331,6 +333,7 @@ def test_redis_outage_scenario_pages_within_5_minutes() -> None:
 
 def test_rules_read_only_metrics_that_gatehouse_exposes() -> None:
     known = exposed_series_names() | recording_rule_names() | PROMETHEUS_SERIES | EDGE_SERIES
+    known |= JOB_SERIES
     for group in load_rule_groups():
         for rule in group["rules"]:
             unknown = metric_names(rule["expr"]) - known

@@ -36,6 +36,12 @@ EDGE_SERIES = {
     "kube_deployment_spec_replicas",
     "kube_deployment_status_replicas_available",
 }
+# kube-state-metrics' series of the housekeeping CronJob and its Jobs (rules/housekeeping.yml).
+JOB_SERIES = {
+    "kube_job_failed",
+    "kube_job_status_start_time",
+    "kube_cronjob_status_last_successful_time",
+}
 
 
 def require_tool(*names: str) -> str:
