@@ -20,6 +20,7 @@ from webapp.context import SYSTEM
 from webapp.db import utcnow
 from webapp.errors import DomainError
 from webapp.extensions import db
+from webapp.http import idempotency_records
 from webapp.oauth.cli import oauth_cli
 from webapp.outbox import service as outbox
 from webapp.outbox.models import SENT
@@ -33,6 +34,7 @@ from webapp.webhooks.cli import webhooks_cli
 users_cli = AppGroup("users", help="Manage user accounts.")
 keys_cli = AppGroup("keys", help="Manage signing and encryption keys.")
 outbox_cli = AppGroup("outbox", help="Inspect the email outbox.")
+idempotency_cli = AppGroup("idempotency", help="The remembered Idempotency-Key replies.")
 
 
 @users_cli.command("create-admin")
@@ -63,6 +65,14 @@ def purge_expired_signups() -> None:
     Optional: registering an address already frees it from an expired sign-up."""
     count = signups.purge_expired(db.session)
     click.echo(f"deleted {count} expired sign-up(s)")
+
+
+@idempotency_cli.command("purge")
+def purge_idempotency() -> None:
+    """Delete the replies remembered longer than IDEMPOTENCY_TTL (a daily cron job: the
+    housekeeping CronJob runs it)."""
+    count = idempotency_records.purge_expired(db.session, ttl=current_settings().idempotency_ttl)
+    click.echo(f"deleted {count} idempotency record(s) older than IDEMPOTENCY_TTL")
 
 
 @keys_cli.command("rotate-signing")
@@ -152,5 +162,5 @@ def print_outbox(follow: bool, interval: float) -> None:
 
 
 def init_app(app: Flask) -> None:
-    for group in (users_cli, keys_cli, outbox_cli, oauth_cli, webhooks_cli):
+    for group in (users_cli, keys_cli, outbox_cli, idempotency_cli, oauth_cli, webhooks_cli):
         app.cli.add_command(group)

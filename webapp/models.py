@@ -6,7 +6,7 @@ from webapp.apikeys.models import ApiKey
 from webapp.audit.models import AuditEvent
 from webapp.auth.models import AuthSession, OneTimeToken, RefreshToken
 from webapp.events.models import DomainEvent
-from webapp.http.idempotency import IdempotencyRecord
+from webapp.http.idempotency_records import IdempotencyRecord
 from webapp.mfa.models import RecoveryCode, TotpFactor
 from webapp.oauth.browser_models import OAuthBrowserSession, OAuthConsent
 from webapp.oauth.models import OAuthAuthorizationCode, OAuthClient

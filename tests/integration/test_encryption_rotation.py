@@ -17,7 +17,7 @@ from sqlalchemy import delete, select
 
 from tests.support.accounts import Account
 from webapp.extensions import db
-from webapp.http.idempotency import IdempotencyRecord
+from webapp.http.idempotency_records import IdempotencyRecord
 from webapp.mfa.models import TotpFactor
 from webapp.outbox.models import OutboxMessage
 from webapp.security.encryption import EncryptionKeyRing

@@ -12,7 +12,7 @@ from webapp.audit.models import AuditEvent
 from webapp.config import settings_of
 from webapp.db import utcnow
 from webapp.extensions import db
-from webapp.http.idempotency import IdempotencyRecord
+from webapp.http.idempotency_records import IdempotencyRecord
 from webapp.users.models import User
 
 USERS = "/api/v1/users/"

@@ -18,7 +18,7 @@ from tests.support.mfa import MFA, code_at, enable, enrol
 from tests.support.problems import assert_problem
 from webapp.auth.models import OneTimeToken
 from webapp.extensions import db
-from webapp.http.idempotency import IdempotencyRecord
+from webapp.http.idempotency_records import IdempotencyRecord
 from webapp.mfa.models import TotpFactor
 
 LOGIN, LOGIN_MFA = "/api/v1/auth/login", "/api/v1/auth/login/mfa"

@@ -1,7 +1,7 @@
 """The housekeeping CronJob (k8s/base/housekeeping-cronjob.yaml): in every overlay, daily, in the
 API's image, hardened, with the API's environment, admitted to PostgreSQL by the NetworkPolicy;
 its commands are the app's own Click commands; and its script, run as shipped against the test
-database, runs both purges, also when one of them fails, and fails when either fails."""
+database, runs every purge, also when one of them fails, and fails when any fails."""
 
 from __future__ import annotations
 
@@ -24,9 +24,10 @@ from webapp.config import Settings
 
 Objects = list[dict[str, Any]]
 NAME = "gatehouse-housekeeping"
-PURGES = [["webhooks", "purge"], ["oauth", "purge"]]
+PURGES = [["webhooks", "purge"], ["oauth", "purge"], ["idempotency", "purge"]]
 WEBHOOKS_DONE = "domain event(s) and"
 OAUTH_DONE = "authorization code(s) and"
+IDEMPOTENCY_DONE = "idempotency record(s) older than"
 
 
 def cronjob(objects: Objects) -> dict[str, Any]:
@@ -112,7 +113,7 @@ def test_the_cronjob_runs_the_api_image_hardened_with_limits(
 def test_the_script_runs_each_purge_once_and_exits_with_a_failure(
     rendered: dict[str, Objects], app: Flask
 ) -> None:
-    """Both commands are the app's Click commands and parse with its CLI, in this order."""
+    """The commands are the app's Click commands and parse with its CLI, in this order."""
     shipped = Shipped({}, {}, app.cli, app.url_map)
     for overlay in OVERLAYS:
         script = script_of(rendered[overlay])[2]
@@ -122,7 +123,7 @@ def test_the_script_runs_each_purge_once_and_exits_with_a_failure(
         for tokens in commands:
             checker.flask(" ".join(tokens), tokens)
         assert checker.problems == []
-        # `set -e` would stop at the first failure and skip the other purge
+        # `set -e` would stop at the first failure and skip the other purges
         assert "set -e" not in script
     wrong = Checker(shipped)
     wrong.flask(
@@ -243,25 +244,27 @@ def rename_table(database_url: str, old: str, new: str) -> None:
         )
 
 
-def test_the_script_runs_both_purges(run_script: Any) -> None:
+def test_the_script_runs_every_purge(run_script: Any) -> None:
     done = run_script()
     assert done.returncode == 0, done.stdout + done.stderr
     assert WEBHOOKS_DONE in done.stdout
     assert OAUTH_DONE in done.stdout
+    assert IDEMPOTENCY_DONE in done.stdout
 
 
 @pytest.mark.parametrize(
     ("table", "fails", "still_runs"),
     [
         ("webhook_attempts", "webhook_attempts", OAUTH_DONE),
-        ("oauth_authorization_codes", "oauth_authorization_codes", WEBHOOKS_DONE),
+        ("oauth_authorization_codes", "oauth_authorization_codes", IDEMPOTENCY_DONE),
+        ("idempotency_records", "idempotency_records", WEBHOOKS_DONE),
     ],
-    ids=["webhooks-purge-fails", "oauth-purge-fails"],
+    ids=["webhooks-purge-fails", "oauth-purge-fails", "idempotency-purge-fails"],
 )
 def test_a_failing_purge_fails_the_job_and_the_other_still_runs(
     run_script: Any, base_settings: Settings, table: str, fails: str, still_runs: str
 ) -> None:
-    """A real failure (the purge's table is missing): the other purge runs and reports, the
+    """A real failure (the purge's table is missing): the others run and report, the
     script exits non-zero, so the pod, hence the Job, fails."""
     rename_table(base_settings.database_url, table, f"{table}_away")
     try:

@@ -27,47 +27,25 @@ import json
 import re
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, TypeVar, cast
 
 from flask import Response, current_app, g, request
-from sqlalchemy import Index, String, Text, delete, select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
 
 from webapp.config import current_settings
-from webapp.db import Base, new_id, utcnow
+from webapp.db import utcnow
 from webapp.errors import Conflict, ValidationFailed
 from webapp.extensions import db
+from webapp.http.idempotency_records import MAX_KEY_LENGTH, SEALED_BODY, IdempotencyRecord
 from webapp.security import encryption
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
-MAX_KEY_LENGTH = 255
 REPLAYED_HEADERS = ("Location", "ETag", "Content-Type")
-SEALED_BODY = encryption.register(
-    encryption.EncryptedColumn("idempotency_records", "response_body", mixed=True)
-)
-
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-class IdempotencyRecord(Base):
-    __tablename__ = "idempotency_records"
-    __table_args__ = (
-        Index("uq_idempotency_records_scope_key", "scope", "key", unique=True),
-        Index("ix_idempotency_records_created_at", "created_at"),
-    )
-
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
-    scope: Mapped[str] = mapped_column(String(300))
-    key: Mapped[str] = mapped_column(String(MAX_KEY_LENGTH))
-    request_hash: Mapped[str] = mapped_column(String(64))
-    status_code: Mapped[int | None]
-    response_body: Mapped[str | None] = mapped_column(Text)
-    response_headers: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    completed_at: Mapped[datetime | None]
 
 
 FINGERPRINT_PURPOSE = b"gatehouse idempotency fingerprint v1"
