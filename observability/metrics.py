@@ -294,6 +294,11 @@ def init_app(app: Flask) -> None:
     The `/metrics` endpoint is the application's to add (it knows its shared state)."""
     app.extensions["gatehouse_http_metrics"] = init_http_metrics(app)
     BUILD_INFO.labels(version=_version(), python=platform.python_version()).set(1)
+    # The series the "any occurrence" alerts read with increase(): exported at 0 from the start,
+    # so the first reuse is a rise Prometheus sees, not a new series whose first sample is 1.
+    TOKEN_REFRESHES.labels(result="reuse_detected")
+    OAUTH_TOKEN_GRANTS.labels(grant="refresh_token", result="refresh_reused")
+    OAUTH_TOKEN_GRANTS.labels(grant="authorization_code", result="code_reused")
     sqlalchemy = app.extensions.get("sqlalchemy")
     if sqlalchemy is not None:
         with app.app_context():

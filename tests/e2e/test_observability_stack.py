@@ -1161,16 +1161,33 @@ def test_on_call_gunicorn_saturation_counts_requests_in_flight_not_the_scrape(
     assert _metric(body, "gatehouse_db_pool_checkout_seconds_count") > 0
 
 
-def test_on_call_alerts_link_every_firing_alert_to_its_runbook(stack: Stack) -> None:
+def test_on_call_alerts_link_every_firing_alert_to_its_runbook(
+    stack: Stack, traffic: dict[str, Any]
+) -> None:
     """The alert list reads Prometheus' rules API (data-source-managed rules); the table reads
     ALERTS. Both see the refresh-token reuse of the traffic, and every link is the rule's own
     runbook_url."""
     dashboard = load(DASHBOARDS_DIR / "gatehouse-on-call.json")
     values = _grafana_variables(stack, dashboard)
-    response = requests.get(
-        f"{stack.prometheus}/api/v1/rules", params={"type": "alert"}, timeout=REQUEST
+
+    def rules_once_reuse_fires() -> list[dict[str, Any]] | None:
+        response = requests.get(
+            f"{stack.prometheus}/api/v1/rules", params={"type": "alert"}, timeout=REQUEST
+        )
+        found = [r for group in response.json()["data"]["groups"] for r in group["rules"]]
+        firing = [
+            alert
+            for rule in found
+            if rule["name"] == "GatehouseRefreshTokenReuseDetected"
+            for alert in rule.get("alerts", [])
+            if alert["state"] == "firing"
+        ]
+        return found if firing else None
+
+    # The traffic's reuse fires within a few evaluations (1 s each); a loaded machine needs more.
+    rules = wait_for(
+        rules_once_reuse_fires, "the traffic's refresh-token reuse to fire", SETTLE, stack.processes
     )
-    rules = [r for group in response.json()["data"]["groups"] for r in group["rules"]]
     assert {r["name"] for r in rules} == alert_names()
     for rule in rules:
         assert rule["annotations"]["runbook_url"] == f"{values['runbook_base']}/{rule['name']}.md"
