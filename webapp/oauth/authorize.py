@@ -31,10 +31,9 @@ from webapp.db import DbSession, utcnow
 from webapp.oauth import codes, consents, service
 from webapp.oauth.browser_models import OAuthBrowserSession
 from webapp.oauth.browser_sessions import touch
-from webapp.oauth.metadata import AUTHORIZATION_CODE
+from webapp.oauth.metadata import AUTHORIZATION_CODE, PROMPT_VALUES
 from webapp.oauth.models import OAuthClient
 
-PROMPT_VALUES = ("none", "login", "consent")
 # RFC 7636 §4.1: 43 to 128 characters of the unreserved set (a base64url SHA-256 is 43).
 CODE_CHALLENGE = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
 MAX_NONCE = 512

@@ -29,12 +29,12 @@ from webapp.config import Settings, current_settings
 from webapp.context import Origin
 from webapp.db import DbSession, new_id, utcnow
 from webapp.oauth.browser_models import OAuthBrowserSession
+from webapp.oauth.metadata import LOOPBACK_HOSTS
 from webapp.users.models import User
 
 COOKIE_NAME = "gh_op_session"
 COOKIE_PATH = "/oauth"
 COOKIE_BYTES = 32
-LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 def new_cookie() -> str:

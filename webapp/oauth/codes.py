@@ -96,13 +96,9 @@ def redeem_code(
     return Redemption(claimed)
 
 
-def purge_expired(db: DbSession, now: datetime | None = None, *, limit: int | None = None) -> int:
-    """Delete codes past their lifetime at `now` (used or not), at most `limit` of them (the
-    caller commits, batch after batch); returns how many."""
-    doomed = select(OAuthAuthorizationCode.id).where(
-        OAuthAuthorizationCode.expires_at <= (now or utcnow())
+def purge_expired(db: DbSession, now: datetime | None = None) -> int:
+    """Delete codes past their lifetime (used or not); returns how many."""
+    result = db.execute(
+        delete(OAuthAuthorizationCode).where(OAuthAuthorizationCode.expires_at <= (now or utcnow()))
     )
-    if limit is not None:
-        doomed = doomed.limit(limit)
-    result = db.execute(delete(OAuthAuthorizationCode).where(OAuthAuthorizationCode.id.in_(doomed)))
     return int(getattr(result, "rowcount", 0) or 0)

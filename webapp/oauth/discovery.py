@@ -6,14 +6,19 @@ from __future__ import annotations
 from typing import Any
 
 from webapp.config import Settings
-from webapp.oauth.metadata import GRANT_TYPES, SCOPES
+from webapp.oauth.metadata import (
+    AUTH_METHODS,
+    CONFIDENTIAL_METHODS,
+    GRANT_TYPES,
+    PROMPT_VALUES,
+    SCOPES,
+)
 
 JWKS_PATH = "/.well-known/jwks.json"
 TOKEN_PATH = "/oauth/token"  # noqa: S105 - a path, not a secret
 USERINFO_PATH = "/oauth/userinfo"
 REVOCATION_PATH = "/oauth/revoke"
 INTROSPECTION_PATH = "/oauth/introspect"
-CONFIDENTIAL_METHODS = ["client_secret_basic", "client_secret_post"]
 # What an ID token or UserInfo can hold (`sub` always; the rest by scope, see docs/oidc.md).
 CLAIMS = [
     "sub",
@@ -50,12 +55,12 @@ def document(settings: Settings, signing_algs: list[str]) -> dict[str, Any]:
         "end_session_endpoint": f"{issuer}{END_SESSION_PATH}",
         "response_types_supported": ["code"],
         "code_challenge_methods_supported": ["S256"],
-        "prompt_values_supported": ["none", "login", "consent"],
+        "prompt_values_supported": list(PROMPT_VALUES),
         "authorization_response_iss_parameter_supported": True,
         "grant_types_supported": list(GRANT_TYPES),
-        "token_endpoint_auth_methods_supported": [*CONFIDENTIAL_METHODS, "none"],
-        "revocation_endpoint_auth_methods_supported": CONFIDENTIAL_METHODS,
-        "introspection_endpoint_auth_methods_supported": CONFIDENTIAL_METHODS,
+        "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
+        "revocation_endpoint_auth_methods_supported": list(CONFIDENTIAL_METHODS),
+        "introspection_endpoint_auth_methods_supported": list(CONFIDENTIAL_METHODS),
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": signing_algs,
         "scopes_supported": list(SCOPES),

@@ -23,8 +23,7 @@ from webapp.db import DbSession
 from webapp.oauth import service
 from webapp.oauth.authorize import PageError, with_params
 from webapp.oauth.models import OAuthClient
-
-ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - a media type, not a secret
+from webapp.oauth.tokens import TOKEN_TYPE
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,7 @@ def id_token_claims(token: str) -> dict[str, Any]:
     try:
         header = pyjwt.get_unverified_header(token)
         key = keyring().verification_key(str(header.get("kid", "")))
-        if key is None or header.get("typ") == ACCESS_TOKEN_TYPE:
+        if key is None or header.get("typ") == TOKEN_TYPE:
             raise invalid
         claims: dict[str, Any] = pyjwt.decode(
             token,

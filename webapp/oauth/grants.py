@@ -19,11 +19,13 @@ from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 
 from webapp.extensions import db
 from webapp.oauth import token_state, user_tokens
-from webapp.oauth.metadata import AUTHORIZATION_CODE, REFRESH_TOKEN
+from webapp.oauth.metadata import (
+    AUTH_METHODS,
+    AUTHORIZATION_CODE,
+    CONFIDENTIAL_METHODS,
+    REFRESH_TOKEN,
+)
 from webapp.oauth.models import OAuthClient
-
-CONFIDENTIAL_METHODS = ["client_secret_basic", "client_secret_post"]
-ALL_METHODS = [*CONFIDENTIAL_METHODS, "none"]
 
 Response = tuple[int, dict[str, Any], list[tuple[str, str]]]
 
@@ -41,7 +43,7 @@ class _UserGrant(BaseGrant, TokenEndpointMixin):  # type: ignore[misc]
     """Any client may present its credentials its registered way, a public one its client_id
     alone (`none`); it must be registered for the grant."""
 
-    TOKEN_ENDPOINT_AUTH_METHODS = ALL_METHODS
+    TOKEN_ENDPOINT_AUTH_METHODS = list(AUTH_METHODS)
     REQUIRED = "code"
 
     def validate_token_request(self) -> None:
@@ -94,7 +96,7 @@ class RefreshTokenGrant(_UserGrant):
 class Revocation(RevocationEndpoint):  # type: ignore[misc]
     """RFC 7009 for confidential clients: 200 whether or not the token was theirs or known."""
 
-    CLIENT_AUTH_METHODS = CONFIDENTIAL_METHODS
+    CLIENT_AUTH_METHODS = list(CONFIDENTIAL_METHODS)
 
     def create_endpoint_response(self, request: Any) -> Response:
         client = self.authenticate_endpoint_client(request)
@@ -107,7 +109,7 @@ class Revocation(RevocationEndpoint):  # type: ignore[misc]
 class Introspection(IntrospectionEndpoint):  # type: ignore[misc]
     """RFC 7662 for confidential clients, about their own tokens only."""
 
-    CLIENT_AUTH_METHODS = CONFIDENTIAL_METHODS
+    CLIENT_AUTH_METHODS = list(CONFIDENTIAL_METHODS)
 
     def create_endpoint_response(self, request: Any) -> Response:
         client = self.authenticate_endpoint_client(request)

@@ -19,7 +19,9 @@ AUTHORIZATION_CODE, REFRESH_TOKEN, CLIENT_CREDENTIALS = (
 )
 GRANT_TYPES = (AUTHORIZATION_CODE, REFRESH_TOKEN, CLIENT_CREDENTIALS)
 RESPONSE_TYPES = ("code",)
-AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none")
+CONFIDENTIAL_METHODS = ("client_secret_basic", "client_secret_post")
+AUTH_METHODS = (*CONFIDENTIAL_METHODS, "none")
+PROMPT_VALUES = ("none", "login", "consent")  # /oauth/authorize's `prompt`
 SCOPES = ("openid", "profile", "email")
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 MAX_URI_LENGTH = 2000

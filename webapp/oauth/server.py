@@ -29,13 +29,12 @@ from webapp.context import Origin
 from webapp.extensions import db
 from webapp.oauth import service, tokens
 from webapp.oauth.grants import (
-    CONFIDENTIAL_METHODS,
     AuthorizationCodeGrant,
     Introspection,
     RefreshTokenGrant,
     Revocation,
 )
-from webapp.oauth.metadata import GRANT_TYPES, SCOPES
+from webapp.oauth.metadata import CONFIDENTIAL_METHODS, GRANT_TYPES, SCOPES
 from webapp.oauth.models import OAuthClient
 
 # Authlib logs every issued token at DEBUG ("Issue token {...}"): with LOG_LEVEL=DEBUG the access
@@ -47,7 +46,7 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[mis
     """RFC 6749 §4.4 for confidential clients, authenticated by the method they registered
     (`OAuthClient.check_endpoint_auth_method`); a public client cannot authenticate here."""
 
-    TOKEN_ENDPOINT_AUTH_METHODS = CONFIDENTIAL_METHODS
+    TOKEN_ENDPOINT_AUTH_METHODS = list(CONFIDENTIAL_METHODS)
 
     def validate_requested_scope(self) -> None:
         """A requested scope must lie within the client's registered scope (RFC 6749 §3.3:

@@ -52,9 +52,7 @@ def _as_access(db: DbSession, token: str) -> Presented | None:
     if claims is None:
         return None
     session = db.get(AuthSession, claims.session_id) if claims.session_id else None
-    if claims.session_id is not None and session is None:
-        # The session is gone (its user or client deleted): the token went with it.
-        return Presented(ACCESS, claims.client_id, access=claims)
+    # A session gone (its user or client deleted) is None: the token went with it.
     return Presented(ACCESS, claims.client_id, access=claims, session=session)
 
 
