@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import JSON, DateTime, MetaData, TypeDecorator, Uuid
+from sqlalchemy import JSON, ColumnElement, DateTime, MetaData, TypeDecorator, Uuid, delete, select
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Session, registry, scoped_session
@@ -89,3 +89,19 @@ def read_only_session() -> Iterator[DbSession]:
         return
     with Session(engine) as session:
         yield session
+
+
+def delete_in_batches(
+    db: DbSession, model: Any, *where: ColumnElement[bool], batch: int = 1000
+) -> int:
+    """Delete the rows of `model` matching `where`, `batch` at a time, each batch committed (short
+    transactions, no long lock on a busy table); returns how many."""
+    deleted = 0
+    while True:
+        chunk = select(model.id).where(*where).limit(batch)
+        result = db.execute(delete(model).where(model.id.in_(chunk)))
+        db.commit()
+        count = int(getattr(result, "rowcount", 0) or 0)
+        deleted += count
+        if count < batch:
+            return deleted

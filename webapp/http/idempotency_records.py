@@ -9,10 +9,10 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Index, String, Text, delete, select
+from sqlalchemy import Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from webapp.db import Base, DbSession, new_id, utcnow
+from webapp.db import Base, DbSession, delete_in_batches, new_id, utcnow
 from webapp.security import encryption
 
 MAX_KEY_LENGTH = 255
@@ -47,18 +47,6 @@ def purge_expired(db_session: DbSession, *, ttl: int, now: datetime | None = Non
     anyway; a request replaces its own expired record, but keys never used again stayed), in
     batches of PURGE_BATCH, each committed; returns how many."""
     before = (now or utcnow()) - timedelta(seconds=ttl)
-    deleted = 0
-    while True:
-        chunk = (
-            select(IdempotencyRecord.id)
-            .where(IdempotencyRecord.created_at < before)
-            .limit(PURGE_BATCH)
-        )
-        result = db_session.execute(
-            delete(IdempotencyRecord).where(IdempotencyRecord.id.in_(chunk))
-        )
-        db_session.commit()
-        count = int(getattr(result, "rowcount", 0) or 0)
-        deleted += count
-        if count < PURGE_BATCH:
-            return deleted
+    return delete_in_batches(
+        db_session, IdempotencyRecord, IdempotencyRecord.created_at < before, batch=PURGE_BATCH
+    )

@@ -14,13 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import or_, select
 
 from webapp.auth.models import AuthSession
 from webapp.config import current_settings
-from webapp.db import DbSession, utcnow
-from webapp.oauth import codes
+from webapp.db import DbSession, delete_in_batches, utcnow
 from webapp.oauth.browser_models import OAuthBrowserSession
+from webapp.oauth.models import OAuthAuthorizationCode
 
 PURGE_MARGIN = timedelta(days=1)
 BATCH = 1000  # rows per delete: short transactions, no long lock on a busy table
@@ -38,36 +38,19 @@ def _ended_browser_sessions(db: DbSession, before: datetime) -> int:
     ended_api_sessions = select(AuthSession.id).where(
         or_(AuthSession.revoked_at <= before, AuthSession.expires_at <= before)
     )
-    deleted = 0
-    while True:
-        chunk = (
-            select(OAuthBrowserSession.id)
-            .where(
-                or_(
-                    OAuthBrowserSession.expires_at <= before,
-                    OAuthBrowserSession.last_seen_at <= before - idle,
-                    OAuthBrowserSession.auth_session_id.in_(ended_api_sessions),
-                )
-            )
-            .limit(BATCH)
-        )
-        result = db.execute(delete(OAuthBrowserSession).where(OAuthBrowserSession.id.in_(chunk)))
-        db.commit()
-        count = int(getattr(result, "rowcount", 0) or 0)
-        deleted += count
-        if count < BATCH:
-            return deleted
+    ended = or_(
+        OAuthBrowserSession.expires_at <= before,
+        OAuthBrowserSession.last_seen_at <= before - idle,
+        OAuthBrowserSession.auth_session_id.in_(ended_api_sessions),
+    )
+    return delete_in_batches(db, OAuthBrowserSession, ended, batch=BATCH)
 
 
 def purge(db: DbSession, *, now: datetime | None = None) -> Purged:
     """Delete the codes that expired, and the browser sessions that ended, more than
     PURGE_MARGIN before `now`; committed."""
     before = (now or utcnow()) - PURGE_MARGIN
-    code_count = 0
-    while True:
-        count = codes.purge_expired(db, before, limit=BATCH)
-        db.commit()
-        code_count += count
-        if count < BATCH:
-            break
+    code_count = delete_in_batches(
+        db, OAuthAuthorizationCode, OAuthAuthorizationCode.expires_at <= before, batch=BATCH
+    )
     return Purged(code_count, _ended_browser_sessions(db, before), before)

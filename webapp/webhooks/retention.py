@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, delete, or_, select
 
 from webapp.config import current_settings
-from webapp.db import DbSession, utcnow
+from webapp.db import DbSession, delete_in_batches, utcnow
 from webapp.events.models import DomainEvent
 from webapp.outbox.models import ENQUEUED, PENDING, OutboxMessage
 from webapp.webhooks.models import WebhookAttempt
@@ -42,15 +42,7 @@ def _waiting_event_ids(db: DbSession) -> set[uuid.UUID]:
 
 
 def _purge_attempts(db: DbSession, before: datetime) -> int:
-    deleted = 0
-    while True:
-        chunk = select(WebhookAttempt.id).where(WebhookAttempt.created_at < before).limit(BATCH)
-        result = db.execute(delete(WebhookAttempt).where(WebhookAttempt.id.in_(chunk)))
-        db.commit()
-        count = int(getattr(result, "rowcount", 0) or 0)
-        deleted += count
-        if count < BATCH:
-            return deleted
+    return delete_in_batches(db, WebhookAttempt, WebhookAttempt.created_at < before, batch=BATCH)
 
 
 def _purge_events(db: DbSession, before: datetime) -> tuple[int, int]:
