@@ -26,13 +26,13 @@ from webapp.audit import service as audit
 from webapp.context import Origin
 from webapp.db import DbSession, new_id
 from webapp.outbox import service as outbox
+from webapp.security import rbac
 from webapp.users.models import User
 from webapp.webhooks.models import WebhookEndpoint
 
 ORIGIN = Origin(user_agent="gatehouse-webhooks")
 TEMPLATE = "webhook_disabled"
 GONE, FAILING = "gone", "failing"
-ADMIN_ROLE = "admin"
 
 _SUMMARIES = {
     GONE: "Its receiver answered 410 Gone: it says the endpoint is no more.",
@@ -113,7 +113,7 @@ def _notify_admins(
     last_error: str | None,
 ) -> None:
     admins = db.scalars(
-        select(User).where(User.role == ADMIN_ROLE, User.active.is_(True)).order_by(User.id)
+        select(User).where(User.role == rbac.ADMIN, User.active.is_(True)).order_by(User.id)
     )
     for admin in admins:
         outbox.enqueue(

@@ -64,8 +64,9 @@ class StateCollector(Collector):
         try:
             with self.app.app_context():
                 failing, disabled = self._endpoints()
-                oldest, dead = self._messages()
-                overdue = self._overdue()
+                unfanned = _oldest_unfanned()  # read once, for both ages
+                oldest, dead = self._messages(unfanned)
+                overdue = self._overdue(unfanned)
                 db.session.remove()
         except Exception:  # noqa: BLE001 - a scrape never fails for want of the database
             return
@@ -119,7 +120,7 @@ class StateCollector(Collector):
         return int(failing or 0), int(disabled or 0)
 
     @staticmethod
-    def _messages() -> tuple[float, int]:
+    def _messages(unfanned: datetime | None) -> tuple[float, int]:
         rows = db.session.execute(
             select(OutboxMessage.status, func.count(), func.min(OutboxMessage.created_at))
             .where(
@@ -129,7 +130,6 @@ class StateCollector(Collector):
             .group_by(OutboxMessage.status)
         ).all()
         firsts = [first for status, _, first in rows if status != DEAD and first is not None]
-        unfanned = _oldest_unfanned()
         if unfanned is not None:
             firsts.append(unfanned)
         age = (datetime.now(UTC) - aware(min(firsts))).total_seconds() if firsts else 0.0
@@ -137,7 +137,7 @@ class StateCollector(Collector):
         return max(0.0, age), int(dead)
 
     @staticmethod
-    def _overdue() -> float:
+    def _overdue(unfanned: datetime | None) -> float:
         """Gatehouse's own lag, whatever the receivers do: a `pending` delivery is due from its
         `available_at` (new, or its retry's time), an `enqueued` one since it was enqueued. A
         failing receiver's retries wait for their time and are not overdue; a disabled endpoint's
@@ -157,7 +157,7 @@ class StateCollector(Collector):
                 ),
             )
         )
-        unfanned = _oldest_unfanned()  # due from the moment its change committed
+        # An event not fanned out is due from the moment its change committed.
         dues = [aware(t) for t in (first, unfanned) if t is not None]
         return max(0.0, (aware(now) - min(dues)).total_seconds()) if dues else 0.0
 
