@@ -11,6 +11,7 @@ handed out again; a session idle past its idle TTL ends here.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -44,25 +45,27 @@ class Rotation:
     result: str  # "success", or "grace" for a retry inside REFRESH_REUSE_GRACE
 
 
-def find_session(db: DbSession, refresh_token: str) -> AuthSession | None:
-    """The session of an authentic refresh token, without locking or changing anything (to
-    check a request against it before rotating)."""
-    token_id = parse_refresh_token(refresh_token)
-    token = db.get(RefreshToken, token_id) if token_id is not None else None
-    return db.get(AuthSession, token.session_id) if token is not None else None
-
-
 def rotate(
-    db: DbSession, origin: Origin, refresh_token: str, *, client_pk: uuid.UUID | None
+    db: DbSession,
+    origin: Origin,
+    refresh_token: str,
+    *,
+    client_pk: uuid.UUID | None,
+    check: Callable[[AuthSession], None] | None = None,
 ) -> Rotation:
     """Exchange `refresh_token` of a session of `client_pk` (None: the API's own) for its
-    successor; commits. Raises `RefreshRefused`."""
+    successor; commits. Raises `RefreshRefused`. `check` sees the token's session (of
+    `client_pk`) before anything else is judged, and may refuse the request by raising."""
     token_id = parse_refresh_token(refresh_token)
     if token_id is None:
         raise RefreshRefused(INVALID)
     token = db.scalar(select(RefreshToken).where(RefreshToken.id == token_id).with_for_update())
     session = db.get(AuthSession, token.session_id) if token else None
-    if token is None or session is None or not session.active or session.client_pk != client_pk:
+    if token is None or session is None or session.client_pk != client_pk:
+        raise RefreshRefused(INVALID)
+    if check is not None:
+        check(session)
+    if not session.active:
         raise RefreshRefused(INVALID)
     user = db.get(User, session.user_id)
     if user is None or not user.active:

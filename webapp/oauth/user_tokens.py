@@ -189,14 +189,18 @@ def refresh(
     """The token response for a refresh token of `client` (RFC 6749 §6): a new access token,
     the next refresh token and, with `openid`, a new ID token without `nonce`. `scope` may only
     narrow the session's; the session keeps its own for the next refresh."""
-    session = rotation.find_session(db, refresh_token)
-    granted = (session.scope or "").split() if session else []
-    requested = scope.split() if scope else granted
-    mine = session is not None and session.client_pk == client.id
-    if mine and not set(requested) <= set(granted):
-        raise InvalidScopeError("The scope exceeds what the user granted.")
+    requested: list[str] = []
+
+    def within_grant(session: AuthSession) -> None:
+        granted = (session.scope or "").split()
+        requested[:] = scope.split() if scope else granted
+        if not set(requested) <= set(granted):
+            raise InvalidScopeError("The scope exceeds what the user granted.")
+
     try:
-        rotated = rotation.rotate(db, origin, refresh_token, client_pk=client.id)
+        rotated = rotation.rotate(
+            db, origin, refresh_token, client_pk=client.id, check=within_grant
+        )
     except rotation.RefreshRefused as refused:
         if refused.result == rotation.REUSE_DETECTED:
             raise RefreshReused(
