@@ -107,29 +107,31 @@ def touch(db: DbSession, browser: OAuthBrowserSession) -> None:
         auth_session.last_used_at = now
 
 
-def start(db: DbSession, origin: Origin, signed_in: SignedIn, previous_cookie: str | None) -> str:
-    """A new browser session for a completed sign-in, under a new cookie (returned); the one
-    it replaces, if any, ends with its API session. Committed."""
+def start(
+    db: DbSession, origin: Origin, signed_in: SignedIn, previous_cookie: str | None
+) -> tuple[str, OAuthBrowserSession]:
+    """A new browser session for a completed sign-in, under a new cookie (returned with the
+    session, live by construction); the one it replaces, if any, ends with its API session.
+    Committed."""
     if previous_cookie:
         _end_previous(db, origin, previous_cookie)
     cookie = new_cookie()
     session = signed_in.session
-    db.add(
-        OAuthBrowserSession(
-            id=new_id(),
-            cookie_hash=cookie_hash(cookie),
-            user_id=signed_in.user.id,
-            auth_session_id=session.id,
-            auth_time=session.auth_time,
-            amr=list(signed_in.amr),
-            created_at=session.created_at,
-            last_seen_at=session.created_at,
-            expires_at=session.expires_at,
-        )
+    browser = OAuthBrowserSession(
+        id=new_id(),
+        cookie_hash=cookie_hash(cookie),
+        user_id=signed_in.user.id,
+        auth_session_id=session.id,
+        auth_time=session.auth_time,
+        amr=list(signed_in.amr),
+        created_at=session.created_at,
+        last_seen_at=session.created_at,
+        expires_at=session.expires_at,
     )
+    db.add(browser)
     db.commit()
     sessions.publish_pending_revocations(db)
-    return cookie
+    return cookie, browser
 
 
 def _end_previous(db: DbSession, origin: Origin, cookie: str) -> None:

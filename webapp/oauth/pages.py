@@ -302,11 +302,10 @@ def login_mfa_post() -> WerkzeugResponse:
 def _signed_in(req: AuthorizationRequest, result: auth_service.SignedIn) -> WerkzeugResponse:
     """A new browser session under a new cookie, then on with the request as if it had just
     arrived — but signed in for it, so prompt=login and max_age are satisfied."""
-    new_cookie = browser_sessions.start(
+    new_cookie, browser = browser_sessions.start(
         db.session, request_origin(), result, request.cookies.get(browser_sessions.COOKIE_NAME)
     )
     g.op_cookie = new_cookie
-    browser = browser_sessions.find_live(db.session, new_cookie)
     return proceed(req, browser, fresh=True)
 
 
