@@ -25,7 +25,7 @@ from webapp.events import service as events
 from webapp.events.models import DomainEvent
 from webapp.outbox.models import PENDING, OutboxMessage
 from webapp.webhooks.models import WebhookAttempt, WebhookEndpoint
-from webapp.webhooks.service import QUEUE, TEMPLATE
+from webapp.webhooks.service import QUEUE, TEMPLATE, get_endpoint
 
 # A replay queues at most this many deliveries; a larger window is refused (422
 # `replay-window-too-large`): replay it in shorter windows.
@@ -47,9 +47,7 @@ class Replay:
 
 
 def _enabled_endpoint(db: DbSession, endpoint_id: uuid.UUID) -> WebhookEndpoint:
-    endpoint = db.get(WebhookEndpoint, endpoint_id)
-    if endpoint is None:
-        raise NotFound("No such webhook.")
+    endpoint = get_endpoint(db, endpoint_id)
     if not endpoint.enabled:
         raise Conflict(
             "The webhook is disabled: its deliveries would be skipped. Enable it first.",

@@ -12,31 +12,13 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
-
 from webapp.audit import service as audit
 from webapp.config import current_settings
 from webapp.context import Origin
 from webapp.db import DbSession, aware, utcnow
-from webapp.errors import NotFound
-from webapp.security import encryption
-from webapp.security.encryption import EncryptedColumn
-from webapp.versions import require_match
 from webapp.webhooks import signing
-from webapp.webhooks.models import PREVIOUS_SECRET_COLUMN, SECRET_COLUMN, WebhookEndpoint
-from webapp.webhooks.service import Issued, etag_of
-
-
-def _seal(column: EncryptedColumn, endpoint_id: uuid.UUID, secret: str) -> str:
-    return encryption.keyring().encrypt(
-        secret, table=column.table, column=column.column, row_id=endpoint_id
-    )
-
-
-def _open(column: EncryptedColumn, endpoint_id: uuid.UUID, stored: str) -> str:
-    return encryption.keyring().decrypt(
-        stored, table=column.table, column=column.column, row_id=endpoint_id
-    )
+from webapp.webhooks.models import PREVIOUS_SECRET_COLUMN, WebhookEndpoint
+from webapp.webhooks.service import Issued, locked, seal, secret_of, unseal
 
 
 def previous_secret_valid_until(
@@ -53,10 +35,10 @@ def previous_secret_valid_until(
 def signing_secrets(endpoint: WebhookEndpoint, now: datetime | None = None) -> list[str]:
     """The secrets a delivery is signed with now: the current one, and the previous one during
     its overlap. Raises DecryptionError when a key left ENCRYPTION_KEYS."""
-    secrets = [_open(SECRET_COLUMN, endpoint.id, endpoint.secret_encrypted)]
+    secrets = [secret_of(endpoint)]
     previous = endpoint.previous_secret_encrypted
     if previous is not None and previous_secret_valid_until(endpoint, now) is not None:
-        secrets.append(_open(PREVIOUS_SECRET_COLUMN, endpoint.id, previous))
+        secrets.append(unseal(endpoint.id, previous, PREVIOUS_SECRET_COLUMN))
     return secrets
 
 
@@ -65,23 +47,18 @@ def rotate_secret(
 ) -> Issued:
     """A new secret; the current one keeps signing beside it for WEBHOOK_SECRET_OVERLAP seconds
     (0: not at all). Audited without either secret."""
-    endpoint = db.scalar(
-        select(WebhookEndpoint).where(WebhookEndpoint.id == endpoint_id).with_for_update()
-    )
-    if endpoint is None:
-        raise NotFound("No such webhook.")
-    require_match(if_match, etag_of(endpoint))
+    endpoint = locked(db, endpoint_id, if_match)
     now = utcnow()
     overlap = current_settings().webhook_secret_overlap
-    current = _open(SECRET_COLUMN, endpoint.id, endpoint.secret_encrypted)
+    current = secret_of(endpoint)
     secret = signing.new_secret()
     if overlap:
-        endpoint.previous_secret_encrypted = _seal(PREVIOUS_SECRET_COLUMN, endpoint.id, current)
+        endpoint.previous_secret_encrypted = seal(endpoint.id, current, PREVIOUS_SECRET_COLUMN)
         endpoint.previous_secret_expires_at = now + timedelta(seconds=overlap)
     else:
         endpoint.previous_secret_encrypted = None
         endpoint.previous_secret_expires_at = None
-    endpoint.secret_encrypted = _seal(SECRET_COLUMN, endpoint.id, secret)
+    endpoint.secret_encrypted = seal(endpoint.id, secret)
     endpoint.secret_rotated_at = now
     audit.record(
         db,

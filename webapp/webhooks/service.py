@@ -26,6 +26,7 @@ from webapp.events.models import DomainEvent
 from webapp.outbox.models import PENDING, OutboxMessage
 from webapp.paging import Page, paginate
 from webapp.security import encryption
+from webapp.security.encryption import EncryptedColumn
 from webapp.versions import etag_value, require_match
 from webapp.webhooks import signing, ssrf
 from webapp.webhooks.models import SECRET_COLUMN, WebhookAttempt, WebhookEndpoint
@@ -62,19 +63,22 @@ def _check_types(event_types: list[str]) -> list[str]:
     return sorted(set(event_types))
 
 
-def _seal(endpoint_id: uuid.UUID, secret: str) -> str:
+def seal(endpoint_id: uuid.UUID, secret: str, column: EncryptedColumn = SECRET_COLUMN) -> str:
+    """A signing secret encrypted for `column` of the endpoint's row."""
     return encryption.keyring().encrypt(
-        secret, table=SECRET_COLUMN.table, column=SECRET_COLUMN.column, row_id=endpoint_id
+        secret, table=column.table, column=column.column, row_id=endpoint_id
+    )
+
+
+def unseal(endpoint_id: uuid.UUID, stored: str, column: EncryptedColumn = SECRET_COLUMN) -> str:
+    """The signing secret stored in `column` of the endpoint's row."""
+    return encryption.keyring().decrypt(
+        stored, table=column.table, column=column.column, row_id=endpoint_id
     )
 
 
 def secret_of(endpoint: WebhookEndpoint) -> str:
-    return encryption.keyring().decrypt(
-        endpoint.secret_encrypted,
-        table=SECRET_COLUMN.table,
-        column=SECRET_COLUMN.column,
-        row_id=endpoint.id,
-    )
+    return unseal(endpoint.id, endpoint.secret_encrypted)
 
 
 def create_endpoint(
@@ -93,7 +97,7 @@ def create_endpoint(
         event_types=_check_types(event_types),
         enabled=enabled,
         description=description.strip(),
-        secret_encrypted=_seal(endpoint_id, secret),
+        secret_encrypted=seal(endpoint_id, secret),
         created_by=origin.actor_id,
     )
     db.add(endpoint)
@@ -140,7 +144,8 @@ def get_endpoint(db: DbSession, endpoint_id: uuid.UUID) -> WebhookEndpoint:
     return endpoint
 
 
-def _locked(db: DbSession, endpoint_id: uuid.UUID, if_match: str | None) -> WebhookEndpoint:
+def locked(db: DbSession, endpoint_id: uuid.UUID, if_match: str | None) -> WebhookEndpoint:
+    """The endpoint, locked for a change (404 unknown, 412 on an `If-Match` mismatch)."""
     endpoint = db.scalar(
         select(WebhookEndpoint).where(WebhookEndpoint.id == endpoint_id).with_for_update()
     )
@@ -158,7 +163,7 @@ def update_endpoint(
     *,
     if_match: str | None = None,
 ) -> WebhookEndpoint:
-    endpoint = _locked(db, endpoint_id, if_match)
+    endpoint = locked(db, endpoint_id, if_match)
     if "url" in changes:
         endpoint.url = _check_url(changes["url"])
     if "event_types" in changes:
@@ -185,7 +190,7 @@ def delete_endpoint(
     db: DbSession, origin: Origin, endpoint_id: uuid.UUID, *, if_match: str | None = None
 ) -> None:
     """Its delivery log goes with it; deliveries still waiting are skipped when they come up."""
-    endpoint = _locked(db, endpoint_id, if_match)
+    endpoint = locked(db, endpoint_id, if_match)
     audit.record(
         db,
         origin,
